@@ -1,0 +1,56 @@
+"""Shared fixtures: paths to ../shared (skip when absent) and an offline torch hub cache."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SLRNET_SHARED", REPO_ROOT.parent / "shared"))
+SHARED_DATA = SHARED / "data"
+SHARED_WEIGHTS = SHARED / "weights"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def coco128(shared_data: Path) -> Path:
+    root = shared_data / "coco128"
+    if not root.is_dir():
+        pytest.skip("coco128 not in shared data")
+    return root
+
+
+@pytest.fixture(scope="session")
+def camvid(shared_data: Path) -> Path:
+    root = shared_data / "camvid"
+    if not root.is_dir():
+        pytest.skip("camvid not in shared data")
+    return root
+
+
+@pytest.fixture(scope="session")
+def torch_hub_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A TORCH_HOME seeded from ../shared/weights, so torchvision's weights API works offline."""
+    src = SHARED_WEIGHTS / "mobilenet_v2-b0353104.pth"
+    if not src.is_file():
+        pytest.skip(f"pretrained weights not found at {src}")
+    home = tmp_path_factory.mktemp("torch_home")
+    ckpt = home / "hub" / "checkpoints"
+    ckpt.mkdir(parents=True)
+    shutil.copy(src, ckpt / src.name)
+    old = os.environ.get("TORCH_HOME")
+    os.environ["TORCH_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("TORCH_HOME", None)
+    else:
+        os.environ["TORCH_HOME"] = old
