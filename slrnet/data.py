@@ -1,0 +1,135 @@
+"""Training samples, the augmented training dataset and its collate function.
+
+A :class:`Sample` is what the caller knows about one image: pixels (an array or a loader), its
+image-level tags if any and its pixel mask if any. Images with neither are unlabelled data. The
+dataset applies the paper's augmentations (random resized crop, horizontal flip, colour jitter)
+jointly to image and mask and yields the batch layout :func:`slrnet.modes.compute_losses` expects.
+All randomness comes from torch's generator, so seeding torch makes an epoch reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torchvision.transforms.v2 as T
+import torchvision.transforms.v2.functional as F
+from torch.utils.data import Dataset
+
+IGNORE_INDEX = 255
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+ArraySource = np.ndarray | Callable[[], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One training image.
+
+    ``image``: (H, W, 3) uint8 RGB, or a zero-argument loader returning it (kept lazy so a
+    dataset of thousands of images does not sit in memory). ``tags``: (K,) 0/1 over all classes,
+    or None when the image has no image-level label. ``mask``: (H, W) uint8 class indices with
+    255 = unknown, or a loader, or None.
+    """
+
+    name: str
+    image: ArraySource
+    tags: np.ndarray | None = None
+    mask: ArraySource | None = None
+
+    @property
+    def has_tags(self) -> bool:
+        return self.tags is not None
+
+    @property
+    def has_mask(self) -> bool:
+        return self.mask is not None
+
+
+def _load(src: ArraySource) -> np.ndarray:
+    return src() if callable(src) else src
+
+
+def normalize(image: torch.Tensor) -> torch.Tensor:
+    """uint8 (…, 3, H, W) -> float ImageNet-normalised."""
+    return F.normalize(image.float() / 255.0, list(IMAGENET_MEAN), list(IMAGENET_STD))
+
+
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) uint8 tensor."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Random resized crop to ``size``×``size`` + horizontal flip (joint), colour jitter (image)."""
+
+    size: int
+    scale: tuple[float, float] = (0.5, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip: bool = True
+    jitter: float = 0.3
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        top, left, h, w = T.RandomResizedCrop.get_params(image, list(self.scale), list(self.ratio))
+        size = [self.size, self.size]
+        image = F.resized_crop(image, top, left, h, w, size, antialias=True)
+        mask = F.resized_crop(mask[None], top, left, h, w, size, T.InterpolationMode.NEAREST)[0]
+        if self.flip and torch.rand(()) < 0.5:
+            image, mask = F.horizontal_flip(image), F.horizontal_flip(mask)
+        if self.jitter > 0:
+            j = self.jitter
+            image = T.ColorJitter(brightness=j, contrast=j, saturation=j, hue=min(j / 3, 0.5))(image)
+        return image, mask
+
+
+class TrainSet(Dataset):
+    """Augmented samples; masked images are repeated ``mask_repeat`` times per epoch (the paper
+    oversamples the few labelled images when most of the data is unlabelled)."""
+
+    def __init__(self, samples: Sequence[Sample], num_classes: int, augmentation: Augmentation,
+                 has_background: bool = True, mask_repeat: int = 1) -> None:
+        if not samples:
+            raise ValueError("no training samples")
+        for s in samples:
+            if s.tags is not None and s.tags.shape != (num_classes,):
+                raise ValueError(f"{s.name}: tags have shape {s.tags.shape}, expected ({num_classes},)")
+        self.samples = list(samples)
+        self.num_classes = num_classes
+        self.augmentation = augmentation
+        self.has_background = has_background
+        self.order = [i for i, s in enumerate(self.samples) for _ in range(mask_repeat if s.has_mask else 1)]
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
+        index = self.order[item]
+        sample = self.samples[index]
+        image = image_to_tensor(_load(sample.image))
+        if sample.mask is not None:
+            mask_np = _load(sample.mask)
+            if mask_np.shape != tuple(image.shape[1:]):
+                raise ValueError(f"{sample.name}: mask {mask_np.shape} does not match image {image.shape[1:]}")
+            mask = torch.from_numpy(mask_np.astype(np.uint8))
+        else:
+            mask = torch.full(image.shape[1:], IGNORE_INDEX, dtype=torch.uint8)
+        image, mask = self.augmentation(image, mask)
+        tags = torch.zeros(self.num_classes)
+        if sample.tags is not None:
+            tags = torch.as_tensor(sample.tags, dtype=torch.float32).clone()
+            if self.has_background:
+                tags[0] = 1.0
+        return {
+            "image": normalize(image),
+            "tags": tags,
+            "has_tags": torch.tensor(sample.has_tags),
+            "mask": mask.long(),
+            "has_mask": torch.tensor(sample.has_mask),
+            "index": torch.tensor(index),
+        }

@@ -1,0 +1,122 @@
+"""Training runs (model versions): repository functions. The caller owns the session and commits.
+
+A run goes ``running`` -> ``trained`` (final checkpoint written, version assigned) -> ``published``
+(pseudo-labels of every image written); or ends ``failed`` / ``cancelled`` / ``interrupted``. Only
+the latest published run is the project's current model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from storage.models import TrainingRun, utcnow
+
+RESUMABLE_STATUSES = ("running", "interrupted")
+
+
+def create_run(session: Session, project_id: int, *, mode: str, backbone: str, config: dict[str, Any],
+               job_id: int | None = None) -> TrainingRun:
+    run = TrainingRun(project_id=project_id, mode=mode, backbone=backbone, config=config, metrics={},
+                      status="running", epoch=0, job_id=job_id)
+    session.add(run)
+    session.flush()
+    return run
+
+
+def get_run(session: Session, run_id: int) -> TrainingRun | None:
+    return session.get(TrainingRun, run_id)
+
+
+def list_runs(session: Session, project_id: int) -> list[TrainingRun]:
+    """All runs of a project, newest first."""
+    stmt = select(TrainingRun).where(TrainingRun.project_id == project_id).order_by(TrainingRun.id.desc())
+    return list(session.scalars(stmt))
+
+
+def set_checkpoint_path(session: Session, run: TrainingRun, path: str) -> None:
+    run.checkpoint_path = path
+    session.flush()
+
+
+def record_epoch(session: Session, run: TrainingRun, epoch: int, metrics: dict[str, Any]) -> None:
+    """``epoch`` completed epochs; ``metrics`` replaces the run's metrics dict."""
+    run.epoch = epoch
+    run.metrics = dict(metrics)
+    session.flush()
+
+
+def next_version(session: Session, project_id: int) -> int:
+    current = session.scalar(
+        select(func.max(TrainingRun.version)).where(TrainingRun.project_id == project_id)
+    )
+    return (current or 0) + 1
+
+
+def mark_trained(session: Session, run: TrainingRun) -> int:
+    """Final checkpoint written: the run becomes the project's next model version (returned)."""
+    if run.version is None:
+        run.version = next_version(session, run.project_id)
+    run.status = "trained"
+    run.finished_at = utcnow()
+    session.flush()
+    return run.version
+
+
+def mark_published(session: Session, run: TrainingRun) -> None:
+    """Pseudo-labels of every image are written: the run becomes the current model."""
+    if run.status not in ("trained", "published"):
+        raise ValueError(f"run {run.id} is {run.status}; only a trained run can be published")
+    run.status = "published"
+    run.published_at = utcnow()
+    session.flush()
+
+
+def mark_ended(session: Session, run: TrainingRun, status: str, error: str | None = None) -> None:
+    """``failed``, ``cancelled`` or ``interrupted``; an ``error`` goes into the metrics."""
+    if status not in ("failed", "cancelled", "interrupted"):
+        raise ValueError(f"not an end status: {status!r}")
+    run.status = status
+    run.finished_at = utcnow()
+    if error:
+        run.metrics = {**run.metrics, "error": error}
+    session.flush()
+
+
+def latest_published_run(session: Session, project_id: int) -> TrainingRun | None:
+    """The project's current model: the newest published run."""
+    stmt = (
+        select(TrainingRun)
+        .where(TrainingRun.project_id == project_id, TrainingRun.status == "published")
+        .order_by(TrainingRun.version.desc(), TrainingRun.id.desc())
+        .limit(1)
+    )
+    return session.scalars(stmt).first()
+
+
+def latest_trained_run(session: Session, project_id: int) -> TrainingRun | None:
+    """The newest run with a final checkpoint (trained or published): what ``predict`` uses."""
+    stmt = (
+        select(TrainingRun)
+        .where(TrainingRun.project_id == project_id, TrainingRun.status.in_(("trained", "published")))
+        .order_by(TrainingRun.version.desc(), TrainingRun.id.desc())
+        .limit(1)
+    )
+    return session.scalars(stmt).first()
+
+
+def latest_resumable_run(session: Session, project_id: int) -> TrainingRun | None:
+    """The newest run that stopped mid-way (crash or interrupted worker) and has a checkpoint."""
+    stmt = (
+        select(TrainingRun)
+        .where(
+            TrainingRun.project_id == project_id,
+            TrainingRun.status.in_(RESUMABLE_STATUSES),
+            TrainingRun.checkpoint_path.is_not(None),
+        )
+        .order_by(TrainingRun.id.desc())
+        .limit(1)
+    )
+    return session.scalars(stmt).first()
