@@ -115,7 +115,7 @@ class TrainSet(Dataset):
         if sample.mask is not None:
             mask_np = _load(sample.mask)
             if mask_np.shape != tuple(image.shape[1:]):
-                raise ValueError(f"{sample.name}: mask {mask_np.shape} does not match image {image.shape[1:]}")
+                raise ValueError(f"{sample.name}: mask {mask_np.shape} != image {tuple(image.shape[1:])}")
             mask = torch.from_numpy(mask_np.astype(np.uint8))
         else:
             mask = torch.full(image.shape[1:], IGNORE_INDEX, dtype=torch.uint8)
