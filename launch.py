@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project", default=DEFAULT_PROJECT)
     p.add_argument("--format", default="coco", choices=["coco", "voc"])
     p.add_argument("--source", default="best", choices=["best", "human", "model"])
+    p.add_argument("--palette", action="store_true", help="voc: colour-palette PNGs (same class indices)")
 
     p = sub.add_parser("worker", help="run a job-queue consumer (e.g. one per GPU)")
     _add_common(p)

@@ -34,7 +34,33 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
-    raise UserError("export: not built yet")
+    """``export OUT [--format coco|voc] [--source best|human|model] [--palette]``: one summary line."""
+    from tqdm import tqdm
+
+    from jobs.context import Studio
+    from jobs.exporting import export_project
+
+    studio = Studio.open(args.data)
+    try:
+        with tqdm(total=1.0, unit="", bar_format="{l_bar}{bar}", leave=False, disable=None) as bar:
+
+            def progress(fraction: float, message: str, metrics: dict) -> None:
+                bar.set_description(message, refresh=False)
+                bar.update(fraction - bar.n)
+
+            report = export_project(
+                studio,
+                args.project,
+                args.out,
+                fmt=args.format,
+                source=args.source,
+                palette=args.palette,
+                progress=progress,
+            )
+    finally:
+        studio.close()
+    print(report.summary())
+    return 0
 
 
 def worker(args: argparse.Namespace) -> int:
