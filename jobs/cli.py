@@ -18,7 +18,35 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def import_(args: argparse.Namespace) -> int:
-    raise UserError("import: not built yet")
+    from tqdm import tqdm
+
+    from jobs.context import Studio
+    from jobs.importing import import_dataset
+
+    studio = Studio.open(args.data)
+    try:
+        with tqdm(total=1.0, unit="", bar_format="{l_bar}{bar}| {elapsed}", leave=False) as bar:
+
+            def progress(fraction: float, message: str, metrics: dict) -> None:
+                bar.set_description_str(message, refresh=False)
+                bar.update(fraction - bar.n)
+
+            report = import_dataset(
+                studio,
+                args.path,
+                project=args.project,
+                classes_file=args.classes,
+                has_background=not args.no_background,
+                tags_csv=args.tags,
+                masks_dir=args.masks,
+                coco_json=args.coco,
+                max_pixels=args.max_pixels,
+                progress=progress,
+            )
+    finally:
+        studio.close()
+    print(report.summary())
+    return 0
 
 
 def train(args: argparse.Namespace) -> int:

@@ -1,0 +1,72 @@
+"""The ``Studio`` bundle: data dir, database and image store, shared by the CLI, the UI and workers."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from jobs.errors import UserError
+from storage.db import default_database_url, open_database
+from storage.files import ImageStore
+
+logger = logging.getLogger(__name__)
+
+DATA_DIR_ENV = "SLRNET_DATA"
+MAX_PIXELS_ENV = "SLRNET_MAX_PIXELS"
+DEFAULT_DATA_DIR = "data"
+DEFAULT_MAX_PIXELS = 100_000_000
+
+
+@dataclass
+class Studio:
+    """Everything a service needs. Services own transactions: ``with studio.Session.begin() as s:``."""
+
+    data_dir: Path
+    engine: Engine
+    Session: sessionmaker[Session]
+    images: ImageStore
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    @classmethod
+    def open(cls, data_dir: str | Path | None = None, database_url: str | None = None) -> Studio:
+        """Open (creating if needed) the data dir and its database, migrated to the current schema.
+
+        ``data_dir`` defaults to ``$SLRNET_DATA`` or ``./data``; ``database_url`` to
+        ``$SLRNET_DATABASE_URL`` or ``<data_dir>/studio.db``; ``max_pixels`` comes from
+        ``$SLRNET_MAX_PIXELS`` (default 100 megapixels).
+        """
+        root = Path(data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR).expanduser().resolve()
+        if root.exists() and not root.is_dir():
+            raise UserError(f"data dir {root} is not a directory")
+        root.mkdir(parents=True, exist_ok=True)
+        engine, session_factory = open_database(database_url or default_database_url(root))
+        logger.debug("opened studio at %s (%s)", root, engine.url.render_as_string(hide_password=True))
+        return cls(
+            data_dir=root,
+            engine=engine,
+            Session=session_factory,
+            images=ImageStore(root),
+            max_pixels=_max_pixels_from_env(),
+        )
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.engine.dispose()
+
+
+def _max_pixels_from_env() -> int:
+    raw = os.environ.get(MAX_PIXELS_ENV)
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UserError(f"{MAX_PIXELS_ENV} must be a whole number, got {raw!r}") from None
+    if value <= 0:
+        raise UserError(f"{MAX_PIXELS_ENV} must be positive, got {value}")
+    return value

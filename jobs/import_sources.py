@@ -1,0 +1,104 @@
+"""Where imported images come from: the files of a folder or the entries of a .zip archive.
+
+Zip entries are read in memory, never extracted; an entry whose path would leave the archive's
+folder (absolute, ``..``, a drive letter) or that is a symbolic link is refused.
+"""
+
+from __future__ import annotations
+
+import stat
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from jobs.errors import UserError
+from storage.files import IMAGE_SUFFIXES
+
+_SKIPPED_DIRS = frozenset({"__MACOSX"})
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """One image file to import."""
+
+    name: str  # the file name it is imported as (no folders)
+    origin: str  # where it came from, for messages
+    size: int  # bytes, as the file system or the archive declares
+    read: Callable[[], bytes]
+
+
+def _skipped(parts: tuple[str, ...]) -> bool:
+    return any(p.startswith(".") or p in _SKIPPED_DIRS for p in parts)
+
+
+def _check_suffix(name: str, origin: str) -> None:
+    if PurePosixPath(name).suffix.lower() not in IMAGE_SUFFIXES:
+        supported = ", ".join(sorted(IMAGE_SUFFIXES))
+        raise UserError(f"{origin}: not an image file (supported: {supported})")
+
+
+def _folder_sources(root: Path) -> list[ImageSource]:
+    sources = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if _skipped(rel.parts) or not path.is_file():
+            continue
+        _check_suffix(path.name, str(path))
+        sources.append(
+            ImageSource(name=path.name, origin=str(path), size=path.stat().st_size, read=path.read_bytes)
+        )
+    return sources
+
+
+def _safe_member_path(info: zipfile.ZipInfo, archive: Path) -> PurePosixPath:
+    name = info.filename.replace("\\", "/")
+    parts = PurePosixPath(name).parts
+    if name.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
+        raise UserError(f"{archive}: entry {info.filename!r} escapes the archive's folder")
+    if stat.S_ISLNK(info.external_attr >> 16):
+        raise UserError(f"{archive}: entry {info.filename!r} is a symbolic link")
+    return PurePosixPath(name)
+
+
+def _zip_sources(archive: Path, zf: zipfile.ZipFile) -> list[ImageSource]:
+    sources = []
+    for info in sorted(zf.infolist(), key=lambda i: i.filename):
+        member = _safe_member_path(info, archive)
+        if info.is_dir() or _skipped(member.parts):
+            continue
+        origin = f"{archive}:{info.filename}"
+        _check_suffix(member.name, origin)
+        sources.append(
+            ImageSource(
+                name=member.name, origin=origin, size=info.file_size, read=lambda i=info: zf.read(i)
+            )
+        )
+    return sources
+
+
+@contextmanager
+def open_sources(path: Path) -> Iterator[list[ImageSource]]:
+    """The image files of a folder or a .zip (readable while the context is open).
+
+    Hidden files and folders (and ``__MACOSX``) are skipped; any other file that is not named like
+    an image is a :class:`UserError`, as are unsafe archive entries and an empty source.
+    """
+    if path.is_dir():
+        sources = _folder_sources(path)
+        if not sources:
+            raise UserError(f"no images found in {path}")
+        yield sources
+        return
+    if not path.is_file() or path.suffix.lower() != ".zip":
+        raise UserError(f"{path} is neither a folder nor a .zip file")
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise UserError(f"{path}: not a readable zip archive ({exc})") from exc
+    with zf:
+        sources = _zip_sources(path, zf)
+        if not sources:
+            raise UserError(f"no images found in {path}")
+        yield sources

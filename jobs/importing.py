@@ -1,0 +1,432 @@
+"""The import service: a folder or .zip of images, optionally with classes, tags and masks.
+
+Everything is validated before the database is touched, and all rows are written in one
+transaction. Image files go into the content-addressed store as they are read; files this import
+added are removed again if it fails. Images whose content the project already has are skipped,
+so running the same import twice adds nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image as PILImage
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from jobs.coco_masks import CocoDataset, load_coco, rasterize
+from jobs.context import Studio
+from jobs.errors import UserError
+from jobs.import_sources import ImageSource, open_sources
+from jobs.labeling import full_class_list, label_map_problem
+from jobs.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
+from storage import images as image_repo
+from storage import labels as label_repo
+from storage import projects as project_repo
+from storage.files import ImageFileError, inspect_image
+from storage.label_maps import encode_label_png
+from storage.models import IGNORE_INDEX, Image, Mask
+
+logger = logging.getLogger(__name__)
+
+_MASK_MODES = frozenset({"L", "P", "I", "I;16"})
+
+
+@dataclass
+class ImportReport:
+    """What an import did."""
+
+    project: str
+    project_id: int = 0
+    images_added: int = 0
+    duplicates_skipped: int = 0  # same content as an image already in the project or this import
+    tags_added: int = 0
+    masks_added: int = 0
+    masks_kept: int = 0  # images that already had a mask (it is not replaced)
+    classes: int = 0
+
+    def summary(self) -> str:
+        """A one-line summary for the CLI and the UI."""
+        return (
+            f"project {self.project!r}: {self.images_added} images added, "
+            f"{self.duplicates_skipped} duplicates skipped, {self.tags_added} tags added, "
+            f"{self.masks_added} masks added ({self.masks_kept} existing kept), {self.classes} classes"
+        )
+
+
+@dataclass
+class _Entry:
+    """One distinct image (by content) that the import names."""
+
+    name: str
+    sha256: str
+    width: int
+    height: int
+    relpath: str
+    image_id: int | None = None  # set for images already in the project
+    has_mask: bool = False
+    in_import: bool = False  # one of the import's files has this content
+    tag_indices: set[int] = field(default_factory=set)
+    mask_png: bytes | None = None
+    mask_partial: bool = False
+
+    def set_mask(self, label_map: np.ndarray) -> None:
+        """Plan ``label_map`` as the image's mask, unless it labels no pixel at all."""
+        unknown = label_map == IGNORE_INDEX
+        if not unknown.all():
+            self.mask_png, self.mask_partial = encode_label_png(label_map), bool(unknown.any())
+
+
+@dataclass
+class _Plan:
+    """Everything the import will write, validated."""
+
+    classes: list[str] | None  # to set on the project; None keeps its classes
+    has_background: bool
+    entries: dict[str, _Entry] = field(default_factory=dict)  # by sha256
+    by_name: dict[str, _Entry] = field(default_factory=dict)  # every name (incl. duplicates' names)
+
+
+def _existing_path(path: str | Path | None, what: str, *, is_dir: bool = False) -> Path | None:
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise UserError(f"{what} {p} does not exist")
+    if is_dir and not p.is_dir():
+        raise UserError(f"{what} {p} is not a folder")
+    if not is_dir and not p.is_file():
+        raise UserError(f"{what} {p} is not a file")
+    return p
+
+
+def _read_classes_file(path: Path) -> list[str]:
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read the class file ({exc})") from exc
+    names = [line.strip() for line in lines]
+    while names and not names[-1]:
+        names.pop()
+    if not names:
+        raise UserError(f"{path}: the class file lists no classes")
+    if "" in names:
+        raise UserError(f"{path}: line {names.index('') + 1} is empty")
+    return names
+
+
+def _read_tags_csv(path: Path) -> list[tuple[int, str, list[str]]]:
+    """Rows ``(line, image name, class names)`` of an ``image,tags`` CSV."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            fields = [h.strip() for h in (reader.fieldnames or [])]
+            if "image" not in fields or "tags" not in fields:
+                raise UserError(f"{path}: the tags CSV needs the columns image,tags (got {fields})")
+            reader.fieldnames = fields
+            rows = []
+            for row in reader:
+                image = (row.get("image") or "").strip()
+                if not image:
+                    raise UserError(f"{path}:{reader.line_num}: no image name")
+                tags = [t.strip() for t in (row.get("tags") or "").split(";") if t.strip()]
+                rows.append((reader.line_num, image, tags))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"{path}: cannot read the tags CSV ({exc})") from exc
+    return rows
+
+
+def _resolve_classes(
+    studio: Studio,
+    project: str,
+    classes_file: Path | None,
+    coco: CocoDataset | None,
+    has_background: bool,
+) -> tuple[list[str] | None, list[str], bool]:
+    """``(classes to set or None, the class list in effect, has_background in effect)``."""
+    with studio.Session.begin() as session:
+        row = project_repo.get_project_by_name(session, project)
+        existing = [c.name for c in project_repo.list_classes(session, row.id)] if row else []
+        if existing:
+            has_background = row.has_background
+    wanted: list[str] | None = None
+    if classes_file is not None:
+        wanted = full_class_list(_read_classes_file(classes_file), has_background)
+    elif coco is not None and not existing:
+        wanted = full_class_list(list(coco.categories.values()), has_background)
+    if existing and wanted is not None and wanted != existing:
+        raise UserError(
+            f"project {project!r} already has {len(existing)} other classes "
+            f"({', '.join(existing[:5])}{', ...' if len(existing) > 5 else ''}); "
+            "import with the same class file or none"
+        )
+    if existing:
+        return None, existing, has_background
+    return wanted, wanted or [], has_background
+
+
+def _existing_entries(studio: Studio, project: str, plan: _Plan) -> None:
+    with studio.Session.begin() as session:
+        row = project_repo.get_project_by_name(session, project)
+        if row is None:
+            return
+        with_mask = set(session.scalars(select(Mask.image_id).join(Image).where(Image.project_id == row.id)))
+        for image in image_repo.all_images(session, row.id):
+            entry = _Entry(
+                name=image.name,
+                sha256=image.sha256,
+                width=image.width,
+                height=image.height,
+                relpath=image.path,
+                image_id=image.id,
+                has_mask=image.id in with_mask,
+            )
+            plan.entries[image.sha256] = entry
+            plan.by_name[image.name] = entry
+
+
+def _read_source(source: ImageSource, max_pixels: int) -> tuple[bytes, object]:
+    max_bytes = max_pixels * 8 + (1 << 20)  # more than any uncompressed 16-bit RGBA image
+    if source.size > max_bytes:
+        raise UserError(f"{source.origin}: file of {source.size} bytes is too large for an image")
+    try:
+        data = source.read()
+    except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise UserError(f"{source.origin}: cannot read ({exc})") from exc
+    try:
+        return data, inspect_image(data, max_pixels=max_pixels)
+    except ImageFileError as exc:
+        raise UserError(f"{source.origin}: {exc}") from exc
+
+
+def _scan_images(
+    studio: Studio,
+    sources: list[ImageSource],
+    plan: _Plan,
+    report: ImportReport,
+    created: list[str],
+    max_pixels: int,
+    progress: ProgressFn,
+    should_stop: StopFn,
+) -> None:
+    """Validate and store every image; fills the plan. Store paths this call created go in ``created``."""
+    origin_of: dict[str, str] = {}
+    for i, source in enumerate(sources):
+        if should_stop():
+            raise Cancelled("import cancelled")
+        data, meta = _read_source(source, max_pixels)
+        sha, relpath, was_created = studio.images.put(data, meta.ext)
+        if was_created:
+            created.append(relpath)
+        entry = plan.entries.get(sha)
+        named = plan.by_name.get(source.name)
+        if named is not None and named.sha256 != sha:
+            where = origin_of.get(source.name, f"project {report.project!r}")
+            raise UserError(f"{source.origin}: an image with other content is already named so ({where})")
+        if entry is None:
+            entry = _Entry(source.name, sha, meta.width, meta.height, relpath, in_import=True)
+            plan.entries[sha] = entry
+        else:
+            report.duplicates_skipped += 1
+            entry.in_import = True
+        plan.by_name[source.name] = entry
+        origin_of[source.name] = source.origin
+        progress(0.7 * (i + 1) / len(sources), f"read {i + 1}/{len(sources)} images", {})
+
+
+def _find_entry(plan: _Plan, name: str) -> _Entry | None:
+    """The entry named ``name``, or whose file stem is ``name`` when that is unambiguous."""
+    if name in plan.by_name:
+        return plan.by_name[name]
+    matches = {id(e): e for n, e in plan.by_name.items() if Path(n).stem == name}
+    return next(iter(matches.values())) if len(matches) == 1 else None
+
+
+def _plan_tags(path: Path, plan: _Plan, class_index: dict[str, int]) -> None:
+    for line, image, tags in _read_tags_csv(path):
+        entry = _find_entry(plan, image)
+        if entry is None:
+            raise UserError(f"{path}:{line}: image {image!r} is neither in the import nor in the project")
+        for tag in tags:
+            if tag not in class_index:
+                raise UserError(f"{path}:{line}: unknown class {tag!r}")
+            entry.tag_indices.add(class_index[tag])
+
+
+def _load_mask(path: Path, entry: _Entry, num_classes: int) -> np.ndarray:
+    try:
+        with PILImage.open(path) as im:
+            if im.size != (entry.width, entry.height):
+                raise UserError(
+                    f"{path}: mask is {im.size[0]}x{im.size[1]} but image {entry.name} is "
+                    f"{entry.width}x{entry.height}"
+                )
+            if im.mode not in _MASK_MODES:
+                raise UserError(f"{path}: a mask must be an indexed or grayscale PNG, got mode {im.mode}")
+            label_map = np.array(im)
+    except UserError:
+        raise
+    except Exception as exc:  # PIL raises many types for broken files
+        raise UserError(f"{path}: cannot read the mask ({exc})") from exc
+    problem = label_map_problem(label_map, num_classes, (entry.height, entry.width))
+    if problem:
+        raise UserError(f"{path}: {problem}")
+    return label_map.astype(np.uint8)
+
+
+def _plan_masks(
+    masks_dir: Path, plan: _Plan, report: ImportReport, num_classes: int, progress: ProgressFn
+) -> None:
+    files = {p.stem: p for p in sorted(masks_dir.iterdir()) if p.suffix.lower() == ".png" and p.is_file()}
+    todo = [(n, e) for n, e in plan.by_name.items() if e.in_import and Path(n).stem in files]
+    used: set[str] = set()
+    for i, (name, entry) in enumerate(todo):
+        used.add(Path(name).stem)
+        if entry.has_mask:
+            report.masks_kept += 1
+        elif entry.mask_png is None:
+            entry.set_mask(_load_mask(files[Path(name).stem], entry, num_classes))
+        progress(0.7 + 0.25 * (i + 1) / len(todo), f"read {i + 1}/{len(todo)} masks", {})
+    unused = len(files) - len(used)
+    if unused:
+        logger.warning("%d mask files in %s match no imported image", unused, masks_dir)
+
+
+def _plan_coco(
+    coco: CocoDataset, plan: _Plan, report: ImportReport, classes: list[str], has_background: bool,
+    progress: ProgressFn,
+) -> None:
+    class_index = {n: i for i, n in enumerate(classes)}
+    unknown = sorted({n for n in coco.categories.values() if n not in class_index})
+    if unknown:
+        raise UserError(f"COCO categories {unknown[:5]} are not classes of the project")
+    class_of_category = {cid: class_index[n] for cid, n in coco.categories.items()}
+    todo = [(coco.images[n], e) for n, e in plan.by_name.items() if e.in_import and n in coco.images]
+    skipped = len(coco.images) - len(todo)
+    if skipped:
+        logger.warning("%d images of the COCO file are not in the import", skipped)
+    done: set[str] = set()
+    for i, (coco_image, entry) in enumerate(todo):
+        if (coco_image.width, coco_image.height) != (entry.width, entry.height):
+            raise UserError(
+                f"COCO image {coco_image.file_name} is {coco_image.width}x{coco_image.height} but the file "
+                f"is {entry.width}x{entry.height}"
+            )
+        if entry.has_mask:
+            report.masks_kept += 1
+        elif entry.sha256 not in done:
+            entry.set_mask(rasterize(coco_image, class_of_category, has_background))
+        done.add(entry.sha256)
+        progress(0.7 + 0.25 * (i + 1) / len(todo), f"rasterised {i + 1}/{len(todo)} COCO masks", {})
+
+
+def _write(studio: Studio, plan: _Plan, report: ImportReport) -> None:
+    with studio.Session.begin() as session:
+        project = project_repo.get_project_by_name(session, report.project)
+        if project is None:
+            project = project_repo.create_project(session, report.project, has_background=plan.has_background)
+        if plan.classes is not None:
+            project.has_background = plan.has_background
+            project_repo.set_classes(session, project, plan.classes)
+        class_ids = {c.index: c.id for c in project_repo.list_classes(session, project.id)}
+        report.project_id, report.classes = project.id, len(class_ids)
+        for entry in plan.entries.values():
+            if entry.image_id is None:
+                image = image_repo.add_image(
+                    session, project.id, name=entry.name, sha256=entry.sha256, path=entry.relpath,
+                    width=entry.width, height=entry.height,
+                )
+                entry.image_id = image.id
+                report.images_added += 1
+            if entry.tag_indices:
+                report.tags_added += label_repo.add_tags(
+                    session, entry.image_id, (class_ids[i] for i in entry.tag_indices)
+                )
+            if entry.mask_png is not None:
+                label_repo.put_mask_png(
+                    session, entry.image_id, entry.mask_png, is_partial=entry.mask_partial
+                )
+                report.masks_added += 1
+
+
+def import_dataset(
+    studio: Studio,
+    path: str | Path,
+    *,
+    project: str,
+    classes_file: str | Path | None = None,
+    has_background: bool = True,
+    tags_csv: str | Path | None = None,
+    masks_dir: str | Path | None = None,
+    coco_json: str | Path | None = None,
+    max_pixels: int | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> ImportReport:
+    """Import the images of a folder or .zip into ``project`` (created if missing).
+
+    Classes come from ``classes_file`` (one name per line; with ``has_background`` a "background"
+    class is index 0 and line k is index k, without it line k (0-based) is index k) or, failing
+    that, from the COCO categories. ``tags_csv`` has columns ``image,tags`` (``;``-separated class
+    names); ``masks_dir`` holds single-channel PNGs named like the images (``IGNORE_INDEX`` =
+    unknown); ``coco_json`` is a COCO instances file rasterised into masks. Images already in the
+    project (same content) are skipped and keep their masks; tags are added, never duplicated.
+    """
+    progress = progress or no_progress
+    should_stop = should_stop or never_stop
+    max_pixels = studio.max_pixels if max_pixels is None else max_pixels
+    if max_pixels <= 0:
+        raise UserError(f"the pixel limit must be positive, got {max_pixels}")
+    project = project.strip()
+    if not project or len(project) > 200:
+        raise UserError("a project name must have 1 to 200 characters")
+    source = Path(path).expanduser()
+    if not source.exists():
+        raise UserError(f"import path {source} does not exist")
+    classes_path = _existing_path(classes_file, "class file")
+    tags_path = _existing_path(tags_csv, "tags CSV")
+    masks_path = _existing_path(masks_dir, "masks folder", is_dir=True)
+    coco_path = _existing_path(coco_json, "COCO file")
+    if masks_path is not None and coco_path is not None:
+        raise UserError("give either a masks folder or a COCO file, not both")
+    coco = load_coco(coco_path) if coco_path is not None else None
+    to_set, classes, has_background = _resolve_classes(studio, project, classes_path, coco, has_background)
+    if not classes and (tags_path or masks_path or coco):
+        raise UserError(f"project {project!r} has no classes yet: give a class file")
+
+    report = ImportReport(project=project)
+    plan = _Plan(classes=to_set, has_background=has_background)
+    created: list[str] = []
+    try:
+        _existing_entries(studio, project, plan)
+        with open_sources(source) as sources:
+            progress(0.0, f"reading {len(sources)} images", {})
+            _scan_images(studio, sources, plan, report, created, max_pixels, progress, should_stop)
+        if tags_path is not None:
+            _plan_tags(tags_path, plan, {n: i for i, n in enumerate(classes)})
+        if masks_path is not None:
+            _plan_masks(masks_path, plan, report, len(classes), progress)
+        if coco is not None:
+            _plan_coco(coco, plan, report, classes, has_background, progress)
+        if should_stop():
+            raise Cancelled("import cancelled")
+        progress(0.95, "writing to the database", {})
+        try:
+            _write(studio, plan, report)
+        except IntegrityError as exc:
+            raise UserError(
+                f"project {project!r} changed while importing; nothing was imported, run it again"
+            ) from exc
+    except BaseException:
+        for relpath in created:
+            studio.images.remove(relpath)
+        raise
+    progress(1.0, report.summary(), {})
+    logger.info("import: %s", report.summary())
+    return report

@@ -1,0 +1,352 @@
+"""Labelling services for the UI and CLI: projects and classes, image tags, masks, image listing.
+
+Each service runs in its own transaction and returns plain frozen records (never ORM rows).
+Bad input raises :class:`UserError` and changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session
+
+from jobs.context import Studio
+from jobs.errors import UserError
+from storage import images as image_repo
+from storage import labels as label_repo
+from storage import projects as project_repo
+from storage.images import DEFAULT_LOW_CONFIDENCE, ImageFilter
+from storage.label_maps import is_hex_color
+from storage.models import (
+    IGNORE_INDEX,
+    TAG_SOURCES,
+    ClassLabel,
+    Image,
+    ImageTag,
+    Mask,
+    Project,
+    PseudoLabel,
+    TrainingRun,
+)
+
+BACKGROUND = "background"
+MAX_CLASSES = IGNORE_INDEX  # indices 0..254; 255 is the ignore value
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    id: int
+    index: int
+    name: str
+    color: str
+    is_background: bool
+
+
+@dataclass(frozen=True)
+class ProjectInfo:
+    id: int
+    name: str
+    has_background: bool
+    classes: tuple[ClassInfo, ...]
+
+    def class_index(self) -> dict[str, int]:
+        """Class name -> label value."""
+        return {c.name: c.index for c in self.classes}
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    id: int
+    project_id: int
+    name: str
+    path: str  # relative to the data dir; load with studio.images.read_rgb(path)
+    width: int
+    height: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ImagePage:
+    items: tuple[ImageInfo, ...]
+    total: int  # images matching the filter, over all pages
+
+
+def project_info(session: Session, project: Project) -> ProjectInfo:
+    """The record of a project row and its classes."""
+    classes = tuple(
+        ClassInfo(id=c.id, index=c.index, name=c.name, color=c.color, is_background=c.is_background)
+        for c in project_repo.list_classes(session, project.id)
+    )
+    return ProjectInfo(
+        id=project.id, name=project.name, has_background=project.has_background, classes=classes
+    )
+
+
+def image_info(image: Image) -> ImageInfo:
+    """The record of an image row."""
+    return ImageInfo(
+        id=image.id,
+        project_id=image.project_id,
+        name=image.name,
+        path=image.path,
+        width=image.width,
+        height=image.height,
+        sha256=image.sha256,
+    )
+
+
+def full_class_list(class_names: Sequence[str], has_background: bool) -> list[str]:
+    """Class names in label-value order, validated.
+
+    With ``has_background`` index 0 is "background": kept if ``class_names`` starts with it,
+    otherwise put in front (so ``class_names[k-1]`` gets index ``k``). Without, ``class_names[k]``
+    gets index ``k``.
+    """
+    names = [n.strip() for n in class_names]
+    if any(not n for n in names):
+        raise UserError("class names must not be empty")
+    if has_background and (not names or names[0].lower() != BACKGROUND):
+        names.insert(0, BACKGROUND)
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise UserError(f"class {n!r} is listed twice")
+        if len(n) > 200:
+            raise UserError(f"class name too long: {n[:40]!r}...")
+        seen.add(n)
+    if len(names) > MAX_CLASSES:
+        raise UserError(f"at most {MAX_CLASSES} classes are supported, got {len(names)}")
+    return names
+
+
+def label_map_problem(label_map: np.ndarray, num_classes: int, shape: tuple[int, int]) -> str | None:
+    """Why ``label_map`` is not a valid mask of an image of ``shape`` (H, W), or None if it is."""
+    if label_map.ndim != 2:
+        return f"a mask must be single-channel, got shape {label_map.shape}"
+    if label_map.shape != shape:
+        h, w = label_map.shape
+        return f"mask is {w}x{h} but its image is {shape[1]}x{shape[0]}"
+    if not np.issubdtype(label_map.dtype, np.integer):
+        return f"mask values must be integers, got {label_map.dtype}"
+    values = np.unique(label_map)
+    bad = values[(values != IGNORE_INDEX) & ((values < 0) | (values >= num_classes))]
+    if bad.size:
+        return (
+            f"mask values {bad[:5].tolist()} are not class indices "
+            f"(the project has {num_classes} classes, 0..{num_classes - 1}; {IGNORE_INDEX} = unknown)"
+        )
+    return None
+
+
+def _resolve_project(session: Session, project: int | str) -> Project:
+    row = (
+        project_repo.get_project(session, project)
+        if isinstance(project, int)
+        else project_repo.get_project_by_name(session, project)
+    )
+    if row is None:
+        raise UserError(f"no project {project!r}")
+    return row
+
+
+def _resolve_image(session: Session, image_id: int) -> Image:
+    image = image_repo.get_image(session, image_id)
+    if image is None:
+        raise UserError(f"no image with id {image_id}")
+    return image
+
+
+def _check_colors(colors: Sequence[str | None] | None, count: int) -> list[str | None] | None:
+    if colors is None:
+        return None
+    if len(colors) != count:
+        raise UserError(f"got {len(colors)} colours for {count} classes")
+    for c in colors:
+        if c is not None and not is_hex_color(c):
+            raise UserError(f"colour {c!r} is not #rrggbb")
+    return list(colors)
+
+
+def _check_project_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise UserError("a project name must have 1 to 200 characters")
+    return name
+
+
+def create_project(
+    studio: Studio,
+    name: str,
+    class_names: Sequence[str],
+    has_background: bool = True,
+    colors: Sequence[str | None] | None = None,
+) -> ProjectInfo:
+    """Create a project; see :func:`full_class_list` for how ``class_names`` become indices.
+
+    ``colors`` (``#rrggbb`` or None for the default) go with ``class_names`` as given.
+    """
+    name = _check_project_name(name)
+    names = full_class_list(class_names, has_background)
+    colors = _check_colors(colors, len(class_names))
+    if colors is not None and len(names) > len(class_names):
+        colors = [None, *colors]
+    with studio.Session.begin() as session:
+        if project_repo.get_project_by_name(session, name) is not None:
+            raise UserError(f"project {name!r} already exists")
+        project = project_repo.create_project(session, name, has_background=has_background)
+        project_repo.set_classes(session, project, names, colors)
+        return project_info(session, project)
+
+
+def list_projects(studio: Studio) -> list[ProjectInfo]:
+    """All projects, by name."""
+    with studio.Session.begin() as session:
+        return [project_info(session, p) for p in project_repo.list_projects(session)]
+
+
+def get_project(studio: Studio, project: int | str) -> ProjectInfo:
+    """A project by id or name."""
+    with studio.Session.begin() as session:
+        return project_info(session, _resolve_project(session, project))
+
+
+def _max_used_index(session: Session, project_id: int) -> int:
+    """The largest class index that tags refer to, or -1; masks/pseudo-labels count as using all."""
+    labelled = session.scalar(
+        select(
+            exists().where(Mask.image_id == Image.id, Image.project_id == project_id)
+            | exists().where(
+                PseudoLabel.run_id == TrainingRun.id, TrainingRun.project_id == project_id
+            )
+        )
+    )
+    if labelled:
+        return len(project_repo.list_classes(session, project_id)) - 1
+    used = session.scalars(
+        select(ClassLabel.index)
+        .join(ImageTag, ImageTag.class_id == ClassLabel.id)
+        .where(ClassLabel.project_id == project_id)
+        .order_by(ClassLabel.index.desc())
+        .limit(1)
+    ).first()
+    return -1 if used is None else used
+
+
+def set_classes(
+    studio: Studio,
+    project: int | str,
+    class_names: Sequence[str],
+    colors: Sequence[str | None] | None = None,
+) -> ProjectInfo:
+    """Rename, recolour or add classes (``class_names`` as in :func:`create_project`).
+
+    Classes that labels use cannot be removed: with masks or pseudo-labels, none can; otherwise
+    those some tag refers to.
+    """
+    with studio.Session.begin() as session:
+        row = _resolve_project(session, project)
+        names = full_class_list(class_names, row.has_background)
+        colors = _check_colors(colors, len(class_names))
+        if colors is not None and len(names) > len(class_names):
+            colors = [None, *colors]
+        used = _max_used_index(session, row.id)
+        if len(names) <= used:
+            raise UserError(
+                f"cannot remove classes in use: labels use class indices up to {used}, "
+                f"the new list has {len(names)} classes"
+            )
+        project_repo.set_classes(session, row, names, colors)
+        return project_info(session, row)
+
+
+def set_image_tags(
+    studio: Studio, image_id: int, class_ids: Sequence[int], source: str = "human"
+) -> list[int]:
+    """Replace the image's tags from ``source`` with these class ids; returns them sorted."""
+    if source not in TAG_SOURCES:
+        raise UserError(f"tag source must be one of {TAG_SOURCES}, got {source!r}")
+    with studio.Session.begin() as session:
+        image = _resolve_image(session, image_id)
+        valid = {c.id for c in project_repo.list_classes(session, image.project_id)}
+        unknown = sorted(set(class_ids) - valid)
+        if unknown:
+            raise UserError(f"class ids {unknown} are not classes of this image's project")
+        label_repo.set_tags(session, image.id, class_ids, source)
+        return sorted(set(class_ids))
+
+
+def get_image_tags(studio: Studio, image_id: int, source: str = "human") -> list[int]:
+    """Class ids of the image's tags from ``source``."""
+    with studio.Session.begin() as session:
+        return label_repo.get_tag_class_ids(session, _resolve_image(session, image_id).id, source)
+
+
+def save_mask(studio: Studio, image_id: int, mask: np.ndarray, *, source: str = "human") -> bool:
+    """Save the image's full-resolution mask (``IGNORE_INDEX`` = unknown); returns ``is_partial``."""
+    with studio.Session.begin() as session:
+        image = _resolve_image(session, image_id)
+        num_classes = len(project_repo.list_classes(session, image.project_id))
+        problem = label_map_problem(np.asarray(mask), num_classes, (image.height, image.width))
+        if problem:
+            raise UserError(problem)
+        label_map = np.asarray(mask).astype(np.uint8)
+        if (label_map == IGNORE_INDEX).all():
+            raise UserError("the mask labels no pixel; delete the mask instead")
+        return label_repo.put_mask(session, image.id, label_map, source=source).is_partial
+
+
+def get_mask(studio: Studio, image_id: int) -> np.ndarray | None:
+    """The image's mask (``(H, W) uint8``), or None."""
+    with studio.Session.begin() as session:
+        return label_repo.get_mask_array(session, _resolve_image(session, image_id).id)
+
+
+def delete_mask(studio: Studio, image_id: int) -> bool:
+    """Delete the image's mask; True when there was one."""
+    with studio.Session.begin() as session:
+        return label_repo.delete_mask(session, _resolve_image(session, image_id).id)
+
+
+def get_image(studio: Studio, image_id: int) -> ImageInfo:
+    """An image by id."""
+    with studio.Session.begin() as session:
+        return image_info(_resolve_image(session, image_id))
+
+
+def list_images(
+    studio: Studio,
+    project: int | str,
+    image_filter: ImageFilter | str = ImageFilter.ALL,
+    *,
+    offset: int = 0,
+    limit: int | None = 50,
+    low_confidence_below: float = DEFAULT_LOW_CONFIDENCE,
+) -> ImagePage:
+    """One page of the project's images matching the filter, and how many match in all."""
+    try:
+        image_filter = ImageFilter(image_filter)
+    except ValueError:
+        raise UserError(
+            f"unknown image filter {image_filter!r}; use one of {[f.value for f in ImageFilter]}"
+        ) from None
+    if offset < 0 or (limit is not None and limit < 0):
+        raise UserError("offset and limit must not be negative")
+    with studio.Session.begin() as session:
+        project_id = _resolve_project(session, project).id
+        rows = image_repo.list_images(
+            session, project_id, image_filter, offset=offset, limit=limit,
+            low_confidence_below=low_confidence_below,
+        )
+        total = image_repo.count_images(
+            session, project_id, image_filter, low_confidence_below=low_confidence_below
+        )
+        return ImagePage(items=tuple(image_info(r) for r in rows), total=total)
+
+
+def image_counts(studio: Studio, project: int | str) -> dict[str, int]:
+    """How many of the project's images match each filter (keys: ``ImageFilter`` values)."""
+    with studio.Session.begin() as session:
+        return image_repo.image_counts(session, _resolve_project(session, project).id)

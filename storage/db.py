@@ -1,0 +1,165 @@
+"""Database engine, sessions and the versioned schema.
+
+``open_database(url)`` returns an engine and a sessionmaker with the schema created or upgraded.
+A fresh database gets the current schema (``Base.metadata``) stamped with ``SCHEMA_VERSION``; an
+older one runs the steps of ``MIGRATIONS`` above its stored version, in order, in one transaction.
+The version lives in the one-row table ``schema_version``.
+
+SQLite (the embedded default) is opened in WAL mode with foreign keys on and a busy timeout, so the
+app, CLI runs and queue workers can write to the same file. Any other SQLAlchemy URL (PostgreSQL)
+works the same way; set it with ``SLRNET_DATABASE_URL``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Engine,
+    Integer,
+    MetaData,
+    Table,
+    create_engine,
+    event,
+    inspect,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from storage.models import Base, Job
+
+logger = logging.getLogger(__name__)
+
+DATABASE_URL_ENV = "SLRNET_DATABASE_URL"
+SCHEMA_VERSION = 2
+BUSY_TIMEOUT_S = 30.0
+
+_version_metadata = MetaData()
+schema_version_table = Table(
+    "schema_version", _version_metadata, Column("version", Integer, nullable=False)
+)
+
+
+class SchemaError(RuntimeError):
+    """The database cannot be used by this code (unknown layout or a newer schema)."""
+
+
+def default_database_url(data_dir: str | Path) -> str:
+    """The URL to use for ``data_dir``: ``$SLRNET_DATABASE_URL`` or ``<data_dir>/studio.db`` (SQLite)."""
+    env = os.environ.get(DATABASE_URL_ENV)
+    if env:
+        return env
+    return f"sqlite:///{Path(data_dir).resolve() / 'studio.db'}"
+
+
+def create_db_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite connections get WAL, foreign keys and a busy timeout."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(parsed, pool_pre_ping=True)
+    database = parsed.database or ""
+    in_memory = database in ("", ":memory:") or parsed.query.get("mode") == "memory"
+    kwargs: dict[str, Any] = {
+        "connect_args": {"timeout": BUSY_TIMEOUT_S, "check_same_thread": False}
+    }
+    if in_memory:
+        kwargs["poolclass"] = StaticPool
+    else:
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(parsed, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        if not in_memory:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    return engine
+
+
+def open_database(url: str) -> tuple[Engine, sessionmaker[Session]]:
+    """Engine and sessionmaker for ``url``, with the schema created or migrated to ``SCHEMA_VERSION``.
+
+    Sessions do not expire objects on commit, so rows read inside ``Session.begin()`` stay readable
+    after the block (their unloaded relationships do not).
+    """
+    engine = create_db_engine(url)
+    try:
+        migrate(engine)
+    except Exception:
+        engine.dispose()
+        raise
+    return engine, sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def read_schema_version(conn: Connection) -> int | None:
+    """The stored schema version, or None when the database has no ``schema_version`` table."""
+    if not inspect(conn).has_table(schema_version_table.name):
+        return None
+    return conn.execute(select(schema_version_table.c.version)).scalar_one_or_none()
+
+
+def migrate(engine: Engine) -> int:
+    """Create or upgrade the schema to ``SCHEMA_VERSION``; returns the version found before."""
+    with engine.connect() as conn:
+        found = read_schema_version(conn)
+        conn.rollback()
+        if found == SCHEMA_VERSION:
+            return found
+        _lock_for_migration(conn)
+        found = read_schema_version(conn)  # another process may have migrated meanwhile
+        if found is None:
+            if inspect(conn).has_table("projects"):
+                raise SchemaError("the database has Studio tables but no schema_version table")
+            Base.metadata.create_all(conn)
+            _version_metadata.create_all(conn)
+            conn.execute(schema_version_table.insert().values(version=SCHEMA_VERSION))
+            logger.info("created database schema v%d", SCHEMA_VERSION)
+        elif found > SCHEMA_VERSION:
+            raise SchemaError(
+                f"the database has schema v{found}; this code knows up to v{SCHEMA_VERSION}"
+            )
+        else:
+            for version, step in MIGRATIONS:
+                if version > found:
+                    step(conn)
+                    conn.execute(update(schema_version_table).values(version=version))
+                    logger.info("migrated database schema to v%d", version)
+        conn.commit()
+        return SCHEMA_VERSION if found is None else found
+
+
+def _lock_for_migration(conn: Connection) -> None:
+    """Serialize concurrent migrations: SQLite takes the write lock, PostgreSQL an advisory lock."""
+    backend = conn.dialect.name
+    if backend == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    elif backend == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(7271001)"))
+
+
+def _v2_job_worker_heartbeat(conn: Connection) -> None:
+    """v1 -> v2: jobs record which worker runs them and when it last reported (stale-job detection)."""
+    for name in ("worker", "heartbeat_at"):
+        column = Job.__table__.c[name]
+        ddl_type = column.type.compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE jobs ADD COLUMN {name} {ddl_type}")
+
+
+# (version reached, step) in ascending order; a step runs when the stored version is below it.
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
+    (2, _v2_job_worker_heartbeat),
+]

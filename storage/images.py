@@ -1,0 +1,143 @@
+"""Repository functions for image rows: add, find, and list/count with the gallery filters.
+
+The caller owns the session (no commits). "Tagged" means the image has a human tag; the
+pseudo-label filters look at the project's current (latest published) run.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from sqlalchemy import ColumnElement, Select, exists, func, select
+from sqlalchemy.orm import Session
+
+from storage.labels import current_run_id
+from storage.models import Image, ImageTag, Mask, PseudoLabel
+
+DEFAULT_LOW_CONFIDENCE = 0.5
+
+
+class ImageFilter(StrEnum):
+    """Which images of a project to list."""
+
+    ALL = "all"
+    UNTAGGED = "untagged"  # no human tag
+    TAGGED = "tagged"  # at least one human tag
+    HAS_MASK = "has_mask"
+    NO_MASK = "no_mask"
+    HAS_PSEUDO_LABEL = "has_pseudo_label"  # from the current run
+    LOW_CONFIDENCE = "low_confidence"  # current pseudo-label score below the threshold
+
+
+def add_image(
+    session: Session, project_id: int, *, name: str, sha256: str, path: str, width: int, height: int
+) -> Image:
+    """Add an image row (the file is already in the store at ``path``)."""
+    image = Image(project_id=project_id, name=name, sha256=sha256, path=path, width=width, height=height)
+    session.add(image)
+    session.flush()
+    return image
+
+
+def get_image(session: Session, image_id: int) -> Image | None:
+    """The image with this id, or None."""
+    return session.get(Image, image_id)
+
+
+def find_image_by_sha(session: Session, project_id: int, sha256: str) -> Image | None:
+    """The project's image with this content hash, or None."""
+    return session.scalars(
+        select(Image).where(Image.project_id == project_id, Image.sha256 == sha256)
+    ).one_or_none()
+
+
+def find_image_by_name(session: Session, project_id: int, name: str) -> Image | None:
+    """The project's image imported under this file name, or None."""
+    return session.scalars(
+        select(Image).where(Image.project_id == project_id, Image.name == name)
+    ).one_or_none()
+
+
+def all_images(session: Session, project_id: int) -> list[Image]:
+    """Every image of a project, by name."""
+    return list(session.scalars(select(Image).where(Image.project_id == project_id).order_by(Image.name)))
+
+
+def _filtered(
+    session: Session, query: Select, project_id: int, image_filter: ImageFilter, threshold: float
+) -> Select | None:
+    """``query`` restricted to the filter; None when the filter cannot match anything."""
+    query = query.where(Image.project_id == project_id)
+    human_tag = exists().where(ImageTag.image_id == Image.id, ImageTag.source == "human")
+    has_mask = exists().where(Mask.image_id == Image.id)
+    condition: ColumnElement[bool] | None = None
+    match ImageFilter(image_filter):
+        case ImageFilter.ALL:
+            pass
+        case ImageFilter.UNTAGGED:
+            condition = ~human_tag
+        case ImageFilter.TAGGED:
+            condition = human_tag
+        case ImageFilter.HAS_MASK:
+            condition = has_mask
+        case ImageFilter.NO_MASK:
+            condition = ~has_mask
+        case ImageFilter.HAS_PSEUDO_LABEL | ImageFilter.LOW_CONFIDENCE:
+            run_id = current_run_id(session, project_id)
+            if run_id is None:
+                return None
+            condition = exists().where(PseudoLabel.image_id == Image.id, PseudoLabel.run_id == run_id)
+            if image_filter == ImageFilter.LOW_CONFIDENCE:
+                query = query.join(
+                    PseudoLabel, (PseudoLabel.image_id == Image.id) & (PseudoLabel.run_id == run_id)
+                ).where(PseudoLabel.score < threshold)
+                condition = None
+    return query if condition is None else query.where(condition)
+
+
+def list_images(
+    session: Session,
+    project_id: int,
+    image_filter: ImageFilter | str = ImageFilter.ALL,
+    *,
+    offset: int = 0,
+    limit: int | None = None,
+    low_confidence_below: float = DEFAULT_LOW_CONFIDENCE,
+) -> list[Image]:
+    """One page of a project's images matching the filter, by name (low confidence: least confident first)."""
+    image_filter = ImageFilter(image_filter)
+    query = _filtered(session, select(Image), project_id, image_filter, low_confidence_below)
+    if query is None:
+        return []
+    if image_filter == ImageFilter.LOW_CONFIDENCE:
+        query = query.order_by(PseudoLabel.score, Image.name)
+    else:
+        query = query.order_by(Image.name, Image.id)
+    query = query.offset(offset)
+    if limit is not None:
+        query = query.limit(limit)
+    return list(session.scalars(query))
+
+
+def count_images(
+    session: Session,
+    project_id: int,
+    image_filter: ImageFilter | str = ImageFilter.ALL,
+    *,
+    low_confidence_below: float = DEFAULT_LOW_CONFIDENCE,
+) -> int:
+    """How many of a project's images match the filter."""
+    query = _filtered(
+        session, select(func.count(Image.id)), project_id, ImageFilter(image_filter), low_confidence_below
+    )
+    return 0 if query is None else session.execute(query).scalar_one()
+
+
+def image_counts(
+    session: Session, project_id: int, *, low_confidence_below: float = DEFAULT_LOW_CONFIDENCE
+) -> dict[str, int]:
+    """``count_images`` for every filter, keyed by the filter's value."""
+    return {
+        f.value: count_images(session, project_id, f, low_confidence_below=low_confidence_below)
+        for f in ImageFilter
+    }

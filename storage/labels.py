@@ -1,0 +1,148 @@
+"""Repository functions for labels: image tags, human masks and pseudo-labels.
+
+The caller owns the session (no commits) and validates class ids and label values. Label maps go in
+and out as ``(H, W) uint8`` arrays (``IGNORE_INDEX`` = unknown) and are stored as PNG bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from storage.label_maps import decode_label_png, encode_label_png
+from storage.models import IGNORE_INDEX, ImageTag, Mask, PseudoLabel, TrainingRun, utcnow
+
+
+def get_tag_class_ids(session: Session, image_id: int, source: str = "human") -> list[int]:
+    """Class ids of an image's tags from ``source`` ("human" or "model")."""
+    return list(
+        session.scalars(
+            select(ImageTag.class_id)
+            .where(ImageTag.image_id == image_id, ImageTag.source == source)
+            .order_by(ImageTag.class_id)
+        )
+    )
+
+
+def add_tags(session: Session, image_id: int, class_ids: Iterable[int], source: str = "human") -> int:
+    """Add the tags the image does not have yet from ``source``; returns how many were added."""
+    have = set(get_tag_class_ids(session, image_id, source))
+    new = sorted(set(class_ids) - have)
+    session.add_all(ImageTag(image_id=image_id, class_id=c, source=source) for c in new)
+    session.flush()
+    return len(new)
+
+
+def set_tags(
+    session: Session,
+    image_id: int,
+    class_ids: Iterable[int],
+    source: str = "human",
+    *,
+    scores: dict[int, float] | None = None,
+    run_id: int | None = None,
+) -> None:
+    """Replace an image's tags from ``source`` with ``class_ids`` (model tags: with scores and run)."""
+    session.execute(delete(ImageTag).where(ImageTag.image_id == image_id, ImageTag.source == source))
+    scores = scores or {}
+    session.add_all(
+        ImageTag(image_id=image_id, class_id=c, source=source, score=scores.get(c), run_id=run_id)
+        for c in sorted(set(class_ids))
+    )
+    session.flush()
+
+
+def get_mask(session: Session, image_id: int) -> Mask | None:
+    """The image's mask row, or None."""
+    return session.scalars(select(Mask).where(Mask.image_id == image_id)).one_or_none()
+
+
+def get_mask_array(session: Session, image_id: int) -> np.ndarray | None:
+    """The image's mask as an ``(H, W) uint8`` array, or None."""
+    mask = get_mask(session, image_id)
+    return None if mask is None else decode_label_png(mask.png)
+
+
+def put_mask(session: Session, image_id: int, label_map: np.ndarray, *, source: str = "human") -> Mask:
+    """Create or replace the image's mask; ``is_partial`` is set when any pixel is ``IGNORE_INDEX``."""
+    is_partial = bool((label_map == IGNORE_INDEX).any())
+    return put_mask_png(session, image_id, encode_label_png(label_map), is_partial=is_partial, source=source)
+
+
+def put_mask_png(
+    session: Session, image_id: int, png: bytes, *, is_partial: bool, source: str = "human"
+) -> Mask:
+    """Create or replace the image's mask from PNG bytes already encoded with ``encode_label_png``."""
+    mask = get_mask(session, image_id)
+    if mask is None:
+        mask = Mask(image_id=image_id, png=png, is_partial=is_partial, source=source)
+        session.add(mask)
+    else:
+        mask.png, mask.is_partial, mask.source, mask.updated_at = png, is_partial, source, utcnow()
+    session.flush()
+    return mask
+
+
+def delete_mask(session: Session, image_id: int) -> bool:
+    """Delete the image's mask; True when there was one."""
+    result = session.execute(delete(Mask).where(Mask.image_id == image_id))
+    return bool(result.rowcount)
+
+
+def current_run_id(session: Session, project_id: int) -> int | None:
+    """The project's current model version: its most recently published run, or None."""
+    return session.scalars(
+        select(TrainingRun.id)
+        .where(TrainingRun.project_id == project_id, TrainingRun.status == "published")
+        .order_by(TrainingRun.published_at.desc().nulls_last(), TrainingRun.id.desc())
+        .limit(1)
+    ).first()
+
+
+def put_pseudo_label(
+    session: Session,
+    image_id: int,
+    run_id: int,
+    label_map: np.ndarray,
+    confidence: np.ndarray,
+    score: float | None = None,
+) -> PseudoLabel:
+    """Create or replace a run's pseudo-label of an image.
+
+    ``confidence`` is ``(H, W)`` float in 0..1 or uint8 in 0..255; ``score`` defaults to its mean (0..1).
+    """
+    if confidence.dtype != np.uint8:
+        confidence = np.clip(np.rint(confidence * 255.0), 0, 255).astype(np.uint8)
+    if score is None:
+        score = float(confidence.mean()) / 255.0
+    png, conf_png = encode_label_png(label_map), encode_label_png(confidence)
+    row = get_pseudo_label(session, image_id, run_id)
+    if row is None:
+        row = PseudoLabel(image_id=image_id, run_id=run_id, png=png, confidence_png=conf_png, score=score)
+        session.add(row)
+    else:
+        row.png, row.confidence_png, row.score = png, conf_png, score
+    session.flush()
+    return row
+
+
+def get_pseudo_label(session: Session, image_id: int, run_id: int) -> PseudoLabel | None:
+    """A run's pseudo-label of an image, or None."""
+    return session.scalars(
+        select(PseudoLabel).where(PseudoLabel.image_id == image_id, PseudoLabel.run_id == run_id)
+    ).one_or_none()
+
+
+def current_pseudo_label(session: Session, project_id: int, image_id: int) -> PseudoLabel | None:
+    """The image's pseudo-label from the project's current (latest published) run, or None."""
+    run_id = current_run_id(session, project_id)
+    return None if run_id is None else get_pseudo_label(session, image_id, run_id)
+
+
+def pseudo_label_arrays(row: PseudoLabel) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels uint8, confidence float32 in 0..1)`` of a pseudo-label row."""
+    confidence = decode_label_png(row.confidence_png).astype(np.float32) / 255.0
+    return decode_label_png(row.png), confidence
