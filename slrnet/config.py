@@ -1,0 +1,191 @@
+"""Frozen configuration dataclasses for SLRNet.
+
+`ModelConfig` fixes the architecture (and therefore the checkpoint layout); `LossWeights` the
+coefficients of the training objective. Defaults follow the official SLRNet configuration for
+PASCAL VOC (`experiments/slrnet_voc_wss_v100x2.yaml`: loss_coeff [1, 4, 4, 1], scale_factor 0.5,
+PAMR 10 iterations with dilations 1, 2, 4, 8, 12, 24, cut-offs 0.6 / 0.2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Mode = Literal["wsss", "ssss", "ssss_tags"]
+BackboneName = Literal["mobilenet_v2", "resnet50", "resnet101", "wideresnet38", "tiny"]
+BackgroundKind = Literal["auto", "constant", "explicit"]
+
+MODES: tuple[str, ...] = ("wsss", "ssss", "ssss_tags")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of an SLRNet model.
+
+    Attributes:
+        num_classes: K, the number of output classes *including* background when
+            `has_background` (background is then class 0).
+        mode: supervision setting; it decides how the background logit is produced (see
+            `background`).
+        backbone: a name registered in `slrnet.backbones.BACKBONES`.
+        pretrained: load ImageNet weights for the backbone. `False` never touches the file system.
+        backbone_weights: path to a backbone weights file. Required for ImageNet weights of
+            `wideresnet38` (`ilsvrc-cls_rna-a1_cls1000_ep-0001.pth`); for torchvision backbones it
+            replaces the torchvision weights API.
+        output_stride: 8 or 16, stride of the deep features fed to ASPP.
+        has_background: class 0 is "background" (a stuff class that is not tagged by the user).
+        background: how the background score of the main head is produced. "constant": a fixed
+            logit of 1 (1-Stage / SLRNet for image tags, where nothing supervises background
+            directly); "explicit": a learnt channel (SLRNet's semi-supervised variant). "auto" picks
+            constant for wsss and explicit for the settings with pixel masks.
+        feature_channels: width of the decoder and of the low-rank module (256 in the paper).
+        view_scale: scale of the second view w.r.t. the crop (0.5 in the paper's configuration).
+        view_flip: randomly flip the second view horizontally (per image).
+        low_rank_iters: T, iterations of the dictionary update (1 in the paper).
+        low_rank_temperature: temperature of the code softmax (1.0 in the paper).
+        gate_rate: stochastic-gate rate (0.3, as in 1-Stage).
+        pamr_iters, pamr_dilations: PAMR refinement of pseudo-labels.
+    """
+
+    num_classes: int
+    mode: Mode = "wsss"
+    backbone: BackboneName = "mobilenet_v2"
+    pretrained: bool = True
+    backbone_weights: str | None = None
+    output_stride: int = 16
+    has_background: bool = True
+    background: BackgroundKind = "auto"
+    feature_channels: int = 256
+    view_scale: float = 0.5
+    view_flip: bool = False
+    low_rank_iters: int = 1
+    low_rank_temperature: float = 1.0
+    gate_rate: float = 0.3
+    pamr_iters: int = 10
+    pamr_dilations: tuple[int, ...] = (1, 2, 4, 8, 12, 24)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.output_stride not in (8, 16):
+            raise ValueError(f"output_stride must be 8 or 16, got {self.output_stride}")
+        min_classes = 2 if self.has_background else 1
+        if self.num_classes < min_classes:
+            raise ValueError(f"num_classes must be >= {min_classes}, got {self.num_classes}")
+        if self.background not in ("auto", "constant", "explicit"):
+            raise ValueError(f"background must be auto, constant or explicit, got {self.background!r}")
+        if not 0.0 < self.view_scale <= 1.0:
+            raise ValueError(f"view_scale must be in (0, 1], got {self.view_scale}")
+        if self.low_rank_iters < 1:
+            raise ValueError("low_rank_iters must be >= 1")
+        if not 0.0 <= self.gate_rate < 1.0:
+            raise ValueError("gate_rate must be in [0, 1)")
+
+    @property
+    def constant_background(self) -> bool:
+        """True when the main head's class-0 logit is the constant 1 instead of a learnt channel."""
+        if not self.has_background:
+            return False
+        if self.background == "auto":
+            return self.mode == "wsss"
+        return self.background == "constant"
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Coefficients of the loss terms (official `loss_coeff` = [cls, mask reg, code reg, seg]).
+
+    Attributes:
+        cls: multilabel soft-margin classification loss (per view; see `aux`).
+        mask_consistency: L1 between the two views' class masks (4 in the paper).
+        code_consistency: L1 between the two views' low-rank codes (4 in the paper).
+        pseudo: class-balanced CE on PAMR-refined pseudo-labels (after warm-up).
+        mask_ce: CE on pixels the user painted.
+        aux: relative weight of the auxiliary head inside the cls / pseudo / mask CE terms (0.4).
+    """
+
+    cls: float = 1.0
+    mask_consistency: float = 4.0
+    code_consistency: float = 4.0
+    pseudo: float = 1.0
+    mask_ce: float = 1.0
+    aux: float = 0.4
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train (not what): optimiser, schedule, augmentation, budget.
+
+    Attributes:
+        epochs: passes over the training set; `warmup_epochs` of them (counted from the first)
+            train without the pseudo-label loss.
+        batch_size, image_size: square crops of `image_size` px per image.
+        crop_scale: area range of the random resized crop; color_jitter: brightness, contrast and
+            saturation strength (hue a third of it).
+        mask_repeat: how often each masked image appears per epoch (oversampling the few labelled
+            images among many unlabelled ones).
+        lr, momentum, weight_decay: SGD; each parameter group scales `lr` by its `lr_mult`
+            (new layers ×10).
+        poly_power, min_lr_ratio: lr × (floor + (1 - floor)(1 - t/T)^power), T = all steps.
+        amp: mixed precision on CUDA (ignored on CPU).
+        num_workers: data-loading processes per rank.
+        seed: runs with equal configs and seeds give equal weights (on CPU).
+        loss_weights: coefficients of the loss terms.
+    """
+
+    epochs: int = 10
+    warmup_epochs: int = 2
+    batch_size: int = 8
+    image_size: int = 256
+    crop_scale: tuple[float, float] = (0.5, 1.0)
+    color_jitter: float = 0.3
+    mask_repeat: int = 1
+    lr: float = 0.005
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+    min_lr_ratio: float = 0.01
+    amp: bool = True
+    num_workers: int = 0
+    seed: int = 0
+    loss_weights: LossWeights = field(default_factory=LossWeights)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise ValueError(f"warmup_epochs must be in 0..{self.epochs}, got {self.warmup_epochs}")
+        if self.batch_size < 1 or self.image_size < 32 or self.mask_repeat < 1:
+            raise ValueError("batch_size and mask_repeat must be >= 1, image_size >= 32")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """How `slrnet.inference.Predictor` turns an image into class probabilities.
+
+    Attributes:
+        size: the image's longer side is resized to this before the scales apply (None: keep the
+            original resolution; the predictor defaults to the training crop size).
+        scales, flip: test-time averaging over rescaled and mirrored copies.
+        class_filter: "auto" (known tags when the image has them, else the predicted tags when the
+            model was trained with tags), "known", "predicted" or "none".
+        tag_threshold: sigmoid score above which a class counts as predicted present.
+        pamr: refine the probabilities with PAMR (the paper's pseudo-label refinement).
+        uncertain_below: label pixels whose top probability is below this as 255 (uncertain).
+    """
+
+    size: int | None = None
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = True
+    class_filter: Literal["auto", "known", "predicted", "none"] = "auto"
+    tag_threshold: float = 0.5
+    pamr: bool = True
+    uncertain_below: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not self.scales or any(s <= 0 for s in self.scales):
+            raise ValueError(f"scales must be positive, got {self.scales}")
+        if self.class_filter not in ("auto", "known", "predicted", "none"):
+            raise ValueError(f"unknown class_filter {self.class_filter!r}")

@@ -1,0 +1,168 @@
+"""Supervision modes: which loss terms each one uses, and the objective `compute_losses`.
+
+| mode      | tagged images | masked images   | every image                                      |
+|-----------|---------------|-----------------|--------------------------------------------------|
+| wsss      | cls           | (mask ignored)  | mask & code consistency; pseudo-label CE*         |
+| ssss      | (tags filter) | masked-pixel CE | consistency; pseudo-label CE* if it has no mask   |
+| ssss_tags | cls           | masked-pixel CE | consistency; pseudo-label CE* if it has no mask   |
+
+cls, masked-pixel CE and pseudo-label CE each sum the two views and 0.4 x the auxiliary head.
+
+(*) after warm-up, i.e. when `compute_losses(..., use_pseudo_labels=True)`.
+
+Pseudo-labels: the two views' masks are averaged, PAMR-refined at stride 4, upsampled to the
+image, restricted to the image's tagged classes (all classes when the image has no tags) and
+thresholded (`make_pseudo_labels`). The mask-only mode uses the official semi-supervised
+constants (cut-offs 0.8 / 0.6, background factor 0.9, background probability cubed before PAMR).
+
+Departures from the official training code, on purpose:
+
+- anomaly detection: the official training script leaves `torch.autograd.set_detect_anomaly(True)`
+  on, which slows every step several-fold; nothing here enables it.
+- warm-up: the official loop adds the pseudo-label term when `epoch > pretrain_epochs` with
+  0-based epochs, i.e. one epoch later than configured. `pseudo_labels_active` starts exactly after
+  `warmup_epochs` epochs.
+- labelled set: the official semi-supervised dataset marks "the last 1464 files of the list" as
+  fully labelled, which is not the intended labelled split for every list. Here an image is
+  labelled exactly when the caller says so (`batch["has_mask"]`, `batch["has_tags"]`).
+- a masked image's cls loss is not replaced by a second copy of its segmentation loss (official
+  `cls_loss[indicators] = seg_loss[indicators]`); each term is counted once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from slrnet import losses as L
+from slrnet.config import LossWeights, ModelConfig
+from slrnet.pamr import PAMR
+from slrnet.pseudo_labels import make_pseudo_labels
+
+
+@dataclass(frozen=True)
+class ModeSpec:
+    """Terms and pseudo-label constants of one supervision mode."""
+
+    use_cls: bool
+    use_mask_ce: bool
+    cutoff_top: float
+    cutoff_low: float
+    background_factor: float
+    background_power: float
+
+
+MODE_SPECS: dict[str, ModeSpec] = {
+    "wsss": ModeSpec(use_cls=True, use_mask_ce=False, cutoff_top=0.6, cutoff_low=0.2,
+                     background_factor=0.7, background_power=1.0),
+    "ssss": ModeSpec(use_cls=False, use_mask_ce=True, cutoff_top=0.8, cutoff_low=0.6,
+                     background_factor=0.9, background_power=3.0),
+    "ssss_tags": ModeSpec(use_cls=True, use_mask_ce=True, cutoff_top=0.6, cutoff_low=0.2,
+                          background_factor=0.7, background_power=1.0),
+}
+
+
+def select_mode(has_tags: bool, has_masks: bool) -> str:
+    """tags only -> "wsss"; masks only -> "ssss"; both -> "ssss_tags"; neither -> ValueError."""
+    if has_tags and has_masks:
+        return "ssss_tags"
+    if has_tags:
+        return "wsss"
+    if has_masks:
+        return "ssss"
+    raise ValueError("no labels: give some images tags or pixel masks before training")
+
+
+def pseudo_labels_active(epoch: int, warmup_epochs: int) -> bool:
+    """Whether the pseudo-label term is on in (0-based) `epoch`: after `warmup_epochs` full epochs."""
+    return epoch >= warmup_epochs
+
+
+def _present_classes(cfg: ModelConfig, batch: dict[str, Tensor]) -> Tensor:
+    """(B, K) bool: the tagged classes of tagged images, every class for the others."""
+    tags = batch["tags"] > 0.5
+    has_tags = batch["has_tags"].to(torch.bool)
+    present = torch.where(has_tags[:, None], tags, torch.ones_like(tags))
+    if cfg.has_background:
+        present[:, 0] = True
+    return present
+
+
+@torch.no_grad()
+def pseudo_label_targets(cfg: ModelConfig, outs: dict[str, Tensor], image: Tensor, present: Tensor) -> Tensor:
+    """PAMR-refined pseudo-labels of a training batch: (B, H, W) int64, 255 = ignored."""
+    spec = MODE_SPECS[cfg.mode]
+    probs = (outs["probs"] + outs["probs_view2"]) / 2.0
+    if cfg.has_background and spec.background_power != 1.0:
+        probs = torch.cat([probs[:, :1].pow(spec.background_power), probs[:, 1:]], dim=1)
+    small = F.interpolate(image.to(probs.dtype), size=probs.shape[-2:], mode="bilinear", align_corners=True)
+    refined = PAMR(cfg.pamr_iters, cfg.pamr_dilations)(small, probs)
+    refined = F.interpolate(refined, size=image.shape[-2:], mode="bilinear", align_corners=True)
+    return make_pseudo_labels(refined, present, spec.cutoff_top, spec.cutoff_low, spec.background_factor,
+                              cfg.has_background)
+
+
+def compute_losses(cfg: ModelConfig, outs: dict[str, Tensor], batch: dict[str, Tensor],
+                   use_pseudo_labels: bool, weights: LossWeights | None = None) -> dict[str, Tensor]:
+    """The training objective of `cfg.mode` for one batch.
+
+    Args:
+        cfg: the model's configuration (mode, background, PAMR settings).
+        outs: `SLRNet.forward_train(batch["image"])`.
+        batch: "image" (B, 3, H, W) normalised; "tags" (B, K) multi-hot (background column 1 when
+            `cfg.has_background`); "has_tags" (B,) bool; "mask" (B, H, W) int64, 255 = unknown;
+            "has_mask" (B,) bool.
+        use_pseudo_labels: add the pseudo-label CE (after warm-up, `pseudo_labels_active`).
+        weights: loss coefficients (default `LossWeights()`).
+
+    Returns:
+        Scalar tensors: the mode's terms by name ("cls", "mask_ce", "mask_consistency",
+        "code_consistency", "pseudo"; "pseudo" is 0 while `use_pseudo_labels` is False) and
+        "total", their weighted sum. Each term sums per-image losses over the images it applies
+        to and divides by the batch size, so every image weighs the same.
+    """
+    w = weights or LossWeights()
+    spec = MODE_SPECS[cfg.mode]
+    image = batch["image"]
+    b = image.shape[0]
+    fg = slice(1, None) if cfg.has_background else slice(None)
+    present = _present_classes(cfg, batch)
+    has_tags = batch["has_tags"].to(torch.bool)
+    has_mask = batch["has_mask"].to(torch.bool) if spec.use_mask_ce else torch.zeros_like(has_tags)
+
+    def batch_mean(per_image: Tensor, applies: Tensor | None = None) -> Tensor:
+        if applies is not None:
+            per_image = per_image * applies.to(per_image.dtype)
+        return per_image.sum() / b
+
+    def two_views_and_aux(loss_fn: Callable[[Tensor, Tensor], Tensor], target: Tensor) -> Tensor:
+        return (loss_fn(outs["seg_logits"], target) + loss_fn(outs["seg_logits_view2"], target)
+                + w.aux * loss_fn(outs["aux_logits"], target))
+
+    terms: dict[str, Tensor] = {}
+    if spec.use_cls:
+        tags = batch["tags"][:, fg]
+        per_image = (L.classification_loss(outs["cls_logits"][:, fg], tags)
+                     + L.classification_loss(outs["cls_logits_view2"][:, fg], tags)
+                     + w.aux * L.classification_loss(outs["cls_logits_aux"][:, fg], tags))
+        terms["cls"] = batch_mean(per_image, has_tags)
+    if spec.use_mask_ce:
+        terms["mask_ce"] = batch_mean(two_views_and_aux(L.masked_ce, batch["mask"]), has_mask)
+    terms["mask_consistency"] = batch_mean(
+        L.mask_consistency(outs["probs"][:, fg], outs["probs_view2"][:, fg], present[:, fg]))
+    terms["code_consistency"] = batch_mean(L.code_consistency(outs["codes"], outs["codes_view2"]))
+    if use_pseudo_labels:
+        target = pseudo_label_targets(cfg, outs, image, present)
+        terms["pseudo"] = batch_mean(two_views_and_aux(L.balanced_ce, target), ~has_mask)
+    else:
+        terms["pseudo"] = outs["seg_logits"].new_zeros(())
+
+    coeff = {"cls": w.cls, "mask_ce": w.mask_ce, "mask_consistency": w.mask_consistency,
+             "code_consistency": w.code_consistency, "pseudo": w.pseudo}
+    terms["total"] = sum((coeff[name] * value for name, value in terms.items()),
+                         start=outs["seg_logits"].new_zeros(()))
+    return terms
