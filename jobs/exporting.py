@@ -214,7 +214,7 @@ def export_project(
         annotations=annotations,
         model_version=version if tally.from_model else None,
     )
-    logger.info("%s", report.summary())
+    logger.debug("%s", report.summary())
     return report
 
 
