@@ -1,0 +1,138 @@
+"""Jobs as the UI and CLI see them: plain frozen records read from the ``jobs`` table.
+
+Torch-free; safe to poll from UI handlers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from jobs.errors import UserError
+from storage import jobs as job_rows
+from storage.models import Job, Project
+from storage.projects import get_project_by_name
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from jobs.context import Studio
+
+TITLES = {"import": "Import", "train": "Train", "predict": "Predict pseudo-labels", "export": "Export"}
+
+
+@dataclass(frozen=True)
+class JobView:
+    """One job, for display. ``metrics`` may hold ``loss_curve`` (list of points with ``fraction``,
+    ``epoch``, ``step``, ``total`` and the loss terms), ``eta_s``, ``phase`` ("training" /
+    "predicting"), ``mode``, ``run_id``, ``version``; ``result`` what the job produced (e.g. ``run_id``,
+    ``version``, ``images`` for training; ``out`` for an export) and ``summary``, one line."""
+
+    id: int
+    kind: str  # import | train | predict | export
+    title: str  # e.g. "Train on my labels"
+    project: str | None  # project name
+    status: str  # queued | running | succeeded | failed | cancelled | interrupted
+    progress: float  # 0..1
+    message: str  # what it is doing now, or how it ended
+    error: str | None  # why it failed, readable
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    result: dict[str, Any]
+    cancel_requested: bool
+    worker: str | None  # host:pid of the worker running it
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+
+    @property
+    def active(self) -> bool:
+        """Queued or running."""
+        return self.status in job_rows.ACTIVE_STATUSES
+
+    @property
+    def can_cancel(self) -> bool:
+        return self.active and not self.cancel_requested
+
+    @property
+    def can_resume(self) -> bool:
+        """Interrupted (its worker died or shut down): :func:`jobs.submit.resume_job` continues it."""
+        return self.status == "interrupted"
+
+    @property
+    def eta_s(self) -> float | None:
+        """Estimated seconds to completion while running."""
+        value = self.metrics.get("eta_s")
+        return float(value) if self.status == "running" and value is not None else None
+
+    @property
+    def loss_curve(self) -> list[dict[str, Any]]:
+        return list(self.metrics.get("loss_curve", []))
+
+
+def job_view(job: Job, project: str | None) -> JobView:
+    title = TITLES.get(job.kind, job.kind)
+    if job.kind == "train" and job.params.get("predict_after", True):
+        title = "Train on my labels"
+    elif job.kind == "export":
+        title = f"Export ({job.params.get('fmt', 'coco')})"
+    return JobView(
+        id=job.id,
+        kind=job.kind,
+        title=title,
+        project=project if project is not None else job.params.get("project"),
+        status=job.status,
+        progress=float(job.progress or 0.0),
+        message=job.message or "",
+        error=job.error,
+        params=dict(job.params or {}),
+        metrics=dict(job.metrics or {}),
+        result=dict(job.result or {}),
+        cancel_requested=bool(job.cancel_requested),
+        worker=job.worker,
+        created_at=_utc(job.created_at),
+        started_at=_utc(job.started_at),
+        finished_at=_utc(job.finished_at),
+        heartbeat_at=_utc(job.heartbeat_at),
+    )
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return None if value is None else job_rows.as_utc(value)
+
+
+def load_view(session: Session, job_id: int) -> JobView:
+    job = job_rows.get_job(session, job_id)
+    if job is None:
+        raise UserError(f"no job with id {job_id}")
+    project = session.get(Project, job.project_id) if job.project_id is not None else None
+    return job_view(job, project.name if project else None)
+
+
+def get_job(studio: Studio, job_id: int) -> JobView:
+    """One job; :class:`UserError` if there is none with this id."""
+    with studio.Session.begin() as session:
+        return load_view(session, job_id)
+
+
+def list_jobs(
+    studio: Studio, project: str | None = None, *, active_only: bool = False, limit: int = 50
+) -> list[JobView]:
+    """Jobs, newest first: all, or one project's; only queued/running ones with ``active_only``."""
+    with studio.Session.begin() as session:
+        project_id = None
+        if project is not None:
+            row = get_project_by_name(session, project)
+            if row is None:
+                raise UserError(f"no project named {project!r}")
+            project_id = row.id
+        statuses = job_rows.ACTIVE_STATUSES if active_only else None
+        jobs = job_rows.list_jobs(session, project_id, statuses, limit)
+        names = {}
+        for job in jobs:
+            if job.project_id is not None and job.project_id not in names:
+                row = session.get(Project, job.project_id)
+                names[job.project_id] = row.name if row else None
+        return [job_view(job, names.get(job.project_id)) for job in jobs]

@@ -1,0 +1,238 @@
+"""What the UI and CLI call to start, cancel and resume background jobs. Torch-free.
+
+Each ``submit_*`` checks what it can at once (a :class:`UserError` for bad input, before anything
+is queued), adds a 'queued' job row, puts the job id on the queue and returns the job's
+:class:`~jobs.job_views.JobView`. Poll :func:`jobs.job_views.get_job` / ``list_jobs`` to follow it.
+
+A project has at most one training or prediction job queued or running at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jobs import queue, tasks
+from jobs.errors import UserError
+from jobs.job_views import JobView, get_job, load_view
+from slrnet.config import MODES
+from storage import jobs as job_rows
+from storage.images import ImageFilter, count_images
+from storage.models import Project
+from storage.projects import get_project_by_name
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from jobs.context import Studio
+
+logger = logging.getLogger(__name__)
+
+EXCLUSIVE_KINDS = ("train", "predict")  # one of these per project at a time
+EXPORTS_DIR = "exports"
+_NOUNS = {"train": "training", "predict": "prediction"}
+
+
+def _project(session: Session, name: str) -> Project:
+    project = get_project_by_name(session, name)
+    if project is None:
+        raise UserError(f"no project named {name!r}")
+    return project
+
+
+def _check_no_active(session: Session, project: Project) -> None:
+    """Raise UserError when the project already has a training or prediction job in flight."""
+    job_rows.lock_project_jobs(session, project.id)
+    active = job_rows.active_job(session, project.id, EXCLUSIVE_KINDS)
+    if active is not None:
+        raise UserError(
+            f"a {_NOUNS[active.kind]} job for project {project.name!r} is already {active.status} "
+            f"(job {active.id})"
+        )
+
+
+def _enqueue(studio: Studio, kind: str, job_id: int) -> JobView:
+    """Queue a committed job row; if the queue refuses, fail the job and tell the user."""
+    try:
+        tasks.enqueue(kind, job_id)
+    except Exception as exc:
+        logger.exception("could not queue job %d", job_id)
+        reason = f"could not queue the job: {type(exc).__name__}: {exc}"
+        with studio.Session.begin() as session:
+            job_rows.fail_queued(session, job_id, reason)
+        raise UserError(reason) from exc
+    return get_job(studio, job_id)
+
+
+def submit_train_on_my_labels(
+    studio: Studio,
+    project: str,
+    *,
+    mode: str = "auto",
+    backbone: str | None = None,
+    epochs: int | None = None,
+    image_size: int | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    predict_after: bool = True,
+) -> JobView:
+    """Queue "Train on my labels": train in ``mode`` (auto: chosen from the labels), then predict
+    and publish pseudo-labels of every image, as one job (progress 0..0.8 training, 0.8..1
+    predicting). With ``predict_after=False`` the job only trains (the model is not published).
+    """
+    if mode not in ("auto", *MODES):
+        raise UserError(f"unknown mode {mode!r}; choose auto, {', '.join(MODES)}")
+    if epochs is not None and epochs < 1:
+        raise UserError("epochs must be at least 1")
+    options = {"mode": mode, "backbone": backbone, "epochs": epochs, "image_size": image_size,
+               "device": device, "seed": seed}
+    queue.bind(studio)
+    with studio.Session.begin() as session:
+        row = _project(session, project)
+        if count_images(session, row.id, ImageFilter.ALL) == 0:
+            raise UserError(f"project {project!r} has no images; import some first")
+        labelled = count_images(session, row.id, ImageFilter.TAGGED) + count_images(
+            session, row.id, ImageFilter.HAS_MASK
+        )
+        if labelled == 0:
+            raise UserError(
+                f"project {project!r} has no labels yet: tag some images or paint some masks first"
+            )
+        _check_no_active(session, row)
+        params = {"project": project, "options": options, "predict_after": predict_after}
+        job = job_rows.create_job(session, "train", row.id, params, message=f"queued ({mode} mode)")
+        job_id = job.id
+    logger.info("queued training job %d for project %r", job_id, project)
+    return _enqueue(studio, "train", job_id)
+
+
+def submit_predict(
+    studio: Studio, project: str, *, run_id: int | None = None, device: str = "auto"
+) -> JobView:
+    """Queue writing pseudo-labels of every image with a trained model (default: the newest),
+    which then becomes the project's current model."""
+    queue.bind(studio)
+    with studio.Session.begin() as session:
+        row = _project(session, project)
+        _check_no_active(session, row)
+        params = {"project": project, "run_id": run_id, "device": device}
+        job_id = job_rows.create_job(session, "predict", row.id, params).id
+    return _enqueue(studio, "predict", job_id)
+
+
+def submit_import(
+    studio: Studio,
+    path: str | Path,
+    project: str,
+    *,
+    classes_file: str | Path | None = None,
+    has_background: bool = True,
+    tags_csv: str | Path | None = None,
+    masks_dir: str | Path | None = None,
+    coco_json: str | Path | None = None,
+    max_pixels: int | None = None,
+) -> JobView:
+    """Queue an import of a folder or .zip of images (and labels) into ``project``, created if
+    missing (see :func:`jobs.importing.import_dataset`). The files must stay where they are until
+    the job has run; the app's own consumer runs imports."""
+    source = Path(path).expanduser().absolute()
+    if not source.exists():
+        raise UserError(f"import path {source} does not exist")
+    project = project.strip()
+    if not project:
+        raise UserError("a project name must have 1 to 200 characters")
+    options: dict[str, Any] = {
+        "classes_file": _path_or_none(classes_file),
+        "has_background": has_background,
+        "tags_csv": _path_or_none(tags_csv),
+        "masks_dir": _path_or_none(masks_dir),
+        "coco_json": _path_or_none(coco_json),
+        "max_pixels": max_pixels,
+    }
+    queue.bind(studio)
+    with studio.Session.begin() as session:
+        row = get_project_by_name(session, project)
+        params = {"project": project, "path": str(source), "options": options}
+        job_id = job_rows.create_job(session, "import", row.id if row else None, params).id
+    return _enqueue(studio, "import", job_id)
+
+
+def _path_or_none(path: str | Path | None) -> str | None:
+    return None if path is None else str(Path(path).expanduser().absolute())
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "project"
+
+
+def submit_export(
+    studio: Studio,
+    project: str,
+    out: str | Path | None = None,
+    *,
+    fmt: str = "coco",
+    source: str = "best",
+    palette: bool = False,
+) -> JobView:
+    """Queue an export of the project's labels (see :func:`jobs.exporting.export_project`).
+
+    ``out`` defaults to ``<data dir>/exports/<project>-<job id>.json`` (COCO) or ``...-<job id>/``
+    (VOC); the job's ``result['out']`` says where it went.
+    """
+    from jobs.exporting import FORMATS, SOURCES
+
+    if fmt not in FORMATS:
+        raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if source not in SOURCES:
+        raise UserError(f"unknown label source {source!r}; choose one of {', '.join(SOURCES)}")
+    queue.bind(studio)
+    with studio.Session.begin() as session:
+        row = _project(session, project)
+        params: dict[str, Any] = {"project": project, "fmt": fmt, "source": source, "palette": palette}
+        job = job_rows.create_job(session, "export", row.id, params)
+        if out is None:
+            folder = studio.data_dir / EXPORTS_DIR
+            folder.mkdir(parents=True, exist_ok=True)
+            stem = f"{_safe_name(project)}-{fmt}-{job.id}"
+            out = folder / (f"{stem}.json" if fmt == "coco" else stem)
+        job.params = {**params, "out": str(Path(out).expanduser().absolute())}
+        job_id = job.id
+    return _enqueue(studio, "export", job_id)
+
+
+def cancel_job(studio: Studio, job_id: int) -> JobView:
+    """Cancel a job: a queued one at once, a running one at its next step (it ends 'cancelled',
+    and the project's current model stays as it was). Cancelling twice is harmless."""
+    with studio.Session.begin() as session:
+        view = load_view(session, job_id)
+        if view.status == "queued":
+            job_rows.cancel_queued(session, job_id)
+        elif view.status == "running":
+            if not view.cancel_requested:
+                job_rows.request_cancel(session, job_id)
+        else:
+            raise UserError(f"job {job_id} has already ended ({view.status})")
+    logger.info("cancel requested for job %d", job_id)
+    return get_job(studio, job_id)
+
+
+def resume_job(studio: Studio, job_id: int) -> JobView:
+    """Queue an interrupted job again. Training continues from its last checkpoint (a run that had
+    finished training only predicts); other kinds start over."""
+    queue.bind(studio)
+    with studio.Session.begin() as session:
+        job = job_rows.get_job(session, job_id)
+        if job is None:
+            raise UserError(f"no job with id {job_id}")
+        if job.status != "interrupted":
+            raise UserError(f"job {job_id} is {job.status}; only an interrupted job can be resumed")
+        kind = job.kind
+        if kind in EXCLUSIVE_KINDS and job.project_id is not None:
+            row = session.get(Project, job.project_id)
+            if row is not None:
+                _check_no_active(session, row)
+        job_rows.requeue_job(session, job_id, "queued (resuming)")
+    logger.info("resuming job %d", job_id)
+    return _enqueue(studio, kind, job_id)
