@@ -14,7 +14,26 @@ logger = logging.getLogger(__name__)
 
 
 def serve(args: argparse.Namespace) -> int:
-    raise UserError("serve: not built yet")
+    """``serve``: the web app, with the job consumers in-process (threads; ``--no-worker``: only
+    imports/exports run here, training waits for a ``launch.py worker``)."""
+    import importlib
+    import importlib.util
+    import os
+
+    from jobs.consumers import start_embedded_consumer
+    from jobs.context import Studio
+
+    studio = Studio.open(args.data)
+    consumers = start_embedded_consumer(studio, compute=not args.no_worker)
+    try:
+        if importlib.util.find_spec("app.ui") is None:
+            raise UserError("the web UI (app.ui) is not built yet")
+        ui = importlib.import_module("app.ui")
+        ui.launch(studio, host=args.host, port=args.port, auth=args.auth or os.environ.get("SLRNET_AUTH"))
+    finally:
+        consumers.stop()
+        studio.close()
+    return 0
 
 
 def import_(args: argparse.Namespace) -> int:
@@ -92,4 +111,18 @@ def export(args: argparse.Namespace) -> int:
 
 
 def worker(args: argparse.Namespace) -> int:
-    raise UserError("worker: not built yet")
+    """``worker [--data DIR] [--workers N]``: consume training/prediction jobs until Ctrl-C / SIGTERM.
+
+    Run one per GPU (``CUDA_VISIBLE_DEVICES=k``); see the README for several machines.
+    """
+    from jobs.consumers import run_worker
+    from jobs.context import Studio
+
+    studio = Studio.open(args.data)
+    try:
+        left = run_worker(studio, workers=args.workers)
+    finally:
+        studio.close()
+    if left:
+        logger.warning("jobs %s were interrupted by the shutdown; resume them to continue", left)
+    return 0
