@@ -58,8 +58,9 @@ def inspect_image(data: bytes, *, max_pixels: int) -> ImageMeta:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
             im = PILImage.open(io.BytesIO(data))
-    except PILImage.DecompressionBombError as exc:
-        raise ImageFileError(f"image is over the pixel limit of {max_pixels}") from exc
+    except PILImage.DecompressionBombError as exc:  # Pillow's own guard, a hard ceiling
+        limit = min(max_pixels, 2 * (PILImage.MAX_IMAGE_PIXELS or max_pixels))
+        raise ImageFileError(f"image is over the pixel limit of {limit}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageFileError("not an image file") from exc
     with im:

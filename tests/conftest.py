@@ -54,3 +54,14 @@ def torch_hub_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
         os.environ.pop("TORCH_HOME", None)
     else:
         os.environ["TORCH_HOME"] = old
+
+
+@pytest.fixture()
+def studio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A fresh Studio (SQLite database and image store) under tmp_path/data."""
+    from jobs.context import Studio
+
+    monkeypatch.delenv("SLRNET_DATABASE_URL", raising=False)
+    opened = Studio.open(tmp_path / "data")
+    yield opened
+    opened.close()

@@ -1,0 +1,146 @@
+"""Labelling services: projects and classes, tags, masks, image pages; bad input changes nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from jobs import labeling
+from jobs.context import Studio
+from jobs.errors import UserError
+from storage import images as image_repo
+from storage.models import TrainingRun
+
+
+def _add_images(studio: Studio, project_id: int, n: int, width: int = 4, height: int = 3) -> list[int]:
+    with studio.Session.begin() as session:
+        return [
+            image_repo.add_image(session, project_id, name=f"im{i}.jpg", sha256=f"{i:064x}",
+                                 path=f"images/{i}", width=width, height=height).id
+            for i in range(n)
+        ]
+
+
+def test_create_project_numbers_classes_by_convention(studio: Studio) -> None:
+    coco = labeling.create_project(studio, "coco", ["person", "bicycle"], colors=["#ff0000", None])
+    assert [(c.index, c.name, c.is_background) for c in coco.classes] == [
+        (0, "background", True), (1, "person", False), (2, "bicycle", False)
+    ]
+    assert coco.classes[1].color == "#ff0000" and coco.classes[0].color == "#000000"
+    again = labeling.create_project(studio, "explicit", ["background", "person"])
+    assert [c.name for c in again.classes] == ["background", "person"]
+    camvid = labeling.create_project(studio, "camvid", ["sky", "road"], has_background=False)
+    assert camvid.class_index() == {"sky": 0, "road": 1} and not camvid.has_background
+    assert [p.name for p in labeling.list_projects(studio)] == ["camvid", "coco", "explicit"]
+    assert labeling.get_project(studio, camvid.id) == labeling.get_project(studio, "camvid")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"name": "coco", "class_names": ["x"]}, "already exists"),
+        ({"name": " ", "class_names": ["x"]}, "1 to 200 characters"),
+        ({"name": "n", "class_names": ["cat", "cat"]}, "listed twice"),
+        ({"name": "n", "class_names": ["cat", " "]}, "must not be empty"),
+        ({"name": "n", "class_names": ["cat"], "colors": ["blue"]}, "not #rrggbb"),
+        ({"name": "n", "class_names": ["cat"], "colors": []}, "0 colours for 1 classes"),
+        ({"name": "n", "class_names": [f"c{i}" for i in range(255)]}, "at most 255"),
+    ],
+)
+def test_create_project_rejects_bad_input(studio: Studio, kwargs: dict, match: str) -> None:
+    labeling.create_project(studio, "coco", ["person"])
+    with pytest.raises(UserError, match=match):
+        labeling.create_project(studio, **kwargs)
+    assert [p.name for p in labeling.list_projects(studio)] == ["coco"]
+
+
+def test_set_classes_renames_and_refuses_to_drop_used_classes(studio: Studio) -> None:
+    project = labeling.create_project(studio, "p", ["cat", "dog", "bird"])
+    image = _add_images(studio, project.id, 1)[0]
+    labeling.set_image_tags(studio, image, [project.classes[2].id])  # dog
+    renamed = labeling.set_classes(studio, "p", ["kitten", "puppy", "bird", "fish"], ["#010203"] * 4)
+    assert [c.name for c in renamed.classes] == ["background", "kitten", "puppy", "bird", "fish"]
+    assert renamed.classes[1].color == "#010203" and renamed.classes[0].color == "#000000"
+    assert labeling.set_classes(studio, "p", ["kitten", "puppy"]).classes[-1].name == "puppy"
+    with pytest.raises(UserError, match="cannot remove classes in use"):
+        labeling.set_classes(studio, "p", ["kitten"])
+    labeling.save_mask(studio, image, np.zeros((3, 4), np.uint8))
+    with pytest.raises(UserError, match="cannot remove classes in use"):
+        labeling.set_classes(studio, project.id, ["kitten"])  # masks pin every class
+    assert [c.name for c in labeling.get_project(studio, "p").classes] == ["background", "kitten", "puppy"]
+    with pytest.raises(UserError, match="no project"):
+        labeling.set_classes(studio, "missing", ["a"])
+
+
+def test_image_tags(studio: Studio) -> None:
+    project = labeling.create_project(studio, "p", ["cat", "dog"])
+    other = labeling.create_project(studio, "q", ["cow"])
+    image = _add_images(studio, project.id, 1)[0]
+    cat, dog = project.classes[1].id, project.classes[2].id
+    assert labeling.set_image_tags(studio, image, [dog, cat, dog]) == sorted([cat, dog])
+    assert labeling.set_image_tags(studio, image, [cat]) == [cat]
+    assert labeling.get_image_tags(studio, image) == [cat]
+    with pytest.raises(UserError, match="not classes of this image's project"):
+        labeling.set_image_tags(studio, image, [other.classes[1].id])
+    with pytest.raises(UserError, match="tag source"):
+        labeling.set_image_tags(studio, image, [cat], source="robot")
+    with pytest.raises(UserError, match="no image with id"):
+        labeling.set_image_tags(studio, 12345, [cat])
+    assert labeling.get_image_tags(studio, image) == [cat]
+
+
+def test_masks(studio: Studio) -> None:
+    project = labeling.create_project(studio, "p", ["cat"])  # classes 0..1
+    image = _add_images(studio, project.id, 1, width=5, height=2)[0]
+    full = np.array([[0, 1, 1, 0, 0], [1, 1, 0, 0, 0]], np.int64)
+    assert labeling.save_mask(studio, image, full) is False
+    assert np.array_equal(labeling.get_mask(studio, image), full)
+    partial = full.copy()
+    partial[:, :2] = 255
+    assert labeling.save_mask(studio, image, partial) is True
+    for bad, match in [
+        (np.zeros((5, 2), np.uint8), "mask is 2x5 but its image is 5x2"),
+        (np.full((2, 5), 2, np.uint8), r"values \[2\] are not class indices"),
+        (np.zeros((2, 5, 3), np.uint8), "single-channel"),
+        (np.zeros((2, 5), np.float32), "integers"),
+        (np.full((2, 5), 255, np.uint8), "labels no pixel"),
+    ]:
+        with pytest.raises(UserError, match=match):
+            labeling.save_mask(studio, image, bad)
+    assert np.array_equal(labeling.get_mask(studio, image), partial)
+    assert labeling.delete_mask(studio, image) is True
+    assert labeling.get_mask(studio, image) is None and labeling.delete_mask(studio, image) is False
+
+
+def test_list_images_pages_and_counts(studio: Studio) -> None:
+    project = labeling.create_project(studio, "p", ["cat"])
+    ids = _add_images(studio, project.id, 7)
+    labeling.set_image_tags(studio, ids[6], [project.classes[1].id])
+    page = labeling.list_images(studio, "p", offset=2, limit=3)
+    assert [i.name for i in page.items] == ["im2.jpg", "im3.jpg", "im4.jpg"] and page.total == 7
+    untagged = labeling.list_images(studio, project.id, "untagged", limit=None)
+    assert untagged.total == 6 and len(untagged.items) == 6
+    assert labeling.image_counts(studio, "p")["tagged"] == 1
+    assert labeling.get_image(studio, ids[0]).path == "images/0"
+    with pytest.raises(UserError, match="unknown image filter"):
+        labeling.list_images(studio, "p", "pretty")
+    with pytest.raises(UserError, match="must not be negative"):
+        labeling.list_images(studio, "p", offset=-1)
+
+
+def test_low_confidence_filter_uses_the_published_run(studio: Studio) -> None:
+    from storage.labels import put_pseudo_label
+    from storage.models import utcnow
+
+    project = labeling.create_project(studio, "p", ["cat"])
+    ids = _add_images(studio, project.id, 3)
+    with studio.Session.begin() as session:
+        run = TrainingRun(project_id=project.id, mode="wsss", backbone="b", status="published",
+                          published_at=utcnow())
+        session.add(run)
+        session.flush()
+        for image_id, score in zip(ids, [0.8, 0.1, 0.3], strict=True):
+            put_pseudo_label(session, image_id, run.id, np.zeros((3, 4), np.uint8),
+                             np.full((3, 4), score, np.float32))
+    page = labeling.list_images(studio, "p", "low_confidence")
+    assert [i.id for i in page.items] == [ids[1], ids[2]] and page.total == 2
