@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from jobs.errors import UserError
 
@@ -68,16 +70,82 @@ def import_(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tqdm_progress(bar: Any) -> Callable[[float, str, dict], None]:
+    """A service progress callback drawing on a tqdm bar of total 1.0."""
+
+    def progress(fraction: float, message: str, metrics: dict) -> None:
+        eta = metrics.get("eta_s")
+        bar.set_description(message + (f", ETA {eta / 60:.1f} min" if eta else ""), refresh=False)
+        bar.update(fraction - bar.n)
+
+    return progress
+
+
 def train(args: argparse.Namespace) -> int:
-    raise UserError("train: not built yet")
+    """``train [--mode M] [--backbone B] [--epochs N] [--image-size S] [--device D] [--seed N]``.
+
+    Under ``torchrun --nproc_per_node N launch.py train ...`` every rank trains (DDP); rank 0 prints.
+    """
+    import os
+
+    from tqdm import tqdm
+
+    from jobs.context import Studio
+    from jobs.training import train as train_service
+
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    studio = Studio.open(args.data)
+    try:
+        with tqdm(total=1.0, unit="", bar_format="{l_bar}{bar}| {elapsed}", leave=False,
+                  disable=None if main_rank else True) as bar:
+            result = train_service(
+                studio, args.project, mode=args.mode, backbone=args.backbone, epochs=args.epochs,
+                image_size=args.image_size, device=args.device, seed=args.seed, resume=not args.no_resume,
+                progress=_tqdm_progress(bar),
+            )
+    finally:
+        studio.close()
+    if main_rank:
+        resumed = f", resumed after epoch {result.resumed_from_epoch}" if result.resumed_from_epoch else ""
+        print(f"mode {result.mode}: {result.reason}")
+        print(f"trained model version {result.version} (run {result.run_id}, {result.epochs} epochs"
+              f"{resumed}); run `predict` to publish its pseudo-labels")
+    return 0
 
 
 def predict(args: argparse.Namespace) -> int:
-    raise UserError("predict: not built yet")
+    """``predict [--device D]``: pseudo-labels of every image with the newest trained model, then
+    that model becomes current."""
+    from tqdm import tqdm
+
+    from jobs.context import Studio
+    from jobs.training import predict as predict_service
+
+    studio = Studio.open(args.data)
+    try:
+        with tqdm(total=1.0, unit="", bar_format="{l_bar}{bar}| {elapsed}", leave=False, disable=None) as bar:
+            result = predict_service(studio, args.project, device=args.device, progress=_tqdm_progress(bar))
+    finally:
+        studio.close()
+    print(f"model version {result.version} published: pseudo-labels for {result.images} images "
+          f"(mean confidence {result.mean_score:.2f})")
+    return 0
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    raise UserError("evaluate: not built yet")
+    """``evaluate --gt-masks DIR``: JSON with miou, per_class_iou, pixel_accuracy, images."""
+    import json
+
+    from jobs.context import Studio
+    from jobs.training import evaluate as evaluate_service
+
+    studio = Studio.open(args.data)
+    try:
+        scores = evaluate_service(studio, args.project, gt_masks=args.gt_masks)
+    finally:
+        studio.close()
+    print(json.dumps(scores, indent=2))
+    return 0
 
 
 def export(args: argparse.Namespace) -> int:

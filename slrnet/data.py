@@ -62,7 +62,7 @@ def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (3, H, W) uint8 tensor."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    return torch.tensor(image).permute(2, 0, 1)  # a copy: loaders may return read-only arrays
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,459 @@
+"""Services that train SLRNet on a project's labels, publish its pseudo-labels and score them.
+
+* :func:`choose_mode` — the supervision mode the labels call for, with a one-line reason.
+* :func:`train` — one training run (resuming an interrupted one with the same settings); the
+  finished run gets the next model version but is not current until published.
+* :func:`predict` — pseudo-labels of every image with a trained run, then marks it published.
+* :func:`evaluate` — mIoU of the current pseudo-labels against a folder of gold PNGs.
+
+Under ``torchrun`` (WORLD_SIZE > 1) :func:`train` trains with DDP; only rank 0 touches the
+database and the checkpoint.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from PIL import Image as PILImage
+
+from jobs.context import Studio
+from jobs.errors import UserError
+from jobs.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
+from slrnet.config import MODES, InferenceConfig, ModelConfig, TrainConfig
+from slrnet.data import Sample
+from slrnet.inference import Predictor
+from slrnet.metrics import SegmentationMeter
+from slrnet.train import (
+    TrainingStopped,
+    TrainProgress,
+    default_budget,
+    default_mask_repeat,
+    default_warmup,
+    fit,
+    resolve_device,
+)
+from storage import labels as label_repo
+from storage import runs as run_repo
+from storage.files import read_rgb
+from storage.images import all_images
+from storage.label_maps import decode_label_png
+from storage.models import Project
+from storage.projects import get_project_by_name, list_classes
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+@dataclass(frozen=True)
+class ModeChoice:
+    mode: str
+    reason: str  # one line for the UI
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: int
+    version: int
+    mode: str
+    reason: str
+    epochs: int
+    resumed_from_epoch: int
+    checkpoint_path: str  # relative to the data dir
+    metrics: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    run_id: int
+    version: int
+    images: int
+    mean_score: float
+
+
+@dataclass(frozen=True)
+class _ProjectLabels:
+    project_id: int
+    has_background: bool
+    class_names: list[str]
+    samples: list[Sample]  # every image, with whatever labels it has
+    tagged: int
+    masked: int
+    unlabelled: int
+
+
+# --- mode ---------------------------------------------------------------------------------------
+
+
+def mode_for_counts(tagged: int, masked: int, unlabelled: int, requested: str = "auto") -> ModeChoice:
+    """The mode for a project with ``tagged`` tagged, ``masked`` masked and ``unlabelled`` images."""
+    if requested not in ("auto", *MODES):
+        raise UserError(f"unknown mode {requested!r}; choose auto, {', '.join(MODES)}")
+    if tagged == 0 and masked == 0:
+        raise UserError("the project has no labels yet: tag some images or paint some masks first")
+    if requested == "auto":
+        if masked and tagged:
+            return ModeChoice("ssss_tags", f"{masked} image(s) with masks and {tagged} with tags: masks "
+                                           f"and tags together, {unlabelled} unlabelled image(s) used too")
+        if masked:
+            return ModeChoice("ssss", f"{masked} image(s) with masks and no tags: semi-supervised, "
+                                      f"{unlabelled} unlabelled image(s) used too")
+        return ModeChoice("wsss", f"{tagged} image(s) with tags and no masks: weakly supervised from tags")
+    if requested == "wsss" and not tagged:
+        raise UserError("mode wsss needs images with tags, and this project has none")
+    if requested == "ssss" and not masked:
+        raise UserError("mode ssss needs images with masks, and this project has none")
+    if requested == "ssss_tags" and not (masked and tagged):
+        raise UserError("mode ssss_tags needs images with masks and images with tags")
+    return ModeChoice(requested, f"mode {requested} chosen by hand ({tagged} tagged, {masked} masked, "
+                                 f"{unlabelled} unlabelled images)")
+
+
+def choose_mode(studio: Studio, project: str = "default", requested: str = "auto") -> ModeChoice:
+    """The mode the project's labels call for (or the requested one, when the labels allow it)."""
+    data = _load_labels(studio, project)
+    return mode_for_counts(data.tagged, data.masked, data.unlabelled, requested)
+
+
+def _training_samples(data: _ProjectLabels, mode: str) -> list[Sample]:
+    """wsss trains on the tagged images (masks unused); the mask modes on all images, unlabelled
+    ones included."""
+    if mode == "wsss":
+        return [replace(s, mask=None) for s in data.samples if s.has_tags]
+    return list(data.samples)
+
+
+# --- loading a project --------------------------------------------------------------------------
+
+
+def _project(session: Any, name: str) -> Project:
+    project = get_project_by_name(session, name)
+    if project is None:
+        raise UserError(f"no project named {name!r}")
+    return project
+
+
+def _load_labels(studio: Studio, project_name: str) -> _ProjectLabels:
+    with studio.Session.begin() as session:
+        project = _project(session, project_name)
+        classes = list_classes(session, project.id)
+        if not classes:
+            raise UserError(f"project {project_name!r} has no classes")
+        if [c.index for c in classes] != list(range(len(classes))):
+            raise UserError(f"project {project_name!r} has gaps in its class indices")
+        index_of = {c.id: c.index for c in classes}
+        samples: list[Sample] = []
+        tagged = masked = unlabelled = 0
+        for image in all_images(session, project.id):
+            tag_ids = label_repo.get_tag_class_ids(session, image.id, "human")
+            tags = None
+            if tag_ids:
+                tags = np.zeros(len(classes), dtype=np.float32)
+                tags[[index_of[t] for t in tag_ids]] = 1.0
+                tagged += 1
+            mask_row = label_repo.get_mask(session, image.id)
+            mask = None
+            if mask_row is not None:
+                mask = functools.partial(decode_label_png, mask_row.png)
+                masked += 1
+            unlabelled += tags is None and mask is None
+            loader = functools.partial(read_rgb, studio.images.abspath(image.path))
+            samples.append(Sample(name=image.name, image=loader, tags=tags, mask=mask))
+        if not samples:
+            raise UserError(f"project {project_name!r} has no images")
+        return _ProjectLabels(project.id, project.has_background, [c.name for c in classes], samples,
+                              tagged, masked, unlabelled)
+
+
+# --- training -----------------------------------------------------------------------------------
+
+
+def _configs(data: _ProjectLabels, mode: str, samples: Sequence[Sample], device: torch.device, *,
+             backbone: str | None, epochs: int | None, image_size: int | None, seed: int,
+             train_overrides: dict[str, Any] | None,
+             model_overrides: dict[str, Any] | None) -> tuple[ModelConfig, TrainConfig]:
+    auto_epochs, auto_size = default_budget(len(samples), device)
+    epochs = epochs or auto_epochs
+    n_masked = sum(s.has_mask for s in samples)
+    try:
+        model_config = ModelConfig(num_classes=len(data.class_names), mode=mode,
+                                   backbone=backbone or "mobilenet_v2",
+                                   has_background=data.has_background, **(model_overrides or {}))
+        train_config = TrainConfig(
+            epochs=epochs, warmup_epochs=default_warmup(epochs), image_size=image_size or auto_size,
+            batch_size=min(16 if device.type == "cuda" else 8, len(samples)),
+            mask_repeat=default_mask_repeat(n_masked, len(samples) - n_masked) if mode != "wsss" else 1,
+            amp=device.type == "cuda", seed=seed, **(train_overrides or {}),
+        )
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"bad training settings: {exc}") from exc
+    return model_config, train_config
+
+
+def _run_config(model_config: ModelConfig, train_config: TrainConfig) -> dict[str, Any]:
+    """The run's settings as the JSON column gives them back (tuples become lists)."""
+    return json.loads(json.dumps({"model": asdict(model_config), "train": asdict(train_config)}))
+
+
+def _distributed_setup(device_name: str) -> bool:
+    """Join the torchrun process group when launched by torchrun; True when this call created it."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return False
+    use_cuda = device_name != "cpu" and torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return True
+
+
+def _broadcast(value: Any) -> Any:
+    if not dist.is_initialized():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _progress_adapter(progress: ProgressFn) -> Any:
+    def report(p: TrainProgress) -> None:
+        total = p.losses.get("total", float("nan"))
+        message = f"epoch {p.epoch + 1}/{p.epochs}, step {p.step}/{p.steps_per_epoch}, loss {total:.3f}"
+        progress(p.fraction, message, {
+            "epoch": p.epoch + 1, "epochs": p.epochs, "step": p.step, "steps": p.steps_per_epoch,
+            "losses": p.losses, "lr": p.lr, "images_per_s": p.images_per_s, "eta_s": p.eta_s,
+        })
+
+    return report
+
+
+def train(
+    studio: Studio,
+    project: str = "default",
+    *,
+    mode: str = "auto",
+    backbone: str | None = None,
+    epochs: int | None = None,
+    image_size: int | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    resume: bool = True,
+    job_id: int | None = None,
+    train_overrides: dict[str, Any] | None = None,
+    model_overrides: dict[str, Any] | None = None,
+    progress: ProgressFn = no_progress,
+    should_stop: StopFn = never_stop,
+) -> TrainResult:
+    """Train one run on the project's labels and give it the next model version.
+
+    With ``resume`` an interrupted run of the same settings continues from its last completed
+    epoch. Cancellation (``should_stop``) raises :class:`Cancelled` and leaves the current
+    (published) model as it was. ``train_overrides`` / ``model_overrides`` set further
+    :class:`TrainConfig` / :class:`ModelConfig` fields (benchmarks, advanced users).
+    """
+    data = _load_labels(studio, project)
+    choice = mode_for_counts(data.tagged, data.masked, data.unlabelled, mode)
+    samples = _training_samples(data, choice.mode)
+    try:
+        torch_device = resolve_device(device)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    model_config, train_config = _configs(
+        data, choice.mode, samples, torch_device, backbone=backbone, epochs=epochs, image_size=image_size,
+        seed=seed, train_overrides=train_overrides, model_overrides=model_overrides)
+    created_group = _distributed_setup(device)
+    try:
+        return _train(studio, data, choice, samples, model_config, train_config, torch_device,
+                      resume=resume, job_id=job_id, progress=progress, should_stop=should_stop)
+    finally:
+        if created_group:
+            dist.destroy_process_group()
+
+
+def _start_run(studio: Studio, data: _ProjectLabels, mode: str, model_config: ModelConfig,
+               train_config: TrainConfig, resume: bool, job_id: int | None) -> tuple[int, str]:
+    config = _run_config(model_config, train_config)
+    with studio.Session.begin() as session:
+        previous = run_repo.latest_resumable_run(session, data.project_id) if resume else None
+        if previous is not None and previous.config == config:
+            previous.status = "running"
+            previous.job_id = job_id or previous.job_id
+            logger.info("resuming run %d after epoch %d", previous.id, previous.epoch)
+            return previous.id, str(previous.checkpoint_path)
+        run = run_repo.create_run(session, data.project_id, mode=mode, backbone=model_config.backbone,
+                                  config=config, job_id=job_id)
+        path = f"{CHECKPOINT_DIR}/run-{run.id}.pt"
+        run_repo.set_checkpoint_path(session, run, path)
+        return run.id, path
+
+
+def _end_run(studio: Studio, run_id: int, status: str, error: str | None = None) -> None:
+    with studio.Session.begin() as session:
+        run = run_repo.get_run(session, run_id)
+        if run is not None:
+            run_repo.mark_ended(session, run, status, error)
+
+
+def _train(studio: Studio, data: _ProjectLabels, choice: ModeChoice, samples: list[Sample],
+           model_config: ModelConfig, train_config: TrainConfig, device: torch.device, *, resume: bool,
+           job_id: int | None, progress: ProgressFn, should_stop: StopFn) -> TrainResult:
+    from slrnet.model import build_model
+
+    main = not dist.is_initialized() or dist.get_rank() == 0
+    run_id, rel_path = _start_run(studio, data, choice.mode, model_config, train_config, resume, job_id) \
+        if main else (0, "")
+    run_id, rel_path = _broadcast((run_id, rel_path))
+    logger.info("run %d: %s (%d images, %d epochs at %d px on %s)", run_id, choice.reason, len(samples),
+                train_config.epochs, train_config.image_size, device)
+    progress(0.0, choice.reason, {"mode": choice.mode, "run_id": run_id})
+
+    def on_epoch_end(epoch: int, means: dict[str, float]) -> None:
+        if main:
+            with studio.Session.begin() as session:
+                run = run_repo.get_run(session, run_id)
+                history = [*run.metrics.get("history", []), {"epoch": epoch, **means}]
+                run_repo.record_epoch(session, run, epoch, {"history": history, "final": means})
+
+    torch.manual_seed(train_config.seed)
+    try:
+        model = build_model(model_config)
+        result = fit(model, samples, model_config=model_config, train_config=train_config,
+                     class_names=data.class_names, checkpoint_path=studio.data_dir / rel_path, device=device,
+                     progress=_progress_adapter(progress) if main else None, should_stop=should_stop,
+                     on_epoch_end=on_epoch_end)
+    except TrainingStopped as exc:
+        if main:
+            _end_run(studio, run_id, "cancelled")
+        raise Cancelled(f"training cancelled after {exc.epochs_completed} completed epoch(s)") from exc
+    except KeyboardInterrupt:
+        if main:
+            _end_run(studio, run_id, "interrupted")
+        raise
+    except Exception as exc:
+        if main:
+            _end_run(studio, run_id, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    metrics = {"history": result.history, "final": result.history[-1] if result.history else {},
+               "mode_reason": choice.reason}
+    version = 0
+    if main:
+        with studio.Session.begin() as session:
+            run = run_repo.get_run(session, run_id)
+            run_repo.record_epoch(session, run, result.epochs_completed, metrics)
+            version = run_repo.mark_trained(session, run)
+    progress(1.0, f"trained model version {version}", {"run_id": run_id, "version": version})
+    return TrainResult(run_id=run_id, version=version, mode=choice.mode, reason=choice.reason,
+                       epochs=result.epochs_completed, resumed_from_epoch=result.resumed_from_epoch,
+                       checkpoint_path=rel_path, metrics=metrics)
+
+
+# --- prediction ---------------------------------------------------------------------------------
+
+
+def predict(
+    studio: Studio,
+    project: str = "default",
+    *,
+    run_id: int | None = None,
+    device: str = "auto",
+    config: InferenceConfig | None = None,
+    job_id: int | None = None,
+    progress: ProgressFn = no_progress,
+    should_stop: StopFn = never_stop,
+) -> PredictResult:
+    """Write the pseudo-label of every image with a trained run (default: the newest), then mark
+    the run published. Images already done for that run are skipped, so a cancelled predict
+    resumes where it stopped. ``job_id`` is accepted for the job runner's bookkeeping."""
+    del job_id
+    with studio.Session.begin() as session:
+        proj = _project(session, project)
+        run = run_repo.get_run(session, run_id) if run_id is not None \
+            else run_repo.latest_trained_run(session, proj.id)
+        if run is None or run.project_id != proj.id or run.status not in ("trained", "published"):
+            raise UserError(f"project {project!r} has no trained model to predict with; run train first")
+        run_id, version, mode = run.id, int(run.version or 0), run.mode
+        checkpoint = studio.data_dir / str(run.checkpoint_path)
+        classes = list_classes(session, proj.id)
+        index_of = {c.id: c.index for c in classes}
+        todo = []
+        for image in all_images(session, proj.id):
+            if label_repo.get_pseudo_label(session, image.id, run_id) is not None:
+                continue
+            tag_ids = label_repo.get_tag_class_ids(session, image.id, "human")
+            todo.append((image.id, image.path, [index_of[t] for t in tag_ids]))
+    if not checkpoint.is_file():
+        raise UserError(f"the checkpoint of model version {version} is missing ({checkpoint})")
+    try:
+        predictor = Predictor.from_checkpoint(checkpoint, config=config, device=resolve_device(device))
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    background = 1 if predictor.model_config.has_background else 0
+    for done, (image_id, path, tag_indices) in enumerate(todo):
+        if should_stop():
+            raise Cancelled(f"predict cancelled after {done} of {len(todo)} images; model not published")
+        known = None
+        if tag_indices:
+            known = np.zeros(predictor.num_classes, dtype=np.float32)
+            known[tag_indices] = 1.0
+        pred = predictor.predict(studio.images.read_rgb(path), known_tags=known)
+        with studio.Session.begin() as session:
+            label_repo.put_pseudo_label(session, image_id, run_id, pred.labels, pred.confidence)
+            if mode != "ssss":
+                present = [c.id for c in classes if c.index >= background and pred.tag_scores[c.index] >
+                           predictor.config.tag_threshold]
+                scores = {c.id: float(pred.tag_scores[c.index]) for c in classes}
+                label_repo.set_tags(session, image_id, present, "model", scores=scores, run_id=run_id)
+        progress((done + 1) / len(todo), f"pseudo-labels {done + 1}/{len(todo)}", {"images": done + 1})
+    with studio.Session.begin() as session:
+        run = run_repo.get_run(session, run_id)
+        run_repo.mark_published(session, run)
+        images = all_images(session, run.project_id)
+        rows = [label_repo.get_pseudo_label(session, i.id, run_id) for i in images]
+        scores = [r.score for r in rows if r is not None]
+    progress(1.0, f"model version {version} published", {"run_id": run_id, "version": version})
+    return PredictResult(run_id=run_id, version=version, images=len(scores),
+                         mean_score=float(np.mean(scores)) if scores else 0.0)
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+
+
+def evaluate(studio: Studio, project: str = "default", *, gt_masks: str | Path) -> dict[str, Any]:
+    """Score the project's current pseudo-labels against gold PNGs in ``gt_masks`` matched by file
+    stem (255 in the gold = ignored; an uncertain 255 in a pseudo-label counts as wrong)."""
+    gt_dir = Path(gt_masks)
+    if not gt_dir.is_dir():
+        raise UserError(f"gold mask folder {gt_dir} does not exist")
+    gold = {p.stem: p for p in gt_dir.iterdir() if p.suffix.lower() == ".png"}
+    with studio.Session.begin() as session:
+        proj = _project(session, project)
+        if label_repo.current_run_id(session, proj.id) is None:
+            raise UserError(f"project {project!r} has no published model; run train and predict first")
+        names = [c.name for c in list_classes(session, proj.id)]
+        meter = SegmentationMeter(len(names))
+        for image in all_images(session, proj.id):
+            path = gold.get(Path(image.name).stem)
+            row = label_repo.current_pseudo_label(session, proj.id, image.id)
+            if path is None or row is None:
+                continue
+            with PILImage.open(path) as im:
+                target = np.array(im, dtype=np.uint8)
+            pred = decode_label_png(row.png)
+            if pred.shape != target.shape:
+                pred = np.array(PILImage.fromarray(pred).resize(target.shape[::-1], PILImage.NEAREST))
+            meter.update(pred, target)
+    if meter.images == 0:
+        raise UserError(f"no gold mask in {gt_dir} matches an image of project {project!r} by name")
+    scores = meter.scores()
+    per_class = dict(zip(names, scores["per_class_iou"], strict=True))
+    return {"miou": scores["miou"], "per_class_iou": per_class, "pixel_accuracy": scores["pixel_accuracy"],
+            "images": scores["images"]}

@@ -1,0 +1,179 @@
+"""jobs.training services on a tiny synthetic project: mode choice, train, cancel, resume, predict,
+evaluate; and storage.runs versioning."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from jobs import training
+from jobs.context import Studio
+from jobs.errors import UserError
+from jobs.importing import import_dataset
+from jobs.progress import Cancelled
+from storage import labels as label_repo
+from storage import runs as run_repo
+from storage.models import PseudoLabel, TrainingRun
+from storage.projects import get_project_by_name
+
+FAST = {"backbone": "tiny", "epochs": 2, "image_size": 32, "device": "cpu",
+        "model_overrides": {"feature_channels": 32}}
+
+
+def write_dataset(root: Path, n: int = 6, masks: int = 2, tags: bool = True) -> dict[str, Path]:
+    """Images with a red or blue top half (class 1 / 2) on grey (background 0)."""
+    images, gt = root / "images", root / "gt"
+    images.mkdir(parents=True)
+    gt.mkdir()
+    (root / "masks").mkdir()
+    rows = ["image,tags"]
+    for i in range(n):
+        cls = 1 + i % 2
+        pixels = np.random.default_rng(i).integers(110, 146, (40, 48, 3), dtype=np.uint8)
+        pixels[:20] = (220, 30, 30) if cls == 1 else (30, 30, 220)
+        mask = np.zeros((40, 48), np.uint8)
+        mask[:20] = cls
+        PILImage.fromarray(pixels).save(images / f"im{i}.png")
+        PILImage.fromarray(mask).save(gt / f"im{i}.png")
+        if i < masks:
+            PILImage.fromarray(mask).save(root / "masks" / f"im{i}.png")
+        rows.append(f"im{i}.png,{'red' if cls == 1 else 'blue'}")
+    (root / "classes.txt").write_text("red\nblue\n")
+    (root / "tags.csv").write_text("\n".join(rows) + "\n")
+    return {"images": images, "gt": gt, "masks": root / "masks", "classes": root / "classes.txt",
+            "tags": root / "tags.csv"}
+
+
+@pytest.fixture()
+def studio(tmp_path: Path) -> Iterator[Studio]:
+    s = Studio.open(tmp_path / "data")
+    yield s
+    s.close()
+
+
+@pytest.fixture()
+def project(studio: Studio, tmp_path: Path) -> dict[str, Path]:
+    files = write_dataset(tmp_path / "src")
+    import_dataset(studio, files["images"], project="p", classes_file=files["classes"],
+                   tags_csv=files["tags"], masks_dir=files["masks"])
+    return files
+
+
+def runs(studio: Studio) -> list[TrainingRun]:
+    with studio.Session() as session:
+        return list(session.query(TrainingRun).order_by(TrainingRun.id))
+
+
+@pytest.mark.parametrize(
+    ("tagged", "masked", "mode"), [(5, 0, "wsss"), (0, 3, "ssss"), (4, 2, "ssss_tags")]
+)
+def test_mode_follows_the_labels(tagged: int, masked: int, mode: str) -> None:
+    choice = training.mode_for_counts(tagged, masked, 10, "auto")
+    assert choice.mode == mode
+    assert "\n" not in choice.reason and str(max(tagged, masked)) in choice.reason
+
+
+@pytest.mark.parametrize(
+    ("tagged", "masked", "requested"), [(0, 0, "auto"), (0, 3, "wsss"), (5, 0, "ssss"), (5, 0, "ssss_tags"),
+                                        (5, 0, "bogus")]
+)
+def test_mode_refuses_what_the_labels_cannot_support(tagged: int, masked: int, requested: str) -> None:
+    with pytest.raises(UserError):
+        training.mode_for_counts(tagged, masked, 1, requested)
+
+
+def test_mode_override_is_accepted_when_labels_allow(studio: Studio, project: dict[str, Path]) -> None:
+    assert training.choose_mode(studio, "p").mode == "ssss_tags"
+    assert training.choose_mode(studio, "p", "wsss").mode == "wsss"
+    with pytest.raises(UserError, match="no project"):
+        training.choose_mode(studio, "nope")
+
+
+def test_train_predict_evaluate_publish_versions(studio: Studio, project: dict[str, Path]) -> None:
+    reports: list[tuple[float, str, dict]] = []
+    result = training.train(studio, "p", progress=lambda f, m, x: reports.append((f, m, x)), **FAST)
+    assert result.mode == "ssss_tags" and result.version == 1 and result.epochs == 2
+    assert (studio.data_dir / result.checkpoint_path).is_file()
+    assert result.checkpoint_path.startswith("checkpoints/")
+    fractions = [f for f, _, _ in reports]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert any("eta_s" in x and "losses" in x for _, _, x in reports)
+    [run] = runs(studio)
+    assert (run.status, run.version, run.epoch) == ("trained", 1, 2)
+    assert len(run.metrics["history"]) == 2
+
+    with pytest.raises(UserError, match="no published model"):
+        training.evaluate(studio, "p", gt_masks=project["gt"])
+    published = training.predict(studio, "p", device="cpu")
+    assert (published.version, published.images) == (1, 6)
+    with studio.Session() as session:
+        pid = get_project_by_name(session, "p").id
+        assert label_repo.current_run_id(session, pid) == run.id
+        rows = session.query(PseudoLabel).filter_by(run_id=run.id).all()
+        assert len(rows) == 6
+        labels, confidence = label_repo.pseudo_label_arrays(rows[0])
+        assert labels.shape == (40, 48) and confidence.shape == (40, 48)
+        assert set(np.unique(labels)) <= {0, 1, 2, 255}
+
+    scores = training.evaluate(studio, "p", gt_masks=project["gt"])
+    assert scores["images"] == 6
+    assert set(scores["per_class_iou"]) == {"background", "red", "blue"}
+    assert 0.0 <= scores["miou"] <= 1.0 and 0.0 <= scores["pixel_accuracy"] <= 1.0
+
+    second = training.train(studio, "p", seed=1, **FAST)
+    assert second.version == 2
+    with studio.Session() as session:  # trained but not yet published: version 1 stays current
+        assert label_repo.current_run_id(session, pid) == run.id
+        assert run_repo.latest_trained_run(session, pid).id == second.run_id
+
+
+def test_cancel_keeps_the_published_model_and_resume_continues(studio: Studio,
+                                                               project: dict[str, Path]) -> None:
+    first = training.train(studio, "p", **FAST)
+    training.predict(studio, "p", device="cpu")
+
+    calls = 0
+
+    def stop_after_first_epoch() -> bool:
+        nonlocal calls
+        calls += 1
+        return calls > 1  # 6 images + 2 masks repeated, batch 6: 1 step per epoch
+
+    settings = {**FAST, "epochs": 3, "seed": 5}
+    with pytest.raises(Cancelled):
+        training.train(studio, "p", should_stop=stop_after_first_epoch, **settings)
+    cancelled = runs(studio)[-1]
+    assert (cancelled.status, cancelled.epoch, cancelled.version) == ("cancelled", 1, None)
+    with studio.Session() as session:
+        pid = get_project_by_name(session, "p").id
+        assert label_repo.current_run_id(session, pid) == first.run_id
+
+    # A worker that died mid-run leaves it interrupted; the next train with the same settings resumes.
+    with studio.Session.begin() as session:
+        session.get(TrainingRun, cancelled.id).status = "interrupted"
+    resumed = training.train(studio, "p", **settings)
+    assert resumed.run_id == cancelled.id and resumed.resumed_from_epoch == 1 and resumed.epochs == 3
+    assert resumed.version == 2
+    assert training.train(studio, "p", resume=False, **settings).run_id != cancelled.id
+
+
+def test_bad_input_changes_nothing(studio: Studio, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no project"):
+        training.train(studio, "missing", **FAST)
+    files = write_dataset(tmp_path / "bare", masks=0)
+    import_dataset(studio, files["images"], project="bare", classes_file=files["classes"])
+    with pytest.raises(UserError, match="no labels"):
+        training.train(studio, "bare", **FAST)
+    with pytest.raises(UserError, match="no trained model"):
+        training.predict(studio, "bare", device="cpu")
+    import_dataset(studio, files["images"], project="bare", tags_csv=files["tags"])
+    with pytest.raises(UserError, match="ssss needs"):
+        training.train(studio, "bare", mode="ssss", **FAST)
+    with pytest.raises(UserError, match="epochs"):
+        training.train(studio, "bare", **{**FAST, "epochs": -1})
+    assert runs(studio) == []
+    assert not (studio.data_dir / "checkpoints").exists()
