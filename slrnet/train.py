@@ -327,7 +327,7 @@ def fit(
     step_model: nn.Module = _TrainForward(model)
     if dist.is_initialized():
         device_ids = [device.index] if device.type == "cuda" else None
-        step_model = DistributedDataParallel(step_model, device_ids=device_ids, find_unused_parameters=True)
+        step_model = DistributedDataParallel(step_model, device_ids=device_ids)
     rank = dist.get_rank() if dist.is_initialized() else 0
 
     for epoch in range(start_epoch, cfg.epochs):
