@@ -29,7 +29,7 @@ from jobs.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
 from storage import images as image_repo
 from storage import labels as label_repo
 from storage import projects as project_repo
-from storage.files import ImageFileError, inspect_image
+from storage.files import ImageFileError, ImageMeta, inspect_image
 from storage.label_maps import encode_label_png
 from storage.models import IGNORE_INDEX, Image, Mask
 
@@ -191,13 +191,14 @@ def _existing_entries(studio: Studio, project: str, plan: _Plan) -> None:
             plan.by_name[image.name] = entry
 
 
-def _read_source(source: ImageSource, max_pixels: int) -> tuple[bytes, object]:
+def _read_source(source: ImageSource, max_pixels: int) -> tuple[bytes, ImageMeta]:
     max_bytes = max_pixels * 8 + (1 << 20)  # more than any uncompressed 16-bit RGBA image
     if source.size > max_bytes:
         raise UserError(f"{source.origin}: file of {source.size} bytes is too large for an image")
     try:
         data = source.read()
-    except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
+    except (OSError, zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError) as exc:
+        # RuntimeError: an encrypted zip entry; NotImplementedError: an unsupported compression
         raise UserError(f"{source.origin}: cannot read ({exc})") from exc
     try:
         return data, inspect_image(data, max_pixels=max_pixels)
@@ -240,17 +241,14 @@ def _scan_images(
         progress(0.7 * (i + 1) / len(sources), f"read {i + 1}/{len(sources)} images", {})
 
 
-def _find_entry(plan: _Plan, name: str) -> _Entry | None:
-    """The entry named ``name``, or whose file stem is ``name`` when that is unambiguous."""
-    if name in plan.by_name:
-        return plan.by_name[name]
-    matches = {id(e): e for n, e in plan.by_name.items() if Path(n).stem == name}
-    return next(iter(matches.values())) if len(matches) == 1 else None
-
-
 def _plan_tags(path: Path, plan: _Plan, class_index: dict[str, int]) -> None:
+    by_stem: dict[str, set[str]] = {}  # an image may also be named by its stem when that is unambiguous
+    for name, entry in plan.by_name.items():
+        by_stem.setdefault(Path(name).stem, set()).add(entry.sha256)
     for line, image, tags in _read_tags_csv(path):
-        entry = _find_entry(plan, image)
+        entry = plan.by_name.get(image)
+        if entry is None and len(by_stem.get(image, ())) == 1:
+            entry = plan.entries[next(iter(by_stem[image]))]
         if entry is None:
             raise UserError(f"{path}:{line}: image {image!r} is neither in the import nor in the project")
         for tag in tags:
@@ -286,12 +284,15 @@ def _plan_masks(
     files = {p.stem: p for p in sorted(masks_dir.iterdir()) if p.suffix.lower() == ".png" and p.is_file()}
     todo = [(n, e) for n, e in plan.by_name.items() if e.in_import and Path(n).stem in files]
     used: set[str] = set()
+    done: set[str] = set()  # by content: a duplicate's mask under another name is not read again
     for i, (name, entry) in enumerate(todo):
         used.add(Path(name).stem)
-        if entry.has_mask:
-            report.masks_kept += 1
-        elif entry.mask_png is None:
-            entry.set_mask(_load_mask(files[Path(name).stem], entry, num_classes))
+        if entry.sha256 not in done:
+            if entry.has_mask:
+                report.masks_kept += 1
+            else:
+                entry.set_mask(_load_mask(files[Path(name).stem], entry, num_classes))
+        done.add(entry.sha256)
         progress(0.7 + 0.25 * (i + 1) / len(todo), f"read {i + 1}/{len(todo)} masks", {})
     unused = len(files) - len(used)
     if unused:
@@ -318,10 +319,11 @@ def _plan_coco(
                 f"COCO image {coco_image.file_name} is {coco_image.width}x{coco_image.height} but the file "
                 f"is {entry.width}x{entry.height}"
             )
-        if entry.has_mask:
-            report.masks_kept += 1
-        elif entry.sha256 not in done:
-            entry.set_mask(rasterize(coco_image, class_of_category, has_background))
+        if entry.sha256 not in done:
+            if entry.has_mask:
+                report.masks_kept += 1
+            else:
+                entry.set_mask(rasterize(coco_image, class_of_category, has_background))
         done.add(entry.sha256)
         progress(0.7 + 0.25 * (i + 1) / len(todo), f"rasterised {i + 1}/{len(todo)} COCO masks", {})
 

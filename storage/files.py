@@ -85,6 +85,9 @@ def read_rgb(path: str | Path) -> np.ndarray:
     """The upright (EXIF orientation applied) RGB pixels of an image file: ``(H, W, 3) uint8``."""
     with PILImage.open(path) as im:
         upright = ImageOps.exif_transpose(im)
+        if upright.mode.startswith("I;16"):  # 16-bit grayscale: keep the range, not the low byte
+            gray = (np.asarray(upright, dtype=np.uint32) // 257).astype(np.uint8)
+            return np.repeat(gray[..., None], 3, axis=2)
         return np.asarray(upright.convert("RGB"), dtype=np.uint8)
 
 

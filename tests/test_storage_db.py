@@ -133,3 +133,25 @@ def test_studio_open_uses_env_defaults(tmp_path: Path, monkeypatch: pytest.Monke
     assert studio.data_dir == (tmp_path / "envdata").resolve()
     assert (studio.data_dir / "studio.db").is_file()
     assert studio.max_pixels == 1234
+
+
+def test_concurrent_opens_and_writers_do_not_collide(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from jobs import labeling
+
+    monkeypatch.delenv("SLRNET_DATABASE_URL", raising=False)
+    with ThreadPoolExecutor(4) as pool:  # separate engines, as separate processes would have
+        studios = list(pool.map(lambda _: Studio.open(tmp_path / "data"), range(4)))
+
+    def create(worker: int) -> None:
+        for i in range(10):
+            labeling.create_project(studios[worker], f"w{worker}-{i}", ["cat", "dog"])
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(create, range(4)))
+    assert len(labeling.list_projects(studios[0])) == 40
+    with studios[0].engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM schema_version")).scalar() == 1
+    for studio in studios:
+        studio.close()

@@ -58,6 +58,12 @@ def test_read_rgb_converts_other_modes_to_rgb(tmp_path: Path) -> None:
     assert rgb.shape == (5, 7, 3) and (rgb == 100).all()
 
 
+def test_read_rgb_scales_16_bit_grayscale(tmp_path: Path) -> None:
+    path = tmp_path / "deep.png"
+    Image.fromarray(np.array([[0, 257 * 100, 65535]], np.uint16)).save(path)
+    assert read_rgb(path)[0, :, 0].tolist() == [0, 100, 255]
+
+
 def test_inspect_image_rejects_bad_bytes() -> None:
     good = image_bytes(320, 240, seed=2)
     assert inspect_image(good, max_pixels=320 * 240).width == 320
