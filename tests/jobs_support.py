@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 import threading
@@ -34,7 +35,8 @@ def make_project(studio: Studio, name: str = "p", images: int = 3, tagged: int =
         project = create_project(session, name)
         classes = set_classes(session, project, ["background", "cat", "dog"])
         for i in range(images):
-            image = add_image(session, project.id, name=f"{name}-{i}.png", sha256=f"{name}{i}".ljust(64, "0"),
+            sha = hashlib.sha256(f"{name}/{i}".encode()).hexdigest()
+            image = add_image(session, project.id, name=f"{name}-{i}.png", sha256=sha,
                               path=f"images/{name}-{i}.png", width=W, height=H)
             if i < tagged:
                 add_tags(session, image.id, [classes[1].id])
@@ -57,6 +59,7 @@ class FakeTraining:
     crash_after_epoch: int | None = None
     crash_in_predict_after: int | None = None
     gate: threading.Event | None = None
+    last_image_gate: threading.Event | None = None  # holds the last pseudo-label until set
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     seen: list[tuple[str, float, str]] = field(default_factory=list)  # (phase, progress, message) of the row
 
@@ -142,6 +145,8 @@ class FakeTraining:
                 raise Cancelled("predict cancelled; model not published")
             if self.crash_in_predict_after is not None and done == self.crash_in_predict_after:
                 raise SimulatedCrash(f"killed after {done} pseudo-labels")
+            if self.last_image_gate is not None and done == len(ids) - 1:
+                self.last_image_gate.wait(30)
             time.sleep(self.step_s)
             with studio.Session.begin() as session:
                 labels = np.full((H, W), image_id % n_classes, np.uint8)
