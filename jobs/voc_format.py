@@ -9,14 +9,11 @@ Pillow still reads indices.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePath
 
 import numpy as np
 from PIL import Image
-
-logger = logging.getLogger(__name__)
 
 IGNORE_COLOR = (224, 224, 192)  # VOC's "void" colour
 CLASSES_FILE = "classes.txt"
@@ -56,11 +53,8 @@ def write_label_png(path: Path, label_map: np.ndarray, palette: Sequence[int] | 
 def write_classes_file(path: Path, names_by_index: Mapping[int, str]) -> None:
     """classes.txt: line k (0-based) is the name of the class whose label value is k.
 
-    Label values without a class (gaps in the numbering) get an empty line, so line numbers stay
-    label values.
+    The indices must be 0, 1, ..., n-1 (as a project's classes are), so line numbers are label values.
     """
-    last = max(names_by_index, default=-1)
-    lines = [names_by_index.get(k, "") for k in range(last + 1)]
-    if len(names_by_index) != last + 1:
-        logger.warning("class indices are not contiguous; %s has empty lines for the gaps", path.name)
-    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    if sorted(names_by_index) != list(range(len(names_by_index))):
+        raise ValueError(f"class indices must be 0..n-1, got {sorted(names_by_index)}")
+    path.write_text("".join(names_by_index[k] + "\n" for k in range(len(names_by_index))), encoding="utf-8")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -48,9 +47,9 @@ LABELS: dict[str, tuple[np.ndarray | None, np.ndarray | None]] = {
 
 
 @pytest.fixture()
-def studio(tmp_path: Path) -> Iterator[Studio]:
-    s = Studio.open(tmp_path / "data")
-    with s.Session.begin() as session:
+def labelled(studio: Studio) -> Studio:
+    """The conftest studio with project "p": the images of LABELS, three training runs."""
+    with studio.Session.begin() as session:
         project = create_project(session, "p")
         set_classes(session, project, CLASSES)
         t0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -73,8 +72,7 @@ def studio(tmp_path: Path) -> Iterator[Studio]:
             # labels of other runs must never be exported
             put_pseudo_label(session, image.id, old.id, _map(1), conf)
             put_pseudo_label(session, image.id, unpublished.id, _map(1), conf)
-    yield s
-    s.close()
+    return studio
 
 
 def _coco_maps(path: Path) -> dict[str, np.ndarray]:
@@ -101,9 +99,9 @@ def _no_ignore(lm: np.ndarray) -> np.ndarray:
         ("model", {"both.jpg": "model", "model_only.jpg": "model"}),
     ],
 )
-def test_source_picks_labels(studio: Studio, tmp_path: Path, source: str, expected: dict[str, str]) -> None:
+def test_source_picks_labels(labelled: Studio, tmp_path: Path, source: str, expected: dict[str, str]) -> None:
     out = tmp_path / "labels.json"
-    report = export_project(studio, "p", out, source=source)
+    report = export_project(labelled, "p", out, source=source)
     assert report.exported == len(expected)
     assert report.skipped == len(LABELS) - len(expected)
     assert report.from_model == list(expected.values()).count("model")
@@ -123,9 +121,9 @@ def test_source_picks_labels(studio: Studio, tmp_path: Path, source: str, expect
     assert data["categories"] == [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]
 
 
-def test_results_file_matches_dataset(studio: Studio, tmp_path: Path) -> None:
+def test_results_file_matches_dataset(labelled: Studio, tmp_path: Path) -> None:
     out = tmp_path / "labels.json"
-    report = export_project(studio, "p", out, source="model")
+    report = export_project(labelled, "p", out, source="model")
     assert report.results == results_path(out) == tmp_path / "labels_results.json"
     results = json.loads(report.results.read_text())
     dataset = json.loads(out.read_text())
@@ -134,21 +132,21 @@ def test_results_file_matches_dataset(studio: Studio, tmp_path: Path) -> None:
         assert res == {k: ann[k] for k in ("image_id", "category_id", "segmentation", "score")}
 
 
-def test_model_source_needs_a_published_model(studio: Studio, tmp_path: Path) -> None:
-    with studio.Session.begin() as session:
+def test_model_source_needs_a_published_model(labelled: Studio, tmp_path: Path) -> None:
+    with labelled.Session.begin() as session:
         session.query(TrainingRun).update({"status": "trained"})
     out = tmp_path / "labels.json"
     with pytest.raises(UserError, match="no published model"):
-        export_project(studio, "p", out, source="model")
+        export_project(labelled, "p", out, source="model")
     assert not out.exists()
-    report = export_project(studio, "p", out, source="best")
+    report = export_project(labelled, "p", out, source="best")
     assert (report.exported, report.from_model) == (2, 0)
 
 
-def test_voc_layout(studio: Studio, tmp_path: Path) -> None:
+def test_voc_layout(labelled: Studio, tmp_path: Path) -> None:
     out = tmp_path / "voc"
     out.mkdir()  # an empty folder is fine
-    report = export_project(studio, "p", out, fmt="voc", source="best")
+    report = export_project(labelled, "p", out, fmt="voc", source="best")
     assert report.results is None and report.exported == 3
     assert sorted(p.name for p in out.iterdir()) == [
         "both.png", "classes.txt", "human_only.png", "model_only.png"
@@ -159,13 +157,13 @@ def test_voc_layout(studio: Studio, tmp_path: Path) -> None:
     assert Image.open(out / "both.png").mode == "L"
 
 
-def test_voc_palette(studio: Studio, tmp_path: Path) -> None:
+def test_voc_palette(labelled: Studio, tmp_path: Path) -> None:
     out = tmp_path / "voc"
-    export_project(studio, "p", out, fmt="voc", source="human", palette=True)
+    export_project(labelled, "p", out, fmt="voc", source="human", palette=True)
     image = Image.open(out / "both.png")
     assert image.mode == "P"
     np.testing.assert_array_equal(np.array(image), LABELS["both.jpg"][0])
-    with studio.Session() as session:
+    with labelled.Session() as session:
         cat = list_classes(session, get_project_by_name(session, "p").id)[1]
     assert "#{:02x}{:02x}{:02x}".format(*image.convert("RGB").getpixel((2, 1))) == cat.color
 
@@ -178,67 +176,67 @@ def test_voc_palette(studio: Studio, tmp_path: Path) -> None:
         ({"project": "nope"}, "no project named 'nope'"),
     ],
 )
-def test_bad_input(studio: Studio, tmp_path: Path, kwargs: dict[str, str], match: str) -> None:
+def test_bad_input(labelled: Studio, tmp_path: Path, kwargs: dict[str, str], match: str) -> None:
     project = kwargs.pop("project", "p")
     with pytest.raises(UserError, match=match):
-        export_project(studio, project, tmp_path / "x.json", **kwargs)
+        export_project(labelled, project, tmp_path / "x.json", **kwargs)
     assert list(tmp_path.iterdir()) == [tmp_path / "data"]
 
 
-def test_bad_destinations(studio: Studio, tmp_path: Path) -> None:
+def test_bad_destinations(labelled: Studio, tmp_path: Path) -> None:
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "keep.txt").write_text("mine")
     with pytest.raises(UserError, match="not an empty folder"):
-        export_project(studio, "p", busy, fmt="voc")
+        export_project(labelled, "p", busy, fmt="voc")
     assert [p.name for p in busy.iterdir()] == ["keep.txt"]
     with pytest.raises(UserError, match="is a folder"):
-        export_project(studio, "p", busy, fmt="coco")
+        export_project(labelled, "p", busy, fmt="coco")
     with pytest.raises(UserError, match="does not exist"):
-        export_project(studio, "p", tmp_path / "missing" / "x.json")
+        export_project(labelled, "p", tmp_path / "missing" / "x.json")
 
 
 @pytest.mark.parametrize("fmt", ["coco", "voc"])
-def test_cancelled_export_leaves_nothing(studio: Studio, tmp_path: Path, fmt: str) -> None:
+def test_cancelled_export_leaves_nothing(labelled: Studio, tmp_path: Path, fmt: str) -> None:
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     out = out_dir / ("labels.json" if fmt == "coco" else "voc")
     calls = iter(range(100))
     with pytest.raises(Cancelled):
-        export_project(studio, "p", out, fmt=fmt, should_stop=lambda: next(calls) >= 2)
+        export_project(labelled, "p", out, fmt=fmt, should_stop=lambda: next(calls) >= 2)
     assert list(out_dir.iterdir()) == []
 
 
-def test_failed_coco_export_keeps_the_previous_file(studio: Studio, tmp_path: Path) -> None:
+def test_failed_coco_export_keeps_the_previous_file(labelled: Studio, tmp_path: Path) -> None:
     out = tmp_path / "labels.json"
     out.write_text("previous")
     with pytest.raises(Cancelled):
-        export_project(studio, "p", out, should_stop=lambda: True)
+        export_project(labelled, "p", out, should_stop=lambda: True)
     assert out.read_text() == "previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "labels.json"]
 
 
-def test_voc_name_clash_fails_cleanly(studio: Studio, tmp_path: Path) -> None:
-    with studio.Session.begin() as session:
+def test_voc_name_clash_fails_cleanly(labelled: Studio, tmp_path: Path) -> None:
+    with labelled.Session.begin() as session:
         project = get_project_by_name(session, "p")
         image = add_image(session, project.id, name="both.png", sha256="f" * 64, path="images/x.png",
                           width=W, height=H)
         put_mask(session, image.id, _map(1))
     out = tmp_path / "voc"
     with pytest.raises(UserError, match=r"both be written as both\.png"):
-        export_project(studio, "p", out, fmt="voc")
+        export_project(labelled, "p", out, fmt="voc")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
 
 
-def test_progress_reaches_one(studio: Studio, tmp_path: Path) -> None:
+def test_progress_reaches_one(labelled: Studio, tmp_path: Path) -> None:
     seen: list[tuple[float, dict]] = []
-    export_project(studio, "p", tmp_path / "x.json", progress=lambda f, m, x: seen.append((f, x)))
+    export_project(labelled, "p", tmp_path / "x.json", progress=lambda f, m, x: seen.append((f, x)))
     assert seen[-1] == (1.0, {"exported": 3, "skipped": 1})
 
 
-def test_cli_export(studio: Studio, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_export(labelled: Studio, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli.json"
-    data = ["--data", str(studio.data_dir), "--project", "p"]
+    data = ["--data", str(labelled.data_dir), "--project", "p"]
     assert launch.main(["export", str(out), *data, "--source", "human"]) == 0
     line = capsys.readouterr().out.strip()
     assert "exported 2 images" in line and "skipped 2" in line and "\n" not in line

@@ -142,10 +142,12 @@ def test_label_png_rejects_non_uint8(tmp_path: Path) -> None:
         write_label_png(tmp_path / "x.png", np.zeros((2, 2), np.int64))
 
 
-def test_classes_file_keeps_line_numbers_as_label_values(tmp_path: Path) -> None:
+def test_classes_file_lines_are_label_values(tmp_path: Path) -> None:
     path = tmp_path / "classes.txt"
-    write_classes_file(path, {0: "background", 1: "cat", 3: "dog"})
-    assert path.read_text().splitlines() == ["background", "cat", "", "dog"]
+    write_classes_file(path, {1: "cat", 0: "background", 2: "dog"})
+    assert path.read_text().splitlines() == ["background", "cat", "dog"]
+    with pytest.raises(ValueError):
+        write_classes_file(path, {0: "background", 2: "dog"})
 
 
 def test_label_file_name_is_stem_png() -> None:
