@@ -38,6 +38,8 @@ MAX_CLASSES = IGNORE_INDEX  # indices 0..254; 255 is the ignore value
 
 @dataclass(frozen=True)
 class ClassInfo:
+    """A class of a project; ``index`` is its value in label maps, ``id`` its row (for tags)."""
+
     id: int
     index: int
     name: str
@@ -47,6 +49,8 @@ class ClassInfo:
 
 @dataclass(frozen=True)
 class ProjectInfo:
+    """A project and its classes in index order."""
+
     id: int
     name: str
     has_background: bool
@@ -59,6 +63,8 @@ class ProjectInfo:
 
 @dataclass(frozen=True)
 class ImageInfo:
+    """An image; ``width``/``height`` are of the upright (EXIF-oriented) picture."""
+
     id: int
     project_id: int
     name: str
@@ -70,6 +76,8 @@ class ImageInfo:
 
 @dataclass(frozen=True)
 class ImagePage:
+    """One page of a filtered image list."""
+
     items: tuple[ImageInfo, ...]
     total: int  # images matching the filter, over all pages
 
