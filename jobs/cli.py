@@ -46,7 +46,7 @@ def import_(args: argparse.Namespace) -> int:
 
     studio = Studio.open(args.data)
     try:
-        with tqdm(total=1.0, unit="", bar_format="{l_bar}{bar}| {elapsed}", leave=False) as bar:
+        with tqdm(total=1.0, bar_format="{l_bar}{bar}| {elapsed}", leave=False, delay=0.5) as bar:
 
             def progress(fraction: float, message: str, metrics: dict) -> None:
                 bar.set_description_str(message, refresh=False)
