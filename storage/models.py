@@ -14,8 +14,8 @@ Conventions shared by every layer:
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -41,11 +41,11 @@ RUN_STATUSES = ("running", "trained", "published", "failed", "cancelled", "inter
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
 class Project(Base):
@@ -59,8 +59,10 @@ class Project(Base):
     classes: Mapped[list[ClassLabel]] = relationship(
         back_populates="project", cascade="all, delete-orphan", order_by="ClassLabel.index"
     )
+    # Never loaded as a list (a project can hold many thousands of images): the database's
+    # ON DELETE CASCADE removes them with their project.
     images: Mapped[list[Image]] = relationship(
-        back_populates="project", cascade="all, delete-orphan", lazy="noload"
+        back_populates="project", cascade="all, delete-orphan", lazy="raise", passive_deletes=True
     )
 
 
