@@ -24,10 +24,14 @@ TITLES = {"import": "Import", "train": "Train", "predict": "Predict pseudo-label
 
 @dataclass(frozen=True)
 class JobView:
-    """One job, for display. ``metrics`` may hold ``loss_curve`` (list of points with ``fraction``,
-    ``epoch``, ``step``, ``total`` and the loss terms), ``eta_s``, ``phase`` ("training" /
-    "predicting"), ``mode``, ``run_id``, ``version``; ``result`` what the job produced (e.g. ``run_id``,
-    ``version``, ``images`` for training; ``out`` for an export) and ``summary``, one line."""
+    """One job, for display.
+
+    ``metrics`` may hold ``loss_curve`` (points with ``fraction`` of the job, ``epoch``, ``step``
+    counted from the start of training, ``total`` and the other loss terms), ``eta_s``, ``phase``
+    ("training" / "predicting"), ``mode``, ``run_id``, ``version``. ``result`` is what the job
+    produced (``run_id``, ``version``, ``images`` for training; ``out`` for an export) with
+    ``summary``, one line, which is also the final ``message``.
+    """
 
     id: int
     kind: str  # import | train | predict | export

@@ -94,7 +94,9 @@ def curve_point(fraction: float, metrics: dict[str, Any]) -> dict[str, Any] | No
     """A loss-curve point from a progress report that carries losses, else None.
 
     Services report either ``loss`` (a number) or ``losses`` (loss term -> value, ``total`` being
-    the objective); the point keeps the job fraction, ``epoch`` / ``step`` when given, and the losses.
+    the objective); the point keeps the job fraction, ``epoch`` (1-based) when given, ``step``
+    counted from the start of training (from ``epoch``, ``step`` within it and ``steps`` per epoch
+    when all three are given, else ``step`` as reported), and the losses.
     """
     losses = metrics.get("losses")
     if isinstance(losses, dict):
@@ -104,7 +106,12 @@ def curve_point(fraction: float, metrics: dict[str, Any]) -> dict[str, Any] | No
     else:
         return None
     point: dict[str, Any] = {"fraction": round(fraction, 4)}
-    point.update({k: metrics[k] for k in ("epoch", "step") if isinstance(metrics.get(k), int)})
+    epoch, step, steps = (metrics.get(k) for k in ("epoch", "step", "steps"))
+    if isinstance(epoch, int):
+        point["epoch"] = epoch
+    if isinstance(step, int):
+        within = isinstance(epoch, int) and isinstance(steps, int)
+        point["step"] = (epoch - 1) * steps + step if within else step
     point.update(values)
     return point
 

@@ -77,17 +77,22 @@ def submit_train_on_my_labels(
     device: str = "auto",
     seed: int = 0,
     predict_after: bool = True,
+    train_overrides: dict[str, Any] | None = None,
+    model_overrides: dict[str, Any] | None = None,
 ) -> JobView:
     """Queue "Train on my labels": train in ``mode`` (auto: chosen from the labels), then predict
     and publish pseudo-labels of every image, as one job (progress 0..0.8 training, 0.8..1
     predicting). With ``predict_after=False`` the job only trains (the model is not published).
+    ``train_overrides`` / ``model_overrides`` set further ``TrainConfig`` / ``ModelConfig`` fields
+    (advanced users, benchmarks, tests).
     """
     if mode not in ("auto", *MODES):
         raise UserError(f"unknown mode {mode!r}; choose auto, {', '.join(MODES)}")
     if epochs is not None and epochs < 1:
         raise UserError("epochs must be at least 1")
     options = {"mode": mode, "backbone": backbone, "epochs": epochs, "image_size": image_size,
-               "device": device, "seed": seed}
+               "device": device, "seed": seed, "train_overrides": train_overrides,
+               "model_overrides": model_overrides}
     queue.bind(studio)
     with studio.Session.begin() as session:
         row = _project(session, project)

@@ -115,7 +115,8 @@ class FakeTraining:
                 loss = 1.0 / done
                 message = f"epoch {epoch + 1}/{epochs}, step {step + 1}/{self.steps}, loss {loss:.3f}"
                 losses = {"total": loss, "cls": loss / 2, "bad": float("nan")}
-                progress(done / total, message, {"epoch": epoch + 1, "step": step + 1, "losses": losses})
+                progress(done / total, message, {"epoch": epoch + 1, "step": step + 1, "steps": self.steps,
+                                                  "losses": losses})
                 self._observe(studio, job_id)
             with studio.Session.begin() as session:  # the checkpoint of this epoch
                 run_repo.record_epoch(session, run_repo.get_run(session, run_id), epoch + 1, {})
