@@ -1,0 +1,31 @@
+"""Turning service errors into messages the browser shows."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+import gradio as gr
+
+from jobs.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def shows_user_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Wrap a handler so a :class:`UserError` becomes a ``gr.Error`` (a toast; outputs unchanged)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            logger.info("%s: %s", fn.__name__, exc)
+            raise gr.Error(str(exc), print_exception=False) from exc
+
+    return wrapper

@@ -1,0 +1,90 @@
+"""Browse screen: a paged gallery of cached thumbnails with label filters; picking an image."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import gradio as gr
+
+from app.errors import shows_user_errors
+from jobs import browse, labeling
+from jobs.context import Studio
+
+logger = logging.getLogger(__name__)
+
+PAGE_SIZE = 48
+MASK_WORDS = {None: "no mask", "human": "painted mask", "accepted": "accepted pseudo-label"}
+FILTERS = (
+    ("All", "all"),
+    ("Untagged", "untagged"),
+    ("Tagged", "tagged"),
+    ("Has mask", "has_mask"),
+    ("Has pseudo-label", "has_pseudo_label"),
+    ("Low confidence", "low_confidence"),
+)
+
+
+def filter_choices(studio: Studio, project: str | None) -> list[tuple[str, str]]:
+    """The filter radio's choices, each with how many images it matches."""
+    if not project:
+        return list(FILTERS)
+    counts = labeling.image_counts(studio, project)
+    return [(f"{label} ({counts.get(value, 0)})", value) for label, value in FILTERS]
+
+
+@shows_user_errors
+def show_page(
+    studio: Studio, project: str | None, image_filter: str | None, page: float | None
+) -> tuple[list[tuple[str, str]], list[int], str, int, Any]:
+    """(gallery thumbnails with captions, their image ids, page label, page number, filter update).
+
+    Only thumbnails (cached on disk, longest side 256 px) go to the browser, never full images.
+    """
+    if not project:
+        return [], [], "No project.", 0, gr.update(choices=filter_choices(studio, None))
+    result = browse.browse_page(
+        studio, project, image_filter or "all", page=int(page or 0), page_size=PAGE_SIZE
+    )
+    tiles = [(str(studio.images.thumbnail(item.image.path)), item.caption()) for item in result.items]
+    first = result.page * PAGE_SIZE + 1
+    label = (
+        f"Images {first}–{first + len(tiles) - 1} of {result.total} · page {result.page + 1}/{result.pages}"
+        if tiles
+        else "No image matches this filter."
+    )
+    return (
+        tiles,
+        [item.image.id for item in result.items],
+        label,
+        result.page,
+        gr.update(choices=filter_choices(studio, project)),
+    )
+
+
+def page_step(page: float | None, step: int) -> int:
+    """The page number ``step`` pages on (``show_page`` clamps it to the pages there are)."""
+    return max(0, int(page or 0) + step)
+
+
+def select_image(page_ids: list[int], evt: gr.SelectData) -> int | None:
+    """The image id of the clicked gallery tile."""
+    index = evt.index if isinstance(evt.index, int) else None
+    if index is None or not page_ids or index >= len(page_ids):
+        return None
+    return page_ids[index]
+
+
+@shows_user_errors
+def describe_image(studio: Studio, image_id: int | None) -> str:
+    """A line about the chosen image: name, size, labels."""
+    if image_id is None:
+        return "Click an image to choose it, then tag, paint or review it on the other tabs."
+    state = browse.image_state(studio, image_id)
+    image = state.image
+    parts = [f"**{image.name}** ({image.width}×{image.height})"]
+    parts.append("tags: " + (", ".join(state.tags) if state.tags else "none"))
+    parts.append(MASK_WORDS[state.mask_source])
+    if state.score is not None:
+        parts.append(f"pseudo-label confidence {state.score:.2f}")
+    return " · ".join(parts)

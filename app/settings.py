@@ -1,0 +1,62 @@
+"""Settings the app reads from its command line and environment: login, training defaults."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+from jobs.errors import UserError
+
+AUTH_ENV = "SLRNET_AUTH"
+TRAIN_OPTIONS_ENV = "SLRNET_TRAIN_OPTIONS"
+BACKBONES = ("mobilenet_v2", "resnet50", "resnet101", "wideresnet38", "tiny")
+TRAIN_MODES = ("auto", "wsss", "ssss", "ssss_tags")
+
+
+def parse_auth(value: str | None) -> tuple[str, str] | None:
+    """``"user:pass"`` -> ``(user, pass)``; None or empty -> no login. The password may hold colons."""
+    if not value:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise UserError("--auth / $SLRNET_AUTH must look like user:password")
+    return user, password
+
+
+@dataclass(frozen=True)
+class TrainDefaults:
+    """What the Train screen's advanced options start at (None: the service's own default)."""
+
+    mode: str = "auto"
+    backbone: str | None = None
+    epochs: int | None = None
+    image_size: int | None = None
+    device: str = "auto"
+
+
+def train_defaults(raw: str | None = None) -> TrainDefaults:
+    """Training defaults from JSON, e.g. ``{"backbone": "tiny", "epochs": 1, "image_size": 64}``;
+    ``raw`` defaults to ``$SLRNET_TRAIN_OPTIONS`` (handy for demos and tests on a CPU)."""
+    raw = os.environ.get(TRAIN_OPTIONS_ENV, "") if raw is None else raw
+    if not raw.strip():
+        return TrainDefaults()
+    try:
+        values = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"${TRAIN_OPTIONS_ENV} is not JSON: {exc}") from None
+    if not isinstance(values, dict):
+        raise UserError(f"${TRAIN_OPTIONS_ENV} must be a JSON object")
+    unknown = set(values) - {"mode", "backbone", "epochs", "image_size", "device"}
+    if unknown:
+        raise UserError(f"${TRAIN_OPTIONS_ENV}: unknown options {sorted(unknown)}")
+    defaults = TrainDefaults(**values)
+    if defaults.mode not in TRAIN_MODES:
+        raise UserError(f"${TRAIN_OPTIONS_ENV}: mode must be one of {TRAIN_MODES}")
+    if defaults.backbone is not None and defaults.backbone not in BACKBONES:
+        raise UserError(f"${TRAIN_OPTIONS_ENV}: backbone must be one of {BACKBONES}")
+    for name in ("epochs", "image_size"):
+        value = getattr(defaults, name)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise UserError(f"${TRAIN_OPTIONS_ENV}: {name} must be a positive whole number")
+    return defaults
