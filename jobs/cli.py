@@ -157,12 +157,7 @@ def export(args: argparse.Namespace) -> int:
 
     studio = Studio.open(args.data)
     try:
-        with tqdm(total=1.0, unit="", bar_format="{l_bar}{bar}", leave=False, disable=None) as bar:
-
-            def progress(fraction: float, message: str, metrics: dict) -> None:
-                bar.set_description(message, refresh=False)
-                bar.update(fraction - bar.n)
-
+        with tqdm(total=1.0, unit="", bar_format="{l_bar}{bar}| {elapsed}", leave=False, disable=None) as bar:
             report = export_project(
                 studio,
                 args.project,
@@ -170,7 +165,7 @@ def export(args: argparse.Namespace) -> int:
                 fmt=args.format,
                 source=args.source,
                 palette=args.palette,
-                progress=progress,
+                progress=_tqdm_progress(bar),
             )
     finally:
         studio.close()
