@@ -37,7 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--auth", default=None, help="user:pass (or $SLRNET_AUTH) to require a login")
-    p.add_argument("--no-worker", action="store_true", help="do not start the in-process job consumer")
+    p.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="do not train or predict in this process (leave it to `launch.py worker`s)",
+    )
 
     p = sub.add_parser("import", help="import a folder or .zip of images, with optional labels")
     _add_common(p)

@@ -10,9 +10,9 @@ Two queues, so a quick import or export never waits behind hours of training:
 A message only carries a job id; the job's state lives in the ``jobs`` table.
 
 Where the queues live: ``$SLRNET_QUEUE_URL`` when set — ``redis://...`` (``pip install redis``) or
-``postgresql://...`` (``pip install psycopg``) — else huey's SQLite storage in
-``<data dir>/queue.db`` (one machine). :func:`bind` points both queues at a studio's storage and
-remembers the studio, which is what the tasks run against.
+``postgresql://...`` (``pip install psycopg``; the ``$SLRNET_DATABASE_URL`` database will do) —
+else huey's SQLite storage in ``<data dir>/queue.db`` (one machine). :func:`bind` points both
+queues at a studio's storage and remembers the studio, which is what the tasks run against.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -57,8 +58,7 @@ def make_storage(name: str, data_dir: Path, url: str | None) -> BaseStorage:
         return RedisStorage(name, url=url)
     if scheme.startswith("postgres"):
         _require("psycopg", "psycopg", url)
-        dsn = url.replace("postgresql+psycopg://", "postgresql://", 1)
-        return PostgresStorage(name, dsn=dsn)
+        return PostgresStorage(name, dsn=re.sub(r"^[a-z]+(\+\w+)?://", "postgresql://", url))
     raise UserError(f"{QUEUE_URL_ENV}={url!r}: expected a redis://... or postgresql://... URL")
 
 

@@ -101,10 +101,14 @@ def test_ui_facing_job_modules_do_not_import_torch() -> None:
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("redis") is not None, reason="redis is installed")
-def test_a_redis_queue_url_without_redis_says_what_to_install(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="pip install redis"):
-        queue.make_storage("slrnet-compute", tmp_path, "redis://localhost:6379/0")
+@pytest.mark.parametrize(
+    ("url", "package"), [("redis://localhost:6379/0", "redis"), ("postgresql+psycopg://db/studio", "psycopg")]
+)
+def test_a_queue_url_without_its_client_says_what_to_install(tmp_path: Path, url: str, package: str) -> None:
+    if importlib.util.find_spec(package) is not None:
+        pytest.skip(f"{package} is installed")
+    with pytest.raises(UserError, match=f"pip install {package}"):
+        queue.make_storage("slrnet-compute", tmp_path, url)
 
 
 def test_an_unknown_queue_url_is_refused(tmp_path: Path) -> None:
