@@ -84,13 +84,16 @@ class ExportReport:
 
     def summary(self) -> str:
         """One line for the CLI and the UI."""
-        parts = [f"{self.from_human} human"]
+        parts = []
+        if self.from_human:
+            parts.append(f"{self.from_human} masks")
         if self.from_model:
             parts.append(f"{self.from_model} model v{self.model_version}")
+        if self.fmt == "coco":
+            parts.append(f"{self.annotations} annotations")
         where = str(self.out) if self.results is None else f"{self.out} and {self.results.name}"
-        regions = f", {self.annotations} annotations" if self.fmt == "coco" else ""
         return (
-            f"exported {self.exported} images ({', '.join(parts)}{regions}) as {self.fmt} to {where}; "
+            f"exported {self.exported} images ({', '.join(parts)}) as {self.fmt} to {where}; "
             f"skipped {self.skipped} without a {self.source} label"
         )
 
