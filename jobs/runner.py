@@ -260,17 +260,17 @@ def run_job(
     :func:`jobs.submit.resume_job` can continue it from the last checkpoint.
     """
     worker = worker or worker_name()
-    with studio.Session.begin() as session:
-        if not job_rows.claim_job(session, job_id, worker):
-            job = job_rows.get_job(session, job_id)
-            logger.info("job %d not run: it is %s", job_id, job.status if job else "gone")
-            return None
-        job = job_rows.get_job(session, job_id)
-        assert job is not None
-    logger.info("job %d (%s) started on %s", job_id, job.kind, worker)
-    with _held_lock:
+    with _held_lock:  # held before it is claimed, so a sweep never sees it claimed but not held
         _held.add(job_id)
     try:
+        with studio.Session.begin() as session:
+            if not job_rows.claim_job(session, job_id, worker):
+                job = job_rows.get_job(session, job_id)
+                logger.info("job %d not run: it is %s", job_id, job.status if job else "gone")
+                return None
+            job = job_rows.get_job(session, job_id)
+            assert job is not None
+        logger.info("job %d (%s) started on %s", job.id, job.kind, worker)
         return _run_claimed(studio, job, service, worker, settings or SETTINGS)
     finally:
         with _held_lock:
@@ -302,6 +302,10 @@ def _run_claimed(
 
     if reporter.lost:
         logger.warning("job %d ended %s after %s lost it; row left as is", job.id, status, worker)
+        with studio.Session.begin() as session:
+            current = job_rows.get_job(session, job.id)
+            if current is not None and current.status == "interrupted":
+                interrupt_run_of_job(session, job.id)  # the service may have marked it cancelled
         return None
     with studio.Session.begin() as session:
         job_rows.finish_job(

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from jobs import queue, recovery, runner
+from jobs import queue, recovery, runner, tasks
 from jobs.context import Studio
 from jobs.errors import UserError
 from jobs.job_services import TRAIN_SHARE
@@ -314,6 +314,17 @@ def test_recovery_marks_only_orphaned_jobs(studio: Studio) -> None:
     assert recovery.recover_jobs(studio, stale_after_s=60) == []  # idempotent
 
 
+def test_the_periodic_sweep_recovers_stale_jobs(studio: Studio) -> None:
+    with studio.Session.begin() as session:
+        job = job_rows.create_job(session, "train", 1, {"project": "p"})
+        long_ago = utcnow() - timedelta(seconds=recovery.STALE_AFTER_S + 30)
+        job.status, job.worker, job.started_at, job.heartbeat_at = "running", "gpu-7:77", long_ago, long_ago
+        job_id = job.id
+    queue.bind(studio)
+    tasks.recover_orphaned_jobs.call_local()
+    assert get_job(studio, job_id).status == "interrupted"
+
+
 def test_shutdown_leaves_the_job_interrupted_and_resumable(
     studio: Studio, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -346,6 +357,7 @@ def test_a_job_taken_from_its_worker_stops_and_is_left_alone(
     assert not thread.is_alive()
     view = get_job(studio, job_id)
     assert out[0] == view and view.status == "interrupted" and view.message == "interrupted: no heartbeat"
+    assert _runs(studio)[0].status == "interrupted"  # resumable, though the service saw a stop
 
 
 # --- views --------------------------------------------------------------------------------------

@@ -101,6 +101,24 @@ def test_worker_subprocess_runs_a_job_and_progress_is_visible(studio: Studio, tm
     assert code == 0, (tmp_path / "worker.log").read_text()
 
 
+def test_launch_py_worker_runs_the_real_service_and_stores_its_error(studio: Studio, tmp_path: Path) -> None:
+    make_project(studio, "p")
+    view = submit_predict(studio, "p")  # no model trained yet: the real predict service refuses
+    log = (tmp_path / "worker.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "launch.py", "worker", "--data", str(studio.data_dir)],
+                            cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        done = _finished(studio, view.id)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(60)
+        log.close()
+    assert done.status == "failed"
+    assert done.error == "project 'p' has no trained model to predict with; run train first"
+    assert done.worker == f"{socket.gethostname()}:{proc.pid}"
+    assert code == 0, (tmp_path / "worker.log").read_text()
+
+
 def test_worker_killed_mid_training_is_recovered_and_resumed(studio: Studio, tmp_path: Path) -> None:
     make_project(studio, "p")
     view = submit_train_on_my_labels(studio, "p")
