@@ -170,7 +170,7 @@ def export_project(
     ``palette`` (VOC only) writes palette PNGs in the class colours instead of greyscale ones.
     Raises :class:`UserError` for an unknown format, source or project, a bad destination, or
     ``source="model"`` without a published model; :class:`Cancelled` when ``should_stop()`` says
-    so. On any failure nothing is left at ``out``.
+    so. On any failure ``out`` (and the results file) stay as they were.
     """
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
