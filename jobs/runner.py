@@ -196,15 +196,26 @@ class JobReporter:
         return self._stop.is_set() or _shutdown.is_set()
 
     def flush(self) -> None:
-        """Write the latest progress, message and metrics to the job row now."""
+        """Write the latest progress, message and metrics to the job row now.
+
+        A failed write (database busy beyond its timeout, connection lost) is logged and retried
+        with the next report; it never fails the service.
+        """
         with self._lock:
             if not self._dirty or self.lost:
                 return
             fraction, message, metrics = self._fraction, self._message, dict(self._metrics)
             self._dirty = False
             self._last_write = time.monotonic()
-        with self._studio.Session.begin() as session:
-            held = job_rows.report_progress(session, self._job_id, self._worker, fraction, message, metrics)
+        job_id, worker = self._job_id, self._worker
+        try:
+            with self._studio.Session.begin() as session:
+                held = job_rows.report_progress(session, job_id, worker, fraction, message, metrics)
+        except Exception:
+            logger.exception("could not store the progress of job %d; retrying with the next report", job_id)
+            with self._lock:
+                self._dirty = True
+            return
         if not held:
             self._lose()
 

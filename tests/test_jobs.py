@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from jobs import queue, recovery, runner, tasks
 from jobs.context import Studio
@@ -163,6 +164,26 @@ def test_unexpected_error_stores_type_and_message_and_logs_traceback(
         view = submit_train_on_my_labels(studio, "p")
     assert view.status == "failed" and view.error == "RuntimeError: CUDA out of memory"
     assert any(r.exc_info and r.exc_info[0] is RuntimeError for r in caplog.records)
+
+
+def test_a_failed_progress_write_does_not_fail_the_job(
+    studio: Studio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install(monkeypatch, FakeTraining())
+    real = job_rows.report_progress
+    failures = []
+
+    def flaky(*args: object, **kwargs: object) -> bool:
+        if len(failures) < 2:
+            failures.append(1)
+            raise OperationalError("UPDATE jobs", {}, Exception("database is locked"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(job_rows, "report_progress", flaky)
+    view = submit_train_on_my_labels(studio, "p")
+    assert len(failures) == 2
+    assert view.status == "succeeded", view.error
+    assert [point["step"] for point in view.loss_curve] == [1, 2, 3, 4, 5, 6]  # nothing lost
 
 
 def test_submit_checks_input_before_queueing(studio: Studio, tmp_path: Path) -> None:
