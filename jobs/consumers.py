@@ -64,6 +64,7 @@ class EmbeddedConsumers:
             consumer.stop()
         self.consumers.clear()
         leftover = recovery.interrupt_own_jobs(self.studio)
+        runner.reset_shutdown()  # jobs run later in this process (CLI, tests) must not see it
         logger.info("job consumers stopped%s", f"; interrupted jobs {leftover}" if leftover else "")
         return leftover
 
@@ -99,4 +100,6 @@ def run_worker(studio: Studio, *, workers: int = 1) -> list[int]:
     consumer = StudioConsumer(queue.compute, handle_signals=True, workers=workers)
     logger.info("worker %s consuming training and prediction jobs", runner.worker_name())
     consumer.run()
-    return recovery.interrupt_own_jobs(studio)
+    leftover = recovery.interrupt_own_jobs(studio)
+    runner.reset_shutdown()
+    return leftover

@@ -200,6 +200,7 @@ def test_embedded_consumer_runs_import_train_export_and_stops_cleanly(
             fake.gate.set()
         left = handle.stop()
     assert left == [] and get_job(studio, blocked.id).status == "interrupted"
+    assert not runner.shutting_down()  # later jobs in this process run normally
     assert _run_of(studio, blocked.id).status == "interrupted"
 
 
