@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import logging
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +22,6 @@ from storage.models import Job
 
 if TYPE_CHECKING:
     from jobs.context import Studio
-
-logger = logging.getLogger(__name__)
 
 TRAIN_SHARE = 0.8
 TRAIN_OPTIONS = ("mode", "backbone", "epochs", "image_size", "device", "seed",

@@ -8,13 +8,9 @@ bound to.
 
 from __future__ import annotations
 
-import logging
-
 from huey import crontab
 
 from jobs import job_services, queue, recovery, runner
-
-logger = logging.getLogger(__name__)
 
 
 def _run(kind: str, job_id: int) -> None:
