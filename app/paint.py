@@ -24,8 +24,10 @@ logger = logging.getLogger(__name__)
 
 EDIT_MAX_SIDE = 1024
 ALPHA_PAINTED = 128  # layer pixels at least this opaque count as painted
-MAX_COLOR_DISTANCE = 48.0  # farther than this from every brush colour: not a brush stroke
-MIN_BRUSH_DISTANCE = 40.0  # brush colours closer than this cannot be told apart reliably
+# The editor paints brush colours exactly (opaque, no anti-aliasing), so a small tolerance is
+# enough; brush colours must be at least twice as far apart so that no pixel is ambiguous.
+MAX_COLOR_DISTANCE = 6.0  # farther than this from every brush colour: not a brush stroke
+MIN_BRUSH_DISTANCE = 16.0  # brush colours closer than this cannot be told apart reliably
 UNKNOWN_NAME = "unknown (ignore)"
 # Candidates for the "unknown" brush: the first far enough from every class colour is used.
 UNKNOWN_CANDIDATES = ("#e0e0c0", "#ffffff", "#ff00ff", "#00ffff", "#808080")

@@ -1,0 +1,101 @@
+"""Building the app without launching it; what it imports; how it is launched; its settings."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import gradio as gr
+import pytest
+
+from app import ui
+from app.settings import TrainDefaults, parse_auth, train_defaults
+from jobs.context import Studio
+from jobs.errors import UserError
+from jobs.train_plan import LabelCounts, plan_for_counts
+from tests.conftest import REPO_ROOT
+
+
+def _components(demo: gr.Blocks) -> dict[str, gr.components.Component]:
+    return {b.elem_id: b for b in demo.blocks.values() if getattr(b, "elem_id", None)}
+
+
+def test_build_without_launch_has_every_screen(studio: Studio) -> None:
+    demo = ui.build_ui(studio)
+    assert isinstance(demo, gr.Blocks)
+    ids = _components(demo)
+    for tab in ("projects", "import", "browse", "tag", "paint", "train", "review", "export"):
+        assert f"tab-{tab}" in ids
+    editor = ids["editor"]
+    assert isinstance(editor, gr.ImageEditor)
+    assert editor.format == "png" and editor.image_mode == "RGBA"
+    assert editor.brush.color_mode == "fixed"
+    assert any(isinstance(b, gr.Timer) for b in demo.blocks.values())
+    names = {fn.name for fn in demo.fns.values()}
+    assert {"start_training", "poll_training", "save_painting", "save_and_next", "start_export"} <= names
+
+
+def test_training_defaults_come_from_the_environment(studio: Studio, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLRNET_TRAIN_OPTIONS", '{"backbone": "tiny", "epochs": 1, "image_size": 64}')
+    values = {b.label: b.value for b in ui.build_ui(studio).blocks.values() if hasattr(b, "value")}
+    assert values["Backbone"] == "tiny"
+    assert values["Epochs (empty: default)"] == 1
+    assert values["Image size (empty: default)"] == 64
+
+
+def test_importing_the_ui_does_not_import_torch() -> None:
+    code = "import sys, app.ui; assert 'app.ui' in sys.modules; print('torch' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True
+    )
+    assert result.stdout.strip() == "False"
+
+
+def test_launch_binds_localhost_and_serves_only_thumbnails_and_exports(studio: Studio) -> None:
+    options = ui.launch_options(studio)
+    assert options["server_name"] == "127.0.0.1" and options["server_port"] == 7860
+    assert options["auth"] is None
+    assert options["allowed_paths"] == [str(studio.data_dir / "exports")]
+    assert Path(options["allowed_paths"][0]).is_dir()
+    assert "tag-save-next" in options["js"]
+    assert ui.launch_options(studio, "0.0.0.0", 8000, "ann:s3:cret")["auth"] == ("ann", "s3:cret")
+
+
+def test_auth_must_be_user_colon_password() -> None:
+    assert parse_auth(None) is None and parse_auth("") is None
+    assert parse_auth("a:b") == ("a", "b")
+    for bad in ("nocolon", ":pw", "user:"):
+        with pytest.raises(UserError):
+            parse_auth(bad)
+
+
+def test_train_defaults_are_validated() -> None:
+    assert train_defaults("") == TrainDefaults()
+    assert train_defaults('{"epochs": 2, "device": "cpu"}') == TrainDefaults(epochs=2, device="cpu")
+    for bad in ("[1]", "{", '{"lr": 1}', '{"epochs": 0}', '{"backbone": "vgg"}', '{"mode": "x"}'):
+        with pytest.raises(UserError):
+            train_defaults(bad)
+
+
+@pytest.mark.parametrize(
+    ("tagged", "masked", "unlabelled", "requested"),
+    [(3, 0, 2, "auto"), (0, 2, 5, "auto"), (4, 1, 0, "auto"), (2, 2, 1, "wsss"), (1, 1, 1, "ssss_tags")],
+)
+def test_train_plan_matches_the_training_service(
+    tagged: int, masked: int, unlabelled: int, requested: str
+) -> None:
+    training = pytest.importorskip("jobs.training")
+    expected = training.mode_for_counts(tagged, masked, unlabelled, requested)
+    plan = plan_for_counts(LabelCounts(tagged, masked, unlabelled), requested)
+    assert (plan.mode, plan.reason) == (expected.mode, expected.reason)
+
+
+@pytest.mark.parametrize(("tagged", "masked", "requested"), [(0, 0, "auto"), (3, 0, "ssss"), (0, 2, "wsss")])
+def test_train_plan_refuses_like_the_training_service(tagged: int, masked: int, requested: str) -> None:
+    training = pytest.importorskip("jobs.training")
+    with pytest.raises(UserError) as expected:
+        training.mode_for_counts(tagged, masked, 1, requested)
+    with pytest.raises(UserError) as got:
+        plan_for_counts(LabelCounts(tagged, masked, 1), requested)
+    assert str(got.value) == str(expected.value)

@@ -1,0 +1,194 @@
+"""UI handlers of the model screens (train, review, export) on a temp Studio."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+
+from app import handlers_export, handlers_review, handlers_train
+from app.handlers_paint import START_PSEUDO
+from jobs import labeling, queue
+from jobs.context import Studio
+from jobs.job_views import get_job
+from storage.models import IGNORE_INDEX
+from tests.ui_support import image_ids, make_project, publish_pseudo_labels
+
+
+@pytest.fixture()
+def project(studio: Studio, tmp_path: Path) -> str:
+    return make_project(studio, tmp_path)
+
+
+@pytest.fixture()
+def queued_jobs(studio: Studio) -> Iterator[None]:
+    """Jobs go to the studio's queue and stay there: no consumer runs."""
+    queue.set_immediate(False)
+    queue.bind(studio)
+    yield
+    queue.unbind()
+
+
+@pytest.fixture()
+def immediate_jobs() -> Iterator[None]:
+    queue.set_immediate(True)
+    yield
+    queue.set_immediate(False)
+
+
+def _tag(studio: Studio, project: str, name: str, class_index: int) -> None:
+    class_id = labeling.get_project(studio, project).classes[class_index].id
+    labeling.set_image_tags(studio, image_ids(studio)[name], [class_id])
+
+
+# --- train -------------------------------------------------------------------------------------
+
+
+def test_plan_says_why_it_cannot_train_without_labels(studio: Studio, project: str) -> None:
+    assert "no labels yet" in handlers_train.plan_markdown(studio, project, "auto")
+
+
+def test_plan_names_the_mode_and_the_reason(studio: Studio, project: str) -> None:
+    _tag(studio, project, "img0.png", 1)
+    assert "**wsss**" in handlers_train.plan_markdown(studio, project, "auto")
+    labeling.save_mask(studio, image_ids(studio)["img1.png"], np.zeros((30, 40), np.uint8))
+    text = handlers_train.plan_markdown(studio, project, "auto")
+    assert "**ssss_tags**" in text and "1 image(s) with masks and 1 with tags" in text
+    assert "needs images with masks and images with tags" not in text
+    assert "mode wsss chosen by hand" in handlers_train.plan_markdown(studio, project, "wsss")
+
+
+def test_train_button_queues_a_job_and_the_timer_follows_it(
+    studio: Studio, project: str, queued_jobs: None
+) -> None:
+    _tag(studio, project, "img0.png", 1)
+    status, _bar, _curve, cancel, seen = handlers_train.start_training(studio, project, "auto", "tiny", 1, 64)
+    assert "queued" in status and "Train on my labels" in status
+    assert cancel["interactive"] is True
+    job = handlers_train.latest_model_job(studio, project)
+    options = job.params["options"]
+    assert (options["mode"], options["backbone"], options["epochs"], options["image_size"]) == (
+        "auto",
+        "tiny",
+        1,
+        64,
+    )
+    assert handlers_train.poll_training(studio, project, seen) == (gr.skip(),) * 6
+    with pytest.raises(gr.Error, match="already queued"):
+        handlers_train.start_training(studio, project, "auto", "", None, None)
+    status, _, _, cancel, _ = handlers_train.cancel_training(studio, project)
+    assert "cancelled" in status and cancel["interactive"] is False
+    assert get_job(studio, job.id).status == "cancelled"
+
+
+def test_poll_draws_the_loss_curve_and_eta(studio: Studio, project: str, queued_jobs: None) -> None:
+    from storage import jobs as job_rows
+
+    _tag(studio, project, "img0.png", 1)
+    handlers_train.start_training(studio, project, "auto", "", None, None)
+    job = handlers_train.latest_model_job(studio, project)
+    with studio.Session.begin() as session:
+        row = job_rows.get_job(session, job.id)
+        row.status, row.progress, row.message = "running", 0.5, "epoch 1/2"
+        row.metrics = {
+            "eta_s": 125.0,
+            "loss_curve": [
+                {"fraction": 0.1, "step": 1, "total": 2.0, "cls": 1.5},
+                {"fraction": 0.5, "step": 2, "total": 1.0, "cls": 0.7},
+            ],
+        }
+    status, bar, curve, _cancel, _seen, summary = handlers_train.poll_training(studio, project, None)
+    assert "running" in status and "epoch 1/2" in status and "about 2 min left" in status
+    assert 'aria-valuenow="50"' in bar
+    assert sorted(curve["term"].unique()) == ["cls", "total"]
+    assert curve[curve.term == "total"]["loss"].tolist() == [2.0, 1.0]
+    assert curve["x"].tolist()[:2] == [1.0, 1.0]
+    assert "**5** images" in summary
+
+
+def test_train_refuses_bad_options(studio: Studio, project: str, queued_jobs: None) -> None:
+    _tag(studio, project, "img0.png", 1)
+    with pytest.raises(gr.Error, match="positive whole number"):
+        handlers_train.start_training(studio, project, "auto", "", 1.5, None)
+
+
+# --- review ------------------------------------------------------------------------------------
+
+
+def test_review_without_a_model_says_so(studio: Studio, project: str) -> None:
+    image_id = image_ids(studio)["img0.png"]
+    _, picture, legend, title = handlers_review.load_review(studio, project, image_id, 0.5)
+    assert picture.shape == (30, 40, 3) and legend == ""
+    assert "no pseudo-label yet" in title
+
+
+def test_review_overlays_the_pseudo_label_with_a_legend(studio: Studio, project: str) -> None:
+    publish_pseudo_labels(studio, {"img0.png": 0.8})
+    image_id = image_ids(studio)["img0.png"]
+    _, picture, legend, title = handlers_review.load_review(studio, project, image_id, 1.0)
+    info = labeling.get_project(studio, project)
+    assert tuple(picture[0, 0]) == tuple(int(info.classes[2].color[i : i + 2], 16) for i in (1, 3, 5))
+    assert tuple(picture[-1, 0]) == tuple(int(info.classes[1].color[i : i + 2], 16) for i in (1, 3, 5))
+    assert "dog" in legend and "cat" in legend and "80%" in legend
+    assert "model v1" in title and "0.80" in title
+    _, faint, _, _ = handlers_review.load_review(studio, project, image_id, 0.0)
+    assert not np.array_equal(faint, picture)
+
+
+def test_accept_turns_the_pseudo_label_into_a_mask(studio: Studio, project: str) -> None:
+    publish_pseudo_labels(studio, {"img0.png": 0.8})
+    image_id = image_ids(studio)["img0.png"]
+    assert "Accepted" in handlers_review.accept(studio, image_id)
+    mask = labeling.get_mask(studio, image_id)
+    assert (mask[:15] == 2).all() and (mask[15:] == 1).all() and not (mask == IGNORE_INDEX).any()
+    assert "accepted" in handlers_review.load_review(studio, project, image_id, 0.5)[3]
+
+
+def test_suggest_next_is_the_least_confident_image_without_mask(studio: Studio, project: str) -> None:
+    publish_pseudo_labels(studio, {"img0.png": 0.9, "img1.png": 0.2, "img2.png": 0.4, "img3.png": 0.1})
+    ids = image_ids(studio)
+    labeling.save_mask(studio, ids["img3.png"], np.zeros((30, 40), np.uint8))
+    assert handlers_review.suggest_next(studio, project, None) == ids["img1.png"]
+    assert handlers_review.suggest_next(studio, project, ids["img1.png"]) == ids["img2.png"]
+    # with no image chosen the review screen opens on the suggestion
+    assert handlers_review.load_review(studio, project, None, 0.5)[0] == ids["img1.png"]
+
+
+def test_correct_in_editor_opens_the_paint_tab_on_the_pseudo_label() -> None:
+    tabs, start, image_id = handlers_review.correct_in_editor(7)
+    assert tabs.selected == "paint" and start == START_PSEUDO and image_id == 7
+    with pytest.raises(gr.Error):
+        handlers_review.correct_in_editor(None)
+
+
+# --- export ------------------------------------------------------------------------------------
+
+
+def test_coco_export_gives_a_json_download(studio: Studio, project: str, immediate_jobs: None) -> None:
+    labeling.save_mask(studio, image_ids(studio)["img0.png"], np.full((30, 40), 2, np.uint8))
+    status, _, download, job_id, seen = handlers_export.start_export(studio, "coco", project, "human")
+    assert "succeeded" in status and download.endswith(".json")
+    data = json.loads(Path(download).read_text())
+    assert [a["category_id"] for a in data["annotations"]] == [2]
+    assert handlers_export.poll_export(studio, job_id, seen)[2] == gr.skip()
+
+
+def test_voc_export_is_zipped(studio: Studio, project: str, immediate_jobs: None) -> None:
+    labeling.save_mask(studio, image_ids(studio)["img0.png"], np.full((30, 40), 1, np.uint8))
+    _, _, download, job_id, _ = handlers_export.start_export(studio, "voc", project, "best")
+    assert download.endswith(".zip")
+    with zipfile.ZipFile(download) as zf:
+        names = set(zf.namelist())
+    assert {"img0.png", "classes.txt"} <= names
+    # polling again after the zip exists hands out the same file
+    assert handlers_export.poll_export(studio, job_id, None)[2] == download
+
+
+def test_export_needs_a_project(studio: Studio) -> None:
+    with pytest.raises(gr.Error, match="choose a project"):
+        handlers_export.start_export(studio, "coco", None, "best")
