@@ -312,8 +312,9 @@ def _train(studio: Studio, data: _ProjectLabels, choice: ModeChoice, samples: li
     run_id, rel_path = _start_run(studio, data, choice.mode, model_config, train_config, resume, job_id) \
         if main else (0, "")
     run_id, rel_path = _broadcast((run_id, rel_path))
-    logger.info("run %d: %s (%d images, %d epochs at %d px on %s)", run_id, choice.reason, len(samples),
-                train_config.epochs, train_config.image_size, device)
+    if main:
+        logger.info("run %d: %s (%d images, %d epochs at %d px on %s)", run_id, choice.reason, len(samples),
+                    train_config.epochs, train_config.image_size, device)
     progress(0.0, choice.reason, {"mode": choice.mode, "run_id": run_id})
 
     def on_epoch_end(epoch: int, means: dict[str, float]) -> None:

@@ -1,0 +1,110 @@
+"""CamVid with a few masks: SLRNet (ssss, the rest of train as unlabelled images) vs supervised-only
+(CE on the same masks, no consistency or pseudo-label terms), mIoU on CamVid val.
+
+    .venv/bin/python -m benchmarks.camvid_ssss --masks 20 [--epochs 3] [--image-size 160]
+
+Both models train through `jobs.training.train` (the service behind `launch.py train`) for the same
+number of optimiser steps; the supervised-only project holds just the masked images. Val images are
+scored with `slrnet.inference.Predictor` (the library behind `launch.py predict`), argmax labels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image as PILImage
+
+from benchmarks.common import DATA, seed_torch_home, timed, write_result
+from jobs import training
+from jobs.context import Studio
+from jobs.importing import import_dataset
+from slrnet.config import InferenceConfig, LossWeights
+from slrnet.inference import Predictor
+from slrnet.metrics import SegmentationMeter
+from slrnet.train import default_mask_repeat
+from storage.files import read_rgb
+
+SUPERVISED_ONLY = LossWeights(mask_consistency=0.0, code_consistency=0.0, pseudo=0.0)
+
+
+def val_scores(studio: Studio, checkpoint: str, root: Path, names: list[str]) -> tuple[dict, float]:
+    predictor = Predictor.from_checkpoint(studio.data_dir / checkpoint,
+                                          config=InferenceConfig(uncertain_below=0.0))
+    meter = SegmentationMeter(predictor.num_classes)
+    times: dict[str, float] = {}
+    paths = sorted((root / "val" / "images").iterdir())
+    with timed(times, "s"):
+        for path in paths:
+            with PILImage.open(root / "val" / "masks" / f"{path.stem}.png") as im:
+                gold = np.array(im, dtype=np.uint8)
+            meter.update(predictor.predict(read_rgb(path)).labels, gold)
+    scores = meter.scores()
+    per_class = dict(zip(names, scores["per_class_iou"], strict=True))
+    return {"miou": scores["miou"], "pixel_accuracy": scores["pixel_accuracy"], "per_class_iou": per_class,
+            "images": scores["images"]}, len(paths) / times["s"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--masks", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--image-size", type=int, default=160)
+    parser.add_argument("--feature-channels", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", default=None)
+    args = parser.parse_args()
+    root = DATA / "camvid"
+    tmp = Path(tempfile.mkdtemp(prefix="bench-camvid-"))
+    seed_torch_home(tmp / "torch")
+    names = [n.strip() for n in (root / "classes.txt").read_text().splitlines() if n.strip()]
+
+    images = sorted((root / "train" / "images").iterdir())
+    picks = np.random.default_rng(args.seed).choice(len(images), args.masks, replace=False)
+    chosen = [images[i] for i in picks]
+    masks_dir, labelled_dir = tmp / "masks", tmp / "labelled"
+    masks_dir.mkdir()
+    labelled_dir.mkdir()
+    for path in chosen:
+        shutil.copy(root / "train" / "masks" / f"{path.stem}.png", masks_dir)
+        shutil.copy(path, labelled_dir)
+
+    studio = Studio.open(tmp / "data")
+    times: dict[str, float] = {}
+    common = {"backbone": "mobilenet_v2", "image_size": args.image_size, "device": "cpu", "seed": args.seed,
+              "model_overrides": {"feature_channels": args.feature_channels}}
+    import_dataset(studio, root / "train" / "images", project="slrnet", classes_file=root / "classes.txt",
+                   has_background=False, masks_dir=masks_dir)
+    with timed(times, "slrnet_train_s"):
+        slr = training.train(studio, "slrnet", epochs=args.epochs, **common)
+
+    # Same optimiser steps for the supervised-only model, on the masked images alone.
+    unlabelled = len(images) - args.masks
+    per_epoch = args.masks * default_mask_repeat(args.masks, unlabelled) + unlabelled
+    sup_epochs = math.ceil(args.epochs * (per_epoch // 8) / max(args.masks // 8, 1))
+    import_dataset(studio, labelled_dir, project="supervised", classes_file=root / "classes.txt",
+                   has_background=False, masks_dir=masks_dir)
+    with timed(times, "supervised_train_s"):
+        sup = training.train(studio, "supervised", epochs=sup_epochs,
+                             train_overrides={"loss_weights": SUPERVISED_ONLY}, **common)
+
+    result: dict = {"args": vars(args), "supervised_epochs": sup_epochs, "slrnet_mode": slr.mode}
+    result["slrnet"], slr_rate = val_scores(studio, slr.checkpoint_path, root, names)
+    result["supervised_only"], _ = val_scores(studio, sup.checkpoint_path, root, names)
+    studio.close()
+    result["slrnet"]["final_losses"] = slr.metrics["history"][-1]
+    result["supervised_only"]["final_losses"] = sup.metrics["history"][-1]
+    gain = result["slrnet"]["miou"] - result["supervised_only"]["miou"]
+    result["miou_gain_points"] = round(100 * gain, 2)
+    result["train_img_per_s"] = round(args.epochs * per_epoch / times["slrnet_train_s"], 2)
+    result["inference_img_per_s"] = round(slr_rate, 2)
+    result["times"] = times
+    write_result(args.name or f"camvid_ssss_{args.masks}", result)
+
+
+if __name__ == "__main__":
+    main()

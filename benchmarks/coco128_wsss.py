@@ -1,0 +1,96 @@
+"""coco128, image tags only: SLRNet (wsss) pseudo-labels vs a CAM-only baseline, mIoU on the gold masks.
+
+    .venv/bin/python -m benchmarks.coco128_wsss [--epochs 6] [--image-size 192] [--feature-channels 64]
+
+SLRNet goes through the same services as `launch.py import / train / predict / evaluate`; the CAM
+baseline (benchmarks/cam_baseline.py) trains the same backbone with the classification loss only,
+for the same epochs at the same crop size, and its best background threshold is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image as PILImage
+
+from benchmarks.cam_baseline import cam_label_map, normalised_cams, train_cam
+from benchmarks.common import DATA, seed_torch_home, timed, write_result
+from jobs import training
+from jobs.context import Studio
+from jobs.importing import import_dataset
+from slrnet.data import Sample
+from slrnet.metrics import SegmentationMeter
+from storage.files import read_rgb
+
+THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--image-size", type=int, default=192)
+    parser.add_argument("--feature-channels", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", default="coco128_wsss")
+    args = parser.parse_args()
+    root = DATA / "coco128"
+    tmp = Path(tempfile.mkdtemp(prefix="bench-coco-"))
+    seed_torch_home(tmp / "torch")
+    result: dict = {"args": vars(args)}
+    times: dict[str, float] = {}
+
+    studio = Studio.open(tmp / "data")
+    with timed(times, "import_s"):
+        import_dataset(studio, root / "images", project="coco", classes_file=root / "classes.txt",
+                       tags_csv=root / "tags.csv")
+    with timed(times, "slrnet_train_s"):
+        trained = training.train(studio, "coco", backbone="mobilenet_v2", epochs=args.epochs,
+                                 image_size=args.image_size, device="cpu", seed=args.seed,
+                                 model_overrides={"feature_channels": args.feature_channels})
+    with timed(times, "slrnet_predict_s"):
+        published = training.predict(studio, "coco", device="cpu")
+    slrnet_scores = training.evaluate(studio, "coco", gt_masks=root / "masks")
+    studio.close()
+    history = trained.metrics["history"]
+    result["slrnet"] = {
+        "mode": trained.mode, "miou": slrnet_scores["miou"], "images": slrnet_scores["images"],
+        "pixel_accuracy": slrnet_scores["pixel_accuracy"], "final_losses": history[-1],
+        "train_img_per_s": round(args.epochs * 128 / times["slrnet_train_s"], 2),
+        "predict_img_per_s": round(published.images / times["slrnet_predict_s"], 2),
+    }
+
+    classes = ["background", *(line.strip() for line in (root / "classes.txt").read_text().splitlines()
+                               if line.strip())]
+    index = {name: i for i, name in enumerate(classes)}
+    samples = []
+    with open(root / "tags.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            tags = np.zeros(len(classes), np.float32)
+            tags[[index[t] for t in row["tags"].split(";") if t]] = 1
+            path = root / "images" / row["image"]
+            samples.append(Sample(row["image"], image=lambda p=path: read_rgb(p), tags=tags))
+    with timed(times, "cam_train_s"):
+        model, cam_rate = train_cam(samples, len(classes), epochs=args.epochs, image_size=args.image_size,
+                                    seed=args.seed)
+    meters = {t: SegmentationMeter(len(classes)) for t in THRESHOLDS}
+    for s in samples:
+        with PILImage.open(root / "masks" / (Path(s.name).stem + ".png")) as im:
+            gold = np.array(im, dtype=np.uint8)
+        cams = normalised_cams(model, s.image(), s.tags, args.image_size)
+        for t, meter in meters.items():
+            meter.update(cam_label_map(cams, t), gold)
+    by_threshold = {t: m.scores()["miou"] for t, m in meters.items()}
+    best = max(by_threshold, key=by_threshold.get)
+    result["cam_baseline"] = {"miou": by_threshold[best], "best_threshold": best,
+                              "miou_by_threshold": by_threshold, "train_img_per_s": round(cam_rate, 2)}
+    result["ratio_slrnet_over_cam"] = round(slrnet_scores["miou"] / max(by_threshold[best], 1e-9), 3)
+    result["times"] = times
+    write_result(args.name, result)
+
+
+if __name__ == "__main__":
+    main()
