@@ -1,0 +1,87 @@
+"""slrnet.inference.Predictor on an untrained tiny model: shapes, probabilities, class filter,
+uncertain pixels, test-time augmentation, loading from a checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from slrnet.config import InferenceConfig, ModelConfig
+from slrnet.inference import Predictor
+from slrnet.model import build_model
+from slrnet.train import CHECKPOINT_FORMAT, save_checkpoint
+
+K = 4
+
+
+def make_predictor(mode: str = "wsss", **config: object) -> Predictor:
+    cfg = ModelConfig(num_classes=K, mode=mode, backbone="tiny", pretrained=False, feature_channels=32)
+    torch.manual_seed(0)
+    return Predictor(build_model(cfg), cfg, ["bg", "a", "b", "c"], config=InferenceConfig(**config),
+                     default_size=48)
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 255, (37, 53, 3), dtype=np.uint8)
+
+
+def test_outputs_at_image_resolution(image: np.ndarray) -> None:
+    pred = make_predictor(pamr=False, uncertain_below=0.0).predict(image)
+    assert pred.probs.shape == (K, 37, 53) and pred.probs.dtype == np.float32
+    assert np.allclose(pred.probs.sum(0), 1.0, atol=1e-4)
+    assert pred.labels.shape == (37, 53) and pred.labels.dtype == np.uint8
+    assert np.array_equal(pred.labels, pred.probs.argmax(0))
+    assert np.allclose(pred.confidence, pred.probs.max(0))
+    assert pred.tag_scores.shape == (K,) and ((pred.tag_scores >= 0) & (pred.tag_scores <= 1)).all()
+
+
+def test_known_tags_limit_the_classes(image: np.ndarray) -> None:
+    tags = np.array([1, 0, 1, 0], dtype=np.float32)
+    pred = make_predictor(pamr=True).predict(image, known_tags=tags)
+    assert pred.classes.tolist() == [True, False, True, False]
+    assert np.abs(pred.probs[[1, 3]]).max() < 1e-6
+    assert set(np.unique(pred.labels)) <= {0, 2, 255}
+
+
+def test_background_is_never_filtered_out(image: np.ndarray) -> None:
+    pred = make_predictor(class_filter="known").predict(image, known_tags=np.array([0, 0, 0, 1]))
+    assert pred.classes.tolist() == [True, False, False, True]
+
+
+def test_no_filter_without_tags_in_mask_only_mode(image: np.ndarray) -> None:
+    pred = make_predictor(mode="ssss").predict(image)
+    assert pred.classes.all()
+
+
+def test_uncertain_pixels_are_255(image: np.ndarray) -> None:
+    pred = make_predictor(pamr=False, uncertain_below=0.99).predict(image)
+    uncertain = pred.confidence < 0.99
+    assert uncertain.any()
+    assert (pred.labels[uncertain] == 255).all() and (pred.labels[~uncertain] != 255).all()
+
+
+def test_multiscale_and_flip_average(image: np.ndarray) -> None:
+    single = make_predictor(pamr=False, flip=False).predict(image)
+    multi = make_predictor(pamr=False, flip=True, scales=(0.75, 1.0, 1.5)).predict(image)
+    assert multi.probs.shape == single.probs.shape
+    assert np.allclose(multi.probs.sum(0), 1.0, atol=1e-4)
+    assert not np.allclose(multi.probs, single.probs)
+
+
+def test_from_checkpoint_gives_the_same_predictions(tmp_path: Path, image: np.ndarray) -> None:
+    direct = make_predictor(pamr=False)
+    save_checkpoint(tmp_path / "ck.pt", {
+        "format": CHECKPOINT_FORMAT, "model": direct.model.state_dict(),
+        "model_config": asdict(direct.model_config), "train_config": {"image_size": 48},
+        "class_names": direct.class_names,
+    })
+    loaded = Predictor.from_checkpoint(tmp_path / "ck.pt", config=InferenceConfig(pamr=False))
+    assert loaded.class_names == ["bg", "a", "b", "c"] and loaded.size == 48
+    assert np.allclose(loaded.predict(image).probs, direct.predict(image).probs, atol=1e-5)
+    with pytest.raises(ValueError):
+        InferenceConfig(scales=())
