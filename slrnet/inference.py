@@ -113,9 +113,11 @@ class Predictor:
         keep = self._filter(tag_scores, known_tags)
         probs = probs * keep.view(1, -1, 1, 1)
         probs = probs / probs.sum(1, keepdim=True).clamp_min(1e-8)
-        if self.config.pamr:
-            probs = self.pamr(base_image, probs)
-            probs = probs / probs.sum(1, keepdim=True).clamp_min(1e-8)
+        if self.config.pamr:  # over the kept classes only: PAMR's cost grows with the channels
+            kept = keep.nonzero().squeeze(1)
+            refined = self.pamr(base_image, probs[:, kept])
+            probs = torch.zeros_like(probs)
+            probs[:, kept] = refined / refined.sum(1, keepdim=True).clamp_min(1e-8)
         if base != (height, width):
             probs = F.interpolate(probs, size=(height, width), mode="bilinear", align_corners=False)
         confidence, labels = probs[0].max(0)
