@@ -373,8 +373,7 @@ def predict(
 ) -> PredictResult:
     """Write the pseudo-label of every image with a trained run (default: the newest), then mark
     the run published. Images already done for that run are skipped, so a cancelled predict
-    resumes where it stopped. ``job_id`` is accepted for the job runner's bookkeeping."""
-    del job_id
+    resumes where it stopped. ``job_id`` only labels the log lines."""
     with studio.Session.begin() as session:
         proj = _project(session, project)
         run = run_repo.get_run(session, run_id) if run_id is not None \
@@ -398,6 +397,7 @@ def predict(
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     background = 1 if predictor.model_config.has_background else 0
+    logger.info("job %s: pseudo-labels of %d image(s) with model version %d", job_id, len(todo), version)
     for done, (image_id, path, tag_indices) in enumerate(todo):
         if should_stop():
             raise Cancelled(f"predict cancelled after {done} of {len(todo)} images; model not published")
