@@ -11,6 +11,8 @@ Public API (stable; see the module docstrings of `modes` and `losses` for the ob
     out["cls_logits"]   (B, K)                # nGWP image scores, column 0 = background if any
     out["aux_logits"]   (B, K, H/4, W/4)      # auxiliary head (dictionary initialisation)
     outs = model.forward_train(images)        # two views, see `SLRNet.forward_train`
+    outs = model(images, two_views=True)      # the same through __call__ (needed under DDP, whose
+                                              # gradient hooks are armed by forward only)
     model.param_groups()                      # [{"name": "backbone", "lr_mult": 1.0, ...},
                                               #  {"name": "new", "lr_mult": 10.0, ...}]
 """
@@ -92,12 +94,15 @@ class SLRNet(nn.Module):
         low, deep = self.backbone(images)
         return low, self.decoder(low, deep)
 
-    def forward(self, images: Tensor) -> dict[str, Tensor]:
+    def forward(self, images: Tensor, two_views: bool = False) -> dict[str, Tensor]:
         """Inference on one view: the low-rank module codes this view alone.
 
         images (B, 3, H, W) -> {"seg_logits": (B, K, h, w), "cls_logits": (B, K),
         "aux_logits": (B, K, h, w)} with (h, w) the stride-4 size.
+        With `two_views=True` this is `forward_train(images)`.
         """
+        if two_views:
+            return self.forward_train(images)
         low, feats = self._features(images)
         aux = self.aux_head(feats)
         b, c, h, w = feats.shape
