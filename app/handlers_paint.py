@@ -88,6 +88,16 @@ def load_editor(
     return editor, legend, title, session
 
 
+def open_editor(
+    studio: Studio, project: str | None, image_id: int | None, start: str | None, session: dict | None
+) -> tuple:
+    """Entering the Paint tab: keep the open painting when it is of the chosen image (so unsaved
+    strokes survive a look at another tab), else :func:`load_editor`."""
+    if session is not None and (image_id is None or session["image_id"] == image_id):
+        return gr.skip(), gr.skip(), gr.skip(), session
+    return load_editor(studio, project, image_id, start)
+
+
 @shows_user_errors
 def save_painting(
     studio: Studio,

@@ -64,6 +64,7 @@ def start_training(
     backbone: str | None,
     epochs: float | None,
     image_size: float | None,
+    device: str | None = None,
 ) -> tuple[str, str, Any, Any, tuple | None]:
     """Queue "Train on my labels" and show its first status; the timer follows it from there."""
     if not project:
@@ -76,6 +77,7 @@ def start_training(
         backbone=backbone or None,
         epochs=_optional_int(epochs, "epochs"),
         image_size=_optional_int(image_size, "image size"),
+        device=device or "auto",
     )
     logger.info("queued training job %d for %r in %s mode", job.id, project, plan.mode)
     return (*job_outputs(job), job_signature(job))

@@ -9,14 +9,6 @@ import pandas as pd
 from jobs.job_views import JobView
 
 CURVE_AXES = ("fraction", "epoch", "step")
-STATUS_ICONS = {
-    "queued": "⏳",
-    "running": "▶️",
-    "succeeded": "✅",
-    "failed": "❌",
-    "cancelled": "⏹",
-    "interrupted": "⚠️",
-}
 
 
 def format_eta(seconds: float | None) -> str:
@@ -34,8 +26,7 @@ def job_status_markdown(job: JobView | None) -> str:
     """Status, message, error and ETA of a job in one or two lines of markdown."""
     if job is None:
         return "No job yet."
-    icon = STATUS_ICONS.get(job.status, "")
-    lines = [f"{icon} **{job.title}** (job {job.id}): {job.status}"]
+    lines = [f"**{job.title}** (job {job.id}): {job.status}"]
     if job.cancel_requested and job.active:
         lines[0] += ", cancelling…"
     if job.message:
@@ -66,7 +57,7 @@ def loss_frame(job: JobView | None) -> pd.DataFrame:
         x = point.get("step", point.get("fraction", i))
         for term, value in point.items():
             if term not in CURVE_AXES and isinstance(value, int | float):
-                rows.append({"x": float(x), "loss": float(value), "term": term})
+                rows.append({"x": float(x), "loss": float(f"{value:.4g}"), "term": term})
     return pd.DataFrame(rows, columns=["x", "loss", "term"])
 
 

@@ -12,6 +12,7 @@ AUTH_ENV = "SLRNET_AUTH"
 TRAIN_OPTIONS_ENV = "SLRNET_TRAIN_OPTIONS"
 BACKBONES = ("mobilenet_v2", "resnet50", "resnet101", "wideresnet38", "tiny")
 TRAIN_MODES = ("auto", "wsss", "ssss", "ssss_tags")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 def parse_auth(value: str | None) -> tuple[str, str] | None:
@@ -53,6 +54,8 @@ def train_defaults(raw: str | None = None) -> TrainDefaults:
     defaults = TrainDefaults(**values)
     if defaults.mode not in TRAIN_MODES:
         raise UserError(f"${TRAIN_OPTIONS_ENV}: mode must be one of {TRAIN_MODES}")
+    if defaults.device not in DEVICES:
+        raise UserError(f"${TRAIN_OPTIONS_ENV}: device must be one of {DEVICES}")
     if defaults.backbone is not None and defaults.backbone not in BACKBONES:
         raise UserError(f"${TRAIN_OPTIONS_ENV}: backbone must be one of {BACKBONES}")
     for name in ("epochs", "image_size"):

@@ -17,13 +17,14 @@ from app import (
     handlers_browse,
     handlers_export,
     handlers_import,
+    handlers_jobs,
     handlers_paint,
     handlers_projects,
     handlers_review,
     handlers_tag,
     handlers_train,
 )
-from app.settings import BACKBONES, TRAIN_MODES, parse_auth, train_defaults
+from app.settings import BACKBONES, DEVICES, TRAIN_MODES, parse_auth, train_defaults
 from app.theme import CSS, SHORTCUTS_JS
 from jobs.context import Studio
 from jobs.submit import EXPORTS_DIR
@@ -205,6 +206,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
                     image_size = gr.Number(
                         value=defaults.image_size, label="Image size (empty: default)", precision=0
                     )
+                    device = gr.Radio(choices=list(DEVICES), value=defaults.device, label="Device")
                 train_status = gr.Markdown("No job yet.", elem_id="train-status")
                 train_progress = gr.HTML(elem_id="train-progress")
                 loss_plot = gr.LinePlot(
@@ -259,7 +261,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 export_progress = gr.HTML(elem_id="export-progress")
                 download = gr.File(label="Download", interactive=False, elem_id="download")
 
-        timer = gr.Timer(POLL_SECONDS)
+        timer = gr.Timer(POLL_SECONDS, active=False)  # ticks only while a followed job is active
 
         # --- wiring -------------------------------------------------------------------------
         tag_view = [current_image, tag_picture, tag_title, tag_classes]
@@ -272,9 +274,13 @@ def build_ui(studio: Studio) -> gr.Blocks:
         load_review = _bind(handlers_review.load_review, studio)
         show_page = _bind(handlers_browse.show_page, studio)
         plan_md = _bind(handlers_train.plan_markdown, studio)
-        quiet: dict[str, Any] = {"show_progress": "hidden"}
+        summarize = _bind(handlers_projects.project_summary, studio)
+        follow = _bind(handlers_jobs.follow_jobs, studio)
+        followed = [project, import_jobs, export_job]
 
-        demo.load(_bind(handlers_projects.load_projects, studio), [project], [project, summary])
+        demo.load(_bind(handlers_projects.load_projects, studio), [project], [project, summary]).then(
+            follow, followed, [timer]
+        )
         project.change(
             _bind(handlers_projects.show_project, studio), [project], [classes_text, class_swatches, summary]
         ).then(lambda: (None, None, 0), None, [current_image, paint_session, page]).then(
@@ -296,18 +302,12 @@ def build_ui(studio: Studio) -> gr.Blocks:
             _bind(handlers_import.import_uploads, studio),
             [project, uploads],
             [import_status, import_progress, import_jobs],
-        )
+        ).success(handlers_jobs.start_polling, None, [timer])
         folder_btn.click(
             _bind(handlers_import.import_folder, studio),
             [project, folder, classes_file, tags_csv, masks_dir, coco_json],
             [import_status, import_progress, import_jobs],
-        )
-        timer.tick(
-            _bind(handlers_import.poll_imports, studio),
-            [project, import_jobs, import_seen],
-            [import_status, import_progress, import_seen, summary],
-            **quiet,
-        )
+        ).success(handlers_jobs.start_polling, None, [timer])
 
         image_filter.input(lambda: 0, None, [page]).then(
             show_page, [project, image_filter, page], browse_view
@@ -335,8 +335,10 @@ def build_ui(studio: Studio) -> gr.Blocks:
             _bind(handlers_tag.save_and_next, studio),
             [project, current_image, tag_classes],
             [*tag_view, tag_status],
-        )
-        save_tags_btn.click(_bind(handlers_tag.save_tags, studio), [current_image, tag_classes], [tag_status])
+        ).success(summarize, [project], [summary])
+        save_tags_btn.click(
+            _bind(handlers_tag.save_tags, studio), [current_image, tag_classes], [tag_status]
+        ).success(summarize, [project], [summary])
         next_untagged_btn.click(_bind(handlers_tag.next_untagged, studio), [project, current_image], tag_view)
 
         start.input(load_editor, [project, current_image, start], editor_view)
@@ -344,7 +346,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
             _bind(handlers_paint.save_painting, studio),
             [project, paint_session, editor, rest_background],
             [paint_status],
-        )
+        ).success(summarize, [project], [summary])
         next_unmasked_btn.click(
             _bind(handlers_paint.next_without_mask, studio), [project, current_image], [current_image]
         ).then(lambda: handlers_paint.START_MASK, None, [start]).then(
@@ -355,21 +357,15 @@ def build_ui(studio: Studio) -> gr.Blocks:
         train_outputs = [train_status, train_progress, loss_plot, cancel_btn, train_seen]
         train_btn.click(
             _bind(handlers_train.start_training, studio),
-            [project, mode, backbone, epochs, image_size],
+            [project, mode, backbone, epochs, image_size, device],
             train_outputs,
-        )
+        ).success(handlers_jobs.start_polling, None, [timer])
         cancel_btn.click(_bind(handlers_train.cancel_training, studio), [project], train_outputs)
-        timer.tick(
-            _bind(handlers_train.poll_training, studio),
-            [project, train_seen],
-            [*train_outputs, summary],
-            **quiet,
-        )
 
         opacity.release(load_review, [project, current_image, opacity], review_view)
-        accept_btn.click(_bind(handlers_review.accept, studio), [current_image], [review_status]).then(
+        accept_btn.click(_bind(handlers_review.accept, studio), [current_image], [review_status]).success(
             load_review, [project, current_image, opacity], review_view
-        )
+        ).then(summarize, [project], [summary])
         correct_btn.click(
             handlers_review.correct_in_editor, [current_image], [tabs, start, current_image]
         ).then(load_editor, [project, current_image, start], editor_view)
@@ -378,19 +374,39 @@ def build_ui(studio: Studio) -> gr.Blocks:
         ).then(load_review, [project, current_image, opacity], review_view)
 
         export_outputs = [export_status, export_progress, download, export_job, export_seen]
-        coco_btn.click(_bind(handlers_export.start_export, studio, "coco"), [project, source], export_outputs)
-        voc_btn.click(_bind(handlers_export.start_export, studio, "voc"), [project, source], export_outputs)
+        for button, fmt in ((coco_btn, "coco"), (voc_btn, "voc")):
+            button.click(
+                _bind(handlers_export.start_export, studio, fmt), [project, source], export_outputs
+            ).success(handlers_jobs.start_polling, None, [timer])
+
         timer.tick(
-            _bind(handlers_export.poll_export, studio),
-            [export_job, export_seen],
-            [export_status, export_progress, download, export_seen],
-            **quiet,
+            _bind(handlers_jobs.poll_jobs, studio),
+            [project, train_seen, import_jobs, import_seen, export_job, export_seen],
+            [
+                *train_outputs,
+                summary,
+                import_status,
+                import_progress,
+                import_seen,
+                export_status,
+                export_progress,
+                download,
+                export_seen,
+                timer,
+            ],
+            show_progress="hidden",
         )
 
         browse_tab.select(show_page, [project, image_filter, page], browse_view)
         tag_tab.select(load_tag, [project, current_image], tag_view)
-        paint_tab.select(load_editor, [project, current_image, start], editor_view)
-        train_tab.select(plan_md, [project, mode], [plan])
+        paint_tab.select(
+            _bind(handlers_paint.open_editor, studio),
+            [project, current_image, start, paint_session],
+            editor_view,
+        )
+        train_tab.select(plan_md, [project, mode], [plan]).then(
+            _bind(handlers_train.poll_training, studio), [project, gr.State(None)], [*train_outputs, summary]
+        ).then(follow, followed, [timer])
         review_tab.select(load_review, [project, current_image, opacity], review_view)
     return demo
 

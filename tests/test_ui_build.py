@@ -73,7 +73,15 @@ def test_auth_must_be_user_colon_password() -> None:
 def test_train_defaults_are_validated() -> None:
     assert train_defaults("") == TrainDefaults()
     assert train_defaults('{"epochs": 2, "device": "cpu"}') == TrainDefaults(epochs=2, device="cpu")
-    for bad in ("[1]", "{", '{"lr": 1}', '{"epochs": 0}', '{"backbone": "vgg"}', '{"mode": "x"}'):
+    for bad in (
+        "[1]",
+        "{",
+        '{"lr": 1}',
+        '{"epochs": 0}',
+        '{"backbone": "vgg"}',
+        '{"mode": "x"}',
+        '{"device": "tpu"}',
+    ):
         with pytest.raises(UserError):
             train_defaults(bad)
 

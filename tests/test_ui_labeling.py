@@ -297,3 +297,12 @@ def test_next_without_mask_skips_masked_images(studio: Studio, project: str) -> 
     ids = image_ids(studio)
     labeling.save_mask(studio, ids["img1.png"], np.zeros((30, 40), np.uint8))
     assert handlers_paint.next_without_mask(studio, project, ids["img0.png"]) == ids["img2.png"]
+
+
+def test_returning_to_the_paint_tab_keeps_unsaved_strokes(studio: Studio, project: str) -> None:
+    image_id = image_ids(studio)["img0.png"]
+    _, _, _, session = handlers_paint.load_editor(studio, project, image_id, None)
+    kept = handlers_paint.open_editor(studio, project, image_id, None, session)
+    assert kept[:3] == (gr.skip(),) * 3 and kept[3] is session
+    other = handlers_paint.open_editor(studio, project, image_ids(studio)["img1.png"], None, session)
+    assert other[3]["image_id"] == image_ids(studio)["img1.png"]

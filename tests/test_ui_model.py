@@ -11,7 +11,7 @@ import gradio as gr
 import numpy as np
 import pytest
 
-from app import handlers_export, handlers_review, handlers_train
+from app import handlers_export, handlers_jobs, handlers_review, handlers_train
 from app.handlers_paint import START_PSEUDO
 from jobs import labeling, queue
 from jobs.context import Studio
@@ -67,7 +67,9 @@ def test_train_button_queues_a_job_and_the_timer_follows_it(
     studio: Studio, project: str, queued_jobs: None
 ) -> None:
     _tag(studio, project, "img0.png", 1)
-    status, _bar, _curve, cancel, seen = handlers_train.start_training(studio, project, "auto", "tiny", 1, 64)
+    status, _bar, _curve, cancel, seen = handlers_train.start_training(
+        studio, project, "auto", "tiny", 1, 64, "cpu"
+    )
     assert "queued" in status and "Train on my labels" in status
     assert cancel["interactive"] is True
     job = handlers_train.latest_model_job(studio, project)
@@ -78,6 +80,7 @@ def test_train_button_queues_a_job_and_the_timer_follows_it(
         1,
         64,
     )
+    assert options["device"] == "cpu"
     assert handlers_train.poll_training(studio, project, seen) == (gr.skip(),) * 6
     with pytest.raises(gr.Error, match="already queued"):
         handlers_train.start_training(studio, project, "auto", "", None, None)
@@ -192,3 +195,22 @@ def test_voc_export_is_zipped(studio: Studio, project: str, immediate_jobs: None
 def test_export_needs_a_project(studio: Studio) -> None:
     with pytest.raises(gr.Error, match="choose a project"):
         handlers_export.start_export(studio, "coco", None, "best")
+
+
+# --- following jobs ----------------------------------------------------------------------------
+
+
+def test_timer_runs_only_while_a_followed_job_is_active(
+    studio: Studio, project: str, queued_jobs: None
+) -> None:
+    assert handlers_jobs.follow_jobs(studio, project, [], None).active is False
+    _tag(studio, project, "img0.png", 1)
+    handlers_train.start_training(studio, project, "auto", "", None, None)
+    assert handlers_jobs.follow_jobs(studio, project, [], None).active is True
+    outputs = handlers_jobs.poll_jobs(studio, project, None, [], None, None, None)
+    assert len(outputs) == 14
+    assert "queued" in outputs[0] and "**5** images" in outputs[5]
+    assert outputs[6] == gr.skip() and outputs[10] == gr.skip()  # no import, no export followed
+    assert outputs[-1].active is True
+    handlers_train.cancel_training(studio, project)
+    assert handlers_jobs.poll_jobs(studio, project, None, [], None, None, None)[-1].active is False
