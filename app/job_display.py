@@ -58,7 +58,9 @@ def loss_frame(job: JobView | None) -> pd.DataFrame:
         for term, value in point.items():
             if term not in CURVE_AXES and isinstance(value, int | float):
                 rows.append({"x": float(x), "loss": float(f"{value:.4g}"), "term": term})
-    return pd.DataFrame(rows, columns=["x", "loss", "term"])
+    frame = pd.DataFrame(rows, columns=["x", "loss", "term"])
+    # typed even when empty: the plot infers its axes from the first value it gets
+    return frame.astype({"x": "float64", "loss": "float64", "term": "str"})
 
 
 def job_signature(job: JobView | None) -> tuple | None:

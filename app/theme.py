@@ -15,7 +15,7 @@ table.legend { width: 100%; border-collapse: collapse; font-size: 0.9em; }
 table.legend td, table.legend th { padding: 2px 6px; text-align: left; }
 .job-progress { position: relative; height: 22px; border-radius: 6px; overflow: hidden;
                 background: var(--background-fill-secondary); border: 1px solid var(--border-color-primary); }
-.job-progress-fill { height: 100%; background: var(--color-accent); transition: width 0.4s; }
+.job-progress-fill { height: 100%; background: var(--color-accent); }
 .job-progress.failed .job-progress-fill { background: #c0392b; }
 .job-progress.cancelled .job-progress-fill, .job-progress.interrupted .job-progress-fill { background: #999; }
 .job-progress span { position: absolute; inset: 0; text-align: center; line-height: 22px; font-size: 0.85em; }
