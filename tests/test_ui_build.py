@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import gradio as gr
@@ -107,3 +111,31 @@ def test_train_plan_refuses_like_the_training_service(tagged: int, masked: int, 
     with pytest.raises(UserError) as got:
         plan_for_counts(LabelCounts(tagged, masked, 1), requested)
     assert str(got.value) == str(expected.value)
+
+
+def test_login_is_required_when_auth_is_set(studio: Studio) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo = ui.build_ui(studio)
+    demo.launch(
+        **ui.launch_options(studio, port=port, auth="ann:s3cret"), prevent_thread_lock=True, quiet=True
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{base}/config", timeout=10)
+        assert refused.value.code == 401
+
+        def login(password: str) -> int:
+            form = urllib.parse.urlencode({"username": "ann", "password": password}).encode()
+            try:
+                with urllib.request.urlopen(f"{base}/login", data=form, timeout=10) as response:
+                    return response.status
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        assert login("wrong") == 400
+        assert login("s3cret") == 200
+    finally:
+        demo.close()
