@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from slrnet.config import ModelConfig
+from slrnet.config import LossWeights, ModelConfig
 from slrnet.model import SLRNet, build_model
 from slrnet.modes import compute_losses, select_mode
 
@@ -55,13 +55,14 @@ def test_select_mode() -> None:
         select_mode(False, False)
 
 
+@pytest.mark.parametrize("use_pseudo", [True, False])
 @pytest.mark.parametrize("mode", ["wsss", "ssss", "ssss_tags"])
-def test_every_trainable_parameter_gets_a_gradient(mode: str) -> None:
+def test_every_trainable_parameter_gets_a_gradient(mode: str, use_pseudo: bool) -> None:
     torch.manual_seed(0)
-    cfg = ModelConfig(num_classes=K, mode=mode, backbone="tiny", pretrained=False)
+    cfg = ModelConfig(num_classes=K, mode=mode, backbone="tiny", pretrained=False, feature_channels=64)
     model = build_model(cfg).train()
     images = torch.randn(3, 3, 64, 64)
-    losses = compute_losses(cfg, model.forward_train(images), _batch(images), use_pseudo_labels=True)
+    losses = compute_losses(cfg, model.forward_train(images), _batch(images), use_pseudo_labels=use_pseudo)
     assert torch.isfinite(losses["total"])
     losses["total"].backward()
     missing = [n for n, p in model.named_parameters()
@@ -98,3 +99,67 @@ def test_param_groups_cover_trainable_parameters_once() -> None:
     # the stem and stage b2 of WideResNet-38 are not trained (official fixed_layers)
     assert not any(p.requires_grad for p in model.backbone.conv1a.parameters())
     assert any(p.requires_grad for p in model.backbone.b3.parameters())
+
+
+@pytest.mark.parametrize("mode", ["wsss", "ssss", "ssss_tags"])
+def test_losses_use_only_the_labels_an_image_has(mode: str) -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(num_classes=K, mode=mode, backbone="tiny", pretrained=False, feature_channels=32)
+    model = build_model(cfg).train()
+    images = torch.randn(3, 3, 64, 64)
+    outs = model.forward_train(images)
+    batch = _batch(images)
+    ref = compute_losses(cfg, outs, batch, use_pseudo_labels=True)
+    expected_terms = {"wsss": {"cls"}, "ssss": {"mask_ce"}, "ssss_tags": {"cls", "mask_ce"}}[mode]
+    assert set(ref) == expected_terms | {"mask_consistency", "code_consistency", "pseudo", "total"}
+    # labels behind has_tags=False / has_mask=False must be ignored
+    other = dict(batch)
+    other["tags"] = batch["tags"].clone()
+    other["tags"][2] = 1.0
+    other["mask"] = batch["mask"].clone()
+    other["mask"][0] = 1
+    other["mask"][2] = 3
+    changed = compute_losses(cfg, outs, other, use_pseudo_labels=True)
+    for name, value in ref.items():
+        torch.testing.assert_close(changed[name], value, msg=name)
+    # ... but the labels that are declared count
+    if "mask_ce" in ref:
+        other["mask"][1] = 3
+        assert not torch.equal(compute_losses(cfg, outs, other, True)["mask_ce"], ref["mask_ce"])
+    if "cls" in ref:
+        other["tags"][0, 2] = 1.0
+        assert not torch.equal(compute_losses(cfg, outs, other, True)["cls"], ref["cls"])
+
+
+def test_total_is_the_weighted_sum_and_warmup_drops_pseudo_labels() -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(num_classes=K, mode="ssss_tags", backbone="tiny", pretrained=False, feature_channels=32)
+    model = build_model(cfg).train()
+    images = torch.randn(3, 3, 64, 64)
+    outs = model.forward_train(images)
+    w = LossWeights(cls=0.5, mask_consistency=2.0, code_consistency=3.0, pseudo=0.7, mask_ce=1.5)
+    losses = compute_losses(cfg, outs, _batch(images), use_pseudo_labels=True, weights=w)
+    expected = (0.5 * losses["cls"] + 2.0 * losses["mask_consistency"] + 3.0 * losses["code_consistency"]
+                + 0.7 * losses["pseudo"] + 1.5 * losses["mask_ce"])
+    torch.testing.assert_close(losses["total"], expected)
+    assert losses["pseudo"] > 0
+    warm = compute_losses(cfg, outs, _batch(images), use_pseudo_labels=False, weights=w)
+    assert warm["pseudo"] == 0
+    torch.testing.assert_close(warm["total"], losses["total"] - 0.7 * losses["pseudo"])
+
+
+def test_second_view_is_downscaled_and_flipped_back() -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(num_classes=K, backbone="tiny", pretrained=False, feature_channels=32, view_flip=True)
+    model = build_model(cfg)
+    images = torch.randn(8, 3, 64, 64)
+    view, flip = model.make_second_view(images)
+    assert view.shape == (8, 3, 32, 32)
+    assert 0 < int(flip.sum()) < 8
+    small = torch.nn.functional.interpolate(images, size=(32, 32), mode="bilinear", align_corners=True)
+    torch.testing.assert_close(view[~flip], small[~flip])
+    torch.testing.assert_close(view[flip], small[flip].flip(-1))
+    outs = model.forward_train(images)
+    assert outs["seg_logits_view2"].shape == outs["seg_logits"].shape == (8, K, 16, 16)
+    assert outs["codes_view2"].shape == outs["codes"].shape == (8, K, 16, 16)
+    torch.testing.assert_close(outs["probs_view2"].sum(1), torch.ones(8, 16, 16))
