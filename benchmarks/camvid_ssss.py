@@ -32,6 +32,11 @@ from storage.files import read_rgb
 SUPERVISED_ONLY = LossWeights(mask_consistency=0.0, code_consistency=0.0, pseudo=0.0)
 
 
+def log_epochs(fraction: float, message: str, metrics: dict) -> None:
+    if metrics.get("step") == metrics.get("steps"):
+        print(f"{message} ({metrics.get('images_per_s', 0):.2f} img/s)", flush=True)
+
+
 def val_scores(studio: Studio, checkpoint: str, root: Path, names: list[str]) -> tuple[dict, float]:
     predictor = Predictor.from_checkpoint(studio.data_dir / checkpoint,
                                           config=InferenceConfig(uncertain_below=0.0))
@@ -55,6 +60,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--image-size", type=int, default=160)
     parser.add_argument("--feature-channels", type=int, default=64)
+    parser.add_argument("--mask-repeat", type=int, default=None, help="default: the service's choice")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default=None)
     args = parser.parse_args()
@@ -79,18 +85,20 @@ def main() -> None:
               "model_overrides": {"feature_channels": args.feature_channels}}
     import_dataset(studio, root / "train" / "images", project="slrnet", classes_file=root / "classes.txt",
                    has_background=False, masks_dir=masks_dir)
+    unlabelled = len(images) - args.masks
+    repeat = args.mask_repeat or default_mask_repeat(args.masks, unlabelled)
     with timed(times, "slrnet_train_s"):
-        slr = training.train(studio, "slrnet", epochs=args.epochs, **common)
+        slr = training.train(studio, "slrnet", epochs=args.epochs, train_overrides={"mask_repeat": repeat},
+                             progress=log_epochs, **common)
 
     # Same optimiser steps for the supervised-only model, on the masked images alone.
-    unlabelled = len(images) - args.masks
-    per_epoch = args.masks * default_mask_repeat(args.masks, unlabelled) + unlabelled
+    per_epoch = args.masks * repeat + unlabelled
     sup_epochs = math.ceil(args.epochs * (per_epoch // 8) / max(args.masks // 8, 1))
     import_dataset(studio, labelled_dir, project="supervised", classes_file=root / "classes.txt",
                    has_background=False, masks_dir=masks_dir)
     with timed(times, "supervised_train_s"):
         sup = training.train(studio, "supervised", epochs=sup_epochs,
-                             train_overrides={"loss_weights": SUPERVISED_ONLY}, **common)
+                             train_overrides={"loss_weights": SUPERVISED_ONLY}, progress=log_epochs, **common)
 
     result: dict = {"args": vars(args), "supervised_epochs": sup_epochs, "slrnet_mode": slr.mode}
     result["slrnet"], slr_rate = val_scores(studio, slr.checkpoint_path, root, names)

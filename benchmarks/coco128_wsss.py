@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from benchmarks.cam_baseline import cam_label_map, normalised_cams, train_cam
+from benchmarks.camvid_ssss import log_epochs
 from benchmarks.common import DATA, seed_torch_home, timed, write_result
 from jobs import training
 from jobs.context import Studio
@@ -50,7 +51,8 @@ def main() -> None:
     with timed(times, "slrnet_train_s"):
         trained = training.train(studio, "coco", backbone="mobilenet_v2", epochs=args.epochs,
                                  image_size=args.image_size, device="cpu", seed=args.seed,
-                                 model_overrides={"feature_channels": args.feature_channels})
+                                 model_overrides={"feature_channels": args.feature_channels},
+                                 progress=log_epochs)
     with timed(times, "slrnet_predict_s"):
         published = training.predict(studio, "coco", device="cpu")
     slrnet_scores = training.evaluate(studio, "coco", gt_masks=root / "masks")
