@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
-from benchmarks.common import DATA, seed_torch_home, timed, write_result
+from benchmarks.common import DATA, log_epochs, seed_torch_home, timed, write_result
 from jobs import training
 from jobs.context import Studio
 from jobs.importing import import_dataset
@@ -30,11 +30,6 @@ from slrnet.train import default_mask_repeat
 from storage.files import read_rgb
 
 SUPERVISED_ONLY = LossWeights(mask_consistency=0.0, code_consistency=0.0, pseudo=0.0)
-
-
-def log_epochs(fraction: float, message: str, metrics: dict) -> None:
-    if metrics.get("step") == metrics.get("steps"):
-        print(f"{message} ({metrics.get('images_per_s', 0):.2f} img/s)", flush=True)
 
 
 def val_scores(studio: Studio, checkpoint: str, root: Path, names: list[str]) -> tuple[dict, float]:

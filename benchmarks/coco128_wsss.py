@@ -18,8 +18,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from benchmarks.cam_baseline import cam_label_map, normalised_cams, train_cam
-from benchmarks.camvid_ssss import log_epochs
-from benchmarks.common import DATA, seed_torch_home, timed, write_result
+from benchmarks.common import DATA, log_epochs, seed_torch_home, timed, write_result
 from jobs import training
 from jobs.context import Studio
 from jobs.importing import import_dataset

@@ -39,3 +39,9 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return path
+
+
+def log_epochs(fraction: float, message: str, metrics: dict[str, Any]) -> None:
+    """A service progress callback printing one line per finished epoch."""
+    if metrics.get("step") == metrics.get("steps"):
+        print(f"{message} ({metrics.get('images_per_s', 0):.2f} img/s)", flush=True)
