@@ -97,8 +97,9 @@ def default_budget(num_images: int, device: torch.device) -> tuple[int, int]:
 
 
 def default_warmup(epochs: int) -> int:
-    """Epochs before the pseudo-label loss starts: the paper's 5 of 30, at least 1 when possible."""
-    return min(epochs - 1, max(1, round(epochs / 6))) if epochs > 1 else 0
+    """Epochs before the pseudo-label loss starts: the paper's 5 of 30; at least one, and at least
+    one epoch with it when there are two or more (a single epoch never uses pseudo-labels)."""
+    return min(epochs - 1, max(1, round(epochs / 6))) if epochs > 1 else 1
 
 
 def default_mask_repeat(masked: int, others: int) -> int:

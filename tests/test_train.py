@@ -99,7 +99,8 @@ def test_default_budget_scales_with_data_and_device() -> None:
     assert small_epochs > big_epochs >= 4
     assert small_epochs * 100 <= 2000  # minutes on a laptop, not hours
     assert gpu_size > small_size and gpu_epochs >= small_epochs
-    assert default_warmup(1) == 0 and default_warmup(12) == 2 and default_warmup(30) == 5
+    assert default_warmup(1) == 1 and default_warmup(2) == 1 and default_warmup(12) == 2
+    assert default_warmup(30) == 5
 
 
 # --- data ---------------------------------------------------------------------------------------
