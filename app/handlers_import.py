@@ -61,6 +61,19 @@ def stage_uploads(studio: Studio, files: Sequence[Any] | None) -> list[Path]:
     return sources
 
 
+def discard_staged_upload(studio: Studio, job: JobView) -> None:
+    """Delete the staged copy of an upload once its import job has ended (the images are in the
+    store by then, or the import failed and the user uploads again)."""
+    if job.active or job.kind != "import":
+        return
+    uploads = (studio.data_dir / UPLOADS_DIR).resolve()
+    source = Path(job.params.get("path", "")).resolve()
+    if source.is_relative_to(uploads) and source != uploads:
+        staged = uploads / source.relative_to(uploads).parts[0]
+        shutil.rmtree(staged, ignore_errors=True)
+        logger.debug("removed staged upload %s", staged)
+
+
 def import_status(jobs: Sequence[JobView]) -> tuple[str, str]:
     """(markdown lines for the jobs, progress bar of the newest)."""
     if not jobs:
@@ -120,4 +133,6 @@ def poll_imports(studio: Studio, project: str | None, job_ids: list[int] | None,
     signature = tuple(job_signature(j) for j in jobs)
     if signature == seen:
         return gr.skip(), gr.skip(), seen, gr.skip()
+    for job in jobs:
+        discard_staged_upload(studio, job)
     return (*import_status(jobs), signature, project_summary(studio, project))

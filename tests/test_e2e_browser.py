@@ -137,11 +137,13 @@ def test_label_train_review_export_loop(
 ) -> None:
     from playwright.sync_api import expect
 
+    expect.set_options(timeout=STEP_MS)
     url, data = server
     studio = Studio.open(data)
     try:
         # Projects: create one with three classes (plus background)
         page.goto(url)
+        expect(page.locator("#summary")).to_contain_text("No project yet")  # the page has loaded
         page.fill("#new-project-name textarea", "e2e")
         page.fill("#new-project-classes textarea", "person\ngiraffe\nzebra")
         page.click("#create-project")
@@ -239,8 +241,19 @@ def test_label_train_review_export_loop(
         assert browse.image_state(studio, ids[reviewed]).mask_source == "accepted"
         page.click("#suggest-btn")
         expect(page.locator("#review-title")).not_to_contain_text(reviewed)
+        corrected = page.locator("#review-title strong").first.inner_text()
+
+        # Correct in editor: the Paint tab opens on the pseudo-label; saving keeps it as the start
+        page.click("#correct-btn")
+        expect(page.locator("#paint-title")).to_contain_text(f"{corrected} ")
+        expect(page.locator("#paint-title")).to_contain_text("starting from model's pseudo-label")
+        page.click("#paint-save")
+        expect(page.locator("#paint-status")).to_contain_text("Saved the mask")
+        pseudo = review.pseudo_label(studio, ids[corrected])
+        np.testing.assert_array_equal(labeling.get_mask(studio, ids[corrected]), pseudo.labels)
 
         # Export: COCO JSON and VOC zip downloads
+        page.reload()
         _open_tab(page, "Export")
         page.click("#export-coco")
         link = page.locator("#download a")

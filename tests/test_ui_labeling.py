@@ -106,6 +106,7 @@ def test_uploaded_images_and_zips_are_imported(studio: Studio, tmp_path: Path, i
     assert polled[0].count("succeeded") == 2 and 'aria-valuenow="100"' in polled[1]
     assert "**5** images" in polled[3]
     assert handlers_import.poll_imports(studio, PROJECT, job_ids, polled[2])[0] == gr.skip()
+    assert list((studio.data_dir / "uploads").iterdir()) == []  # staged copies removed once imported
 
 
 def test_upload_of_other_files_is_refused(studio: Studio, tmp_path: Path) -> None:
