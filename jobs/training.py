@@ -186,15 +186,16 @@ def _configs(data: _ProjectLabels, mode: str, samples: Sequence[Sample], device:
     epochs = epochs or auto_epochs
     n_masked = sum(s.has_mask for s in samples)
     try:
-        model_config = ModelConfig(num_classes=len(data.class_names), mode=mode,
-                                   backbone=backbone or "mobilenet_v2",
-                                   has_background=data.has_background, **(model_overrides or {}))
-        train_config = TrainConfig(
-            epochs=epochs, warmup_epochs=default_warmup(epochs), image_size=image_size or auto_size,
-            batch_size=min(16 if device.type == "cuda" else 8, len(samples)),
-            mask_repeat=default_mask_repeat(n_masked, len(samples) - n_masked) if mode != "wsss" else 1,
-            amp=device.type == "cuda", seed=seed, **(train_overrides or {}),
-        )
+        model_config = ModelConfig(**{
+            "num_classes": len(data.class_names), "mode": mode, "backbone": backbone or "mobilenet_v2",
+            "has_background": data.has_background, **(model_overrides or {}),
+        })
+        train_config = TrainConfig(**{
+            "epochs": epochs, "warmup_epochs": default_warmup(epochs), "image_size": image_size or auto_size,
+            "batch_size": min(16 if device.type == "cuda" else 8, len(samples)),
+            "mask_repeat": default_mask_repeat(n_masked, len(samples) - n_masked) if mode != "wsss" else 1,
+            "amp": device.type == "cuda", "seed": seed, **(train_overrides or {}),
+        })
     except (ValueError, TypeError) as exc:
         raise UserError(f"bad training settings: {exc}") from exc
     return model_config, train_config
