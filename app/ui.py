@@ -39,7 +39,7 @@ EDITOR_BRUSH = gr.Brush(colors=["#800000"], color_mode="fixed")
 def _bind(fn: Any, *args: Any) -> Any:
     """``fn`` with leading arguments bound, keeping its name for Gradio's API page."""
     bound = functools.partial(fn, *args)
-    bound.__name__ = fn.__name__  # type: ignore[attr-defined]
+    bound.__name__ = fn.__name__
     return bound
 
 
