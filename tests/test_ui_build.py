@@ -49,7 +49,8 @@ def test_training_defaults_come_from_the_environment(studio: Studio, monkeypatch
 
 
 def test_importing_the_ui_does_not_import_torch() -> None:
-    code = "import sys, app.ui; assert 'app.ui' in sys.modules; print('torch' in sys.modules)"
+    # app.ui, and what its handlers import lazily at run time (the export service)
+    code = "import sys, app.ui, jobs.exporting; print('torch' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True
     )
