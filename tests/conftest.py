@@ -57,6 +57,18 @@ def torch_hub_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture()
+def torch_one_thread():
+    """Run torch on one thread: on a shared 2-core host, two OpenMP threads wait on each other and
+    small convolutions get up to 100x slower than on one."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture()
 def studio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A fresh Studio (SQLite database and image store) under tmp_path/data."""
     from jobs.context import Studio

@@ -13,6 +13,8 @@ from slrnet.backbones import BACKBONES, WideResNet38, build_backbone
 from slrnet.config import ModelConfig
 from slrnet.model import build_model
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 
 def test_registry_names() -> None:
     assert {"mobilenet_v2", "resnet50", "resnet101", "wideresnet38", "tiny"} <= set(BACKBONES)

@@ -11,6 +11,8 @@ from slrnet.modes import compute_losses, select_mode
 
 K = 4
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 
 def _batch(images: torch.Tensor) -> dict[str, torch.Tensor]:
     b, _, h, w = images.shape

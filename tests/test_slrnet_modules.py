@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -10,6 +11,8 @@ from slrnet.losses import balanced_ce, code_consistency, keep_max, masked_ce
 from slrnet.low_rank import LowRankReconstruction, init_dictionary
 from slrnet.pamr import PAMR
 from slrnet.pseudo_labels import IGNORE_INDEX, make_pseudo_labels
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def test_low_rank_reconstruction_has_rank_at_most_k() -> None:
