@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -93,12 +94,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def serve(args: argparse.Namespace) -> int:
+    """``serve``: the web app, with the job consumers in-process (threads; ``--no-worker``: only
+    imports/exports run here, training waits for a ``launch.py worker``)."""
+    from app.ui import launch
+    from jobs.consumers import start_embedded_consumer
+    from jobs.context import Studio
+
+    studio = Studio.open(args.data)
+    consumers = start_embedded_consumer(studio, compute=not args.no_worker)
+    try:
+        launch(studio, host=args.host, port=args.port, auth=args.auth or os.environ.get("SLRNET_AUTH"))
+    finally:
+        consumers.stop()
+        studio.close()
+    return 0
+
+
 def _commands() -> dict[str, Callable[[argparse.Namespace], int]]:
     # Imported lazily: `serve` should not pay for torch, `import` should not pay for gradio.
     from jobs import cli
 
     return {
-        "serve": cli.serve,
+        "serve": serve,
         "import": cli.import_,
         "train": cli.train,
         "predict": cli.predict,

@@ -10,32 +10,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from jobs.errors import UserError
-
 logger = logging.getLogger(__name__)
-
-
-def serve(args: argparse.Namespace) -> int:
-    """``serve``: the web app, with the job consumers in-process (threads; ``--no-worker``: only
-    imports/exports run here, training waits for a ``launch.py worker``)."""
-    import importlib
-    import importlib.util
-    import os
-
-    from jobs.consumers import start_embedded_consumer
-    from jobs.context import Studio
-
-    studio = Studio.open(args.data)
-    consumers = start_embedded_consumer(studio, compute=not args.no_worker)
-    try:
-        if importlib.util.find_spec("app.ui") is None:
-            raise UserError("the web UI (app.ui) is not built yet")
-        ui = importlib.import_module("app.ui")
-        ui.launch(studio, host=args.host, port=args.port, auth=args.auth or os.environ.get("SLRNET_AUTH"))
-    finally:
-        consumers.stop()
-        studio.close()
-    return 0
 
 
 def import_(args: argparse.Namespace) -> int:
