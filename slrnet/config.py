@@ -174,6 +174,8 @@ class InferenceConfig:
         tag_threshold: sigmoid score above which a class counts as predicted present.
         pamr: refine the probabilities with PAMR (the paper's pseudo-label refinement).
         uncertain_below: label pixels whose top probability is below this as 255 (uncertain).
+        background_power: the background probability is raised to this power before the argmax
+            (None: 3 for wsss, 1 otherwise, as the official SLRNet inference's `bg_pow`).
     """
 
     size: int | None = None
@@ -183,6 +185,7 @@ class InferenceConfig:
     tag_threshold: float = 0.5
     pamr: bool = True
     uncertain_below: float = 0.2
+    background_power: float | None = None
 
     def __post_init__(self) -> None:
         if not self.scales or any(s <= 0 for s in self.scales):

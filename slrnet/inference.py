@@ -47,6 +47,8 @@ class Predictor:
         self.class_names = list(class_names)
         self.config = config or InferenceConfig()
         self.size = self.config.size or default_size
+        power = self.config.background_power
+        self.background_power = power if power is not None else (3.0 if model_config.mode == "wsss" else 1.0)
         self.pamr = PAMR(model_config.pamr_iters, model_config.pamr_dilations).to(self.device)
 
     @classmethod
@@ -112,6 +114,8 @@ class Predictor:
 
         keep = self._filter(tag_scores, known_tags)
         probs = probs * keep.view(1, -1, 1, 1)
+        if self.model_config.has_background and self.background_power != 1.0:
+            probs[:, 0] = probs[:, 0] ** self.background_power
         probs = probs / probs.sum(1, keepdim=True).clamp_min(1e-8)
         if self.config.pamr:  # over the kept classes only: PAMR's cost grows with the channels
             kept = keep.nonzero().squeeze(1)

@@ -85,3 +85,12 @@ def test_from_checkpoint_gives_the_same_predictions(tmp_path: Path, image: np.nd
     assert np.allclose(loaded.predict(image).probs, direct.predict(image).probs, atol=1e-5)
     with pytest.raises(ValueError):
         InferenceConfig(scales=())
+
+
+def test_background_power_shrinks_background(image: np.ndarray) -> None:
+    plain = make_predictor(pamr=False, background_power=1.0).predict(image)
+    default = make_predictor(pamr=False).predict(image)  # wsss: the official bg_pow of 3
+    assert make_predictor(mode="ssss").background_power == 1.0
+    assert np.allclose(default.probs.sum(0), 1.0, atol=1e-4)
+    assert (default.probs[0] <= plain.probs[0] + 1e-6).all()
+    assert (default.probs[0] < plain.probs[0]).any()
