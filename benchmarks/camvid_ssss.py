@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--image-size", type=int, default=160)
     parser.add_argument("--feature-channels", type=int, default=64)
+    parser.add_argument("--unlabelled", type=int, default=None, help="unlabelled train images (default: all)")
     parser.add_argument("--mask-repeat", type=int, default=None, help="default: the service's choice")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default=None)
@@ -65,22 +66,25 @@ def main() -> None:
     names = [n.strip() for n in (root / "classes.txt").read_text().splitlines() if n.strip()]
 
     images = sorted((root / "train" / "images").iterdir())
-    picks = np.random.default_rng(args.seed).choice(len(images), args.masks, replace=False)
-    chosen = [images[i] for i in picks]
-    masks_dir, labelled_dir = tmp / "masks", tmp / "labelled"
-    masks_dir.mkdir()
-    labelled_dir.mkdir()
+    order = np.random.default_rng(args.seed).permutation(len(images))
+    chosen = [images[i] for i in order[: args.masks]]
+    rest = [images[i] for i in order[args.masks :]][: args.unlabelled]
+    masks_dir, labelled_dir, train_dir = tmp / "masks", tmp / "labelled", tmp / "train"
+    for folder in (masks_dir, labelled_dir, train_dir):
+        folder.mkdir()
     for path in chosen:
         shutil.copy(root / "train" / "masks" / f"{path.stem}.png", masks_dir)
         shutil.copy(path, labelled_dir)
+    for path in chosen + rest:
+        shutil.copy(path, train_dir)
 
     studio = Studio.open(tmp / "data")
     times: dict[str, float] = {}
     common = {"backbone": "mobilenet_v2", "image_size": args.image_size, "device": "cpu", "seed": args.seed,
               "model_overrides": {"feature_channels": args.feature_channels}}
-    import_dataset(studio, root / "train" / "images", project="slrnet", classes_file=root / "classes.txt",
+    import_dataset(studio, train_dir, project="slrnet", classes_file=root / "classes.txt",
                    has_background=False, masks_dir=masks_dir)
-    unlabelled = len(images) - args.masks
+    unlabelled = len(rest)
     repeat = args.mask_repeat or default_mask_repeat(args.masks, unlabelled)
     with timed(times, "slrnet_train_s"):
         slr = training.train(studio, "slrnet", epochs=args.epochs, train_overrides={"mask_repeat": repeat},
