@@ -4,7 +4,7 @@ One step = `forward_train` + `compute_losses` (wsss, pseudo-labels on, so PAMR r
 at a square crop, random weights (`pretrained=False`: the figures do not depend on the weights).
 Prints a Markdown table; the median of `--repeats` timed steps after one warm-up step.
 
-    .venv/bin/python benchmarks/bench_model.py --size 320 --batch 1
+    .venv/bin/python -m benchmarks.bench_model --size 320 --batch 1 --threads 1
 """
 
 from __future__ import annotations
@@ -76,7 +76,10 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=21)
     parser.add_argument("--output-stride", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (on a shared host 2 OpenMP threads mostly wait on each other)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logger.info("torch %s, %d threads, %s; %d px, batch %d, K=%d, output stride %d",
                 torch.__version__, torch.get_num_threads(), platform.processor() or platform.machine(),
