@@ -32,7 +32,7 @@ from storage import runs as run_repo
 from storage.files import read_rgb
 from storage.projects import get_project_by_name
 
-THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5)
+THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def main() -> None:
