@@ -1,8 +1,7 @@
 """Which supervision mode "Train on my labels" will use, and why, without importing torch.
 
-The UI shows this before the user presses the button. The decision is the one
-``jobs.training.mode_for_counts`` makes when the job runs (tests check that they agree); it is
-repeated here because ``jobs.training`` imports torch.
+The UI shows this before the user presses the button, and the training service
+(``jobs.training``, which imports torch) makes its decision with the same ``plan_for_counts``.
 """
 
 from __future__ import annotations
@@ -13,10 +12,9 @@ from sqlalchemy import exists, func, select
 
 from jobs.context import Studio
 from jobs.errors import UserError
+from slrnet.config import MODES
 from storage.models import Image, ImageTag, Mask
 from storage.projects import get_project_by_name
-
-MODES = ("wsss", "ssss", "ssss_tags")
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ from PIL import Image as PILImage
 from jobs.context import Studio
 from jobs.errors import UserError
 from jobs.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
-from slrnet.config import MODES, InferenceConfig, ModelConfig, TrainConfig
+from jobs.train_plan import LabelCounts, TrainPlan, plan_for_counts
+from slrnet.config import InferenceConfig, ModelConfig, TrainConfig
 from slrnet.data import Sample
 from slrnet.inference import Predictor
 from slrnet.metrics import SegmentationMeter
@@ -53,12 +54,6 @@ from storage.projects import get_project_by_name, list_classes
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
-
-
-@dataclass(frozen=True)
-class ModeChoice:
-    mode: str
-    reason: str  # one line for the UI
 
 
 @dataclass(frozen=True)
@@ -95,34 +90,13 @@ class _ProjectLabels:
 # --- mode ---------------------------------------------------------------------------------------
 
 
-def mode_for_counts(tagged: int, masked: int, unlabelled: int, requested: str = "auto") -> ModeChoice:
-    """The mode for a project with ``tagged`` tagged, ``masked`` masked and ``unlabelled`` images."""
-    if requested not in ("auto", *MODES):
-        raise UserError(f"unknown mode {requested!r}; choose auto, {', '.join(MODES)}")
-    if tagged == 0 and masked == 0:
-        raise UserError("the project has no labels yet: tag some images or paint some masks first")
-    if requested == "auto":
-        if masked and tagged:
-            return ModeChoice("ssss_tags", f"{masked} image(s) with masks and {tagged} with tags: masks "
-                                           f"and tags together, {unlabelled} unlabelled image(s) used too")
-        if masked:
-            return ModeChoice("ssss", f"{masked} image(s) with masks and no tags: semi-supervised, "
-                                      f"{unlabelled} unlabelled image(s) used too")
-        return ModeChoice("wsss", f"{tagged} image(s) with tags and no masks: weakly supervised from tags")
-    if requested == "wsss" and not tagged:
-        raise UserError("mode wsss needs images with tags, and this project has none")
-    if requested == "ssss" and not masked:
-        raise UserError("mode ssss needs images with masks, and this project has none")
-    if requested == "ssss_tags" and not (masked and tagged):
-        raise UserError("mode ssss_tags needs images with masks and images with tags")
-    return ModeChoice(requested, f"mode {requested} chosen by hand ({tagged} tagged, {masked} masked, "
-                                 f"{unlabelled} unlabelled images)")
-
-
-def choose_mode(studio: Studio, project: str = "default", requested: str = "auto") -> ModeChoice:
+def choose_mode(studio: Studio, project: str = "default", requested: str = "auto") -> TrainPlan:
     """The mode the project's labels call for (or the requested one, when the labels allow it)."""
-    data = _load_labels(studio, project)
-    return mode_for_counts(data.tagged, data.masked, data.unlabelled, requested)
+    return _plan(_load_labels(studio, project), requested)
+
+
+def _plan(data: _ProjectLabels, requested: str) -> TrainPlan:
+    return plan_for_counts(LabelCounts(data.tagged, data.masked, data.unlabelled), requested)
 
 
 def _training_samples(data: _ProjectLabels, mode: str) -> list[Sample]:
@@ -262,7 +236,7 @@ def train(
     :class:`TrainConfig` / :class:`ModelConfig` fields (benchmarks, advanced users).
     """
     data = _load_labels(studio, project)
-    choice = mode_for_counts(data.tagged, data.masked, data.unlabelled, mode)
+    choice = _plan(data, mode)
     samples = _training_samples(data, choice.mode)
     try:
         torch_device = resolve_device(device)
@@ -304,7 +278,7 @@ def _end_run(studio: Studio, run_id: int, status: str, error: str | None = None)
             run_repo.mark_ended(session, run, status, error)
 
 
-def _train(studio: Studio, data: _ProjectLabels, choice: ModeChoice, samples: list[Sample],
+def _train(studio: Studio, data: _ProjectLabels, choice: TrainPlan, samples: list[Sample],
            model_config: ModelConfig, train_config: TrainConfig, device: torch.device, *, resume: bool,
            job_id: int | None, progress: ProgressFn, should_stop: StopFn) -> TrainResult:
     from slrnet.model import build_model

@@ -15,6 +15,7 @@ from jobs.context import Studio
 from jobs.errors import UserError
 from jobs.importing import import_dataset
 from jobs.progress import Cancelled
+from jobs.train_plan import LabelCounts, plan_for_counts
 from storage import labels as label_repo
 from storage import runs as run_repo
 from storage.models import PseudoLabel, TrainingRun
@@ -72,7 +73,7 @@ def runs(studio: Studio) -> list[TrainingRun]:
     ("tagged", "masked", "mode"), [(5, 0, "wsss"), (0, 3, "ssss"), (4, 2, "ssss_tags")]
 )
 def test_mode_follows_the_labels(tagged: int, masked: int, mode: str) -> None:
-    choice = training.mode_for_counts(tagged, masked, 10, "auto")
+    choice = plan_for_counts(LabelCounts(tagged, masked, 10), "auto")
     assert choice.mode == mode
     assert "\n" not in choice.reason and str(max(tagged, masked)) in choice.reason
 
@@ -83,7 +84,7 @@ def test_mode_follows_the_labels(tagged: int, masked: int, mode: str) -> None:
 )
 def test_mode_refuses_what_the_labels_cannot_support(tagged: int, masked: int, requested: str) -> None:
     with pytest.raises(UserError):
-        training.mode_for_counts(tagged, masked, 1, requested)
+        plan_for_counts(LabelCounts(tagged, masked, 1), requested)
 
 
 def test_mode_override_is_accepted_when_labels_allow(studio: Studio, project: dict[str, Path]) -> None:

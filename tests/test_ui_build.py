@@ -17,7 +17,6 @@ from app import ui
 from app.settings import TrainDefaults, parse_auth, train_defaults
 from jobs.context import Studio
 from jobs.errors import UserError
-from jobs.train_plan import LabelCounts, plan_for_counts
 from tests.conftest import REPO_ROOT
 
 
@@ -89,29 +88,6 @@ def test_train_defaults_are_validated() -> None:
     ):
         with pytest.raises(UserError):
             train_defaults(bad)
-
-
-@pytest.mark.parametrize(
-    ("tagged", "masked", "unlabelled", "requested"),
-    [(3, 0, 2, "auto"), (0, 2, 5, "auto"), (4, 1, 0, "auto"), (2, 2, 1, "wsss"), (1, 1, 1, "ssss_tags")],
-)
-def test_train_plan_matches_the_training_service(
-    tagged: int, masked: int, unlabelled: int, requested: str
-) -> None:
-    training = pytest.importorskip("jobs.training")
-    expected = training.mode_for_counts(tagged, masked, unlabelled, requested)
-    plan = plan_for_counts(LabelCounts(tagged, masked, unlabelled), requested)
-    assert (plan.mode, plan.reason) == (expected.mode, expected.reason)
-
-
-@pytest.mark.parametrize(("tagged", "masked", "requested"), [(0, 0, "auto"), (3, 0, "ssss"), (0, 2, "wsss")])
-def test_train_plan_refuses_like_the_training_service(tagged: int, masked: int, requested: str) -> None:
-    training = pytest.importorskip("jobs.training")
-    with pytest.raises(UserError) as expected:
-        training.mode_for_counts(tagged, masked, 1, requested)
-    with pytest.raises(UserError) as got:
-        plan_for_counts(LabelCounts(tagged, masked, 1), requested)
-    assert str(got.value) == str(expected.value)
 
 
 def test_login_is_required_when_auth_is_set(studio: Studio) -> None:
