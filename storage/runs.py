@@ -86,11 +86,11 @@ def mark_ended(session: Session, run: TrainingRun, status: str, error: str | Non
 
 
 def latest_published_run(session: Session, project_id: int) -> TrainingRun | None:
-    """The project's current model: the newest published run."""
+    """The project's current model: the most recently published run (as ``labels.current_run_id``)."""
     stmt = (
         select(TrainingRun)
         .where(TrainingRun.project_id == project_id, TrainingRun.status == "published")
-        .order_by(TrainingRun.version.desc(), TrainingRun.id.desc())
+        .order_by(TrainingRun.published_at.desc().nulls_last(), TrainingRun.id.desc())
         .limit(1)
     )
     return session.scalars(stmt).first()

@@ -178,3 +178,24 @@ def test_bad_input_changes_nothing(studio: Studio, tmp_path: Path) -> None:
         training.train(studio, "bare", **{**FAST, "epochs": -1})
     assert runs(studio) == []
     assert not (studio.data_dir / "checkpoints").exists()
+
+
+def test_run_repository_versions_and_current(studio: Studio, project: dict[str, Path]) -> None:
+    with studio.Session.begin() as session:
+        pid = get_project_by_name(session, "p").id
+        a = run_repo.create_run(session, pid, mode="wsss", backbone="tiny", config={})
+        b = run_repo.create_run(session, pid, mode="wsss", backbone="tiny", config={})
+        assert run_repo.latest_published_run(session, pid) is None
+        with pytest.raises(ValueError):
+            run_repo.mark_published(session, a)  # not trained yet
+        assert (run_repo.mark_trained(session, b), run_repo.mark_trained(session, a)) == (1, 2)
+        run_repo.mark_published(session, a)
+        assert run_repo.latest_published_run(session, pid).id == a.id
+        run_repo.mark_published(session, b)
+        current = label_repo.current_run_id(session, pid)
+        assert run_repo.latest_published_run(session, pid).id == b.id == current
+        c = run_repo.create_run(session, pid, mode="wsss", backbone="tiny", config={})
+        run_repo.set_checkpoint_path(session, c, "checkpoints/x.pt")
+        run_repo.mark_ended(session, c, "interrupted", "worker died")
+        assert run_repo.latest_resumable_run(session, pid).id == c.id
+        assert c.metrics["error"] == "worker died" and c.version is None
