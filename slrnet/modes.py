@@ -41,7 +41,7 @@ from torch import Tensor
 from slrnet import losses as L
 from slrnet.config import LossWeights, ModelConfig
 from slrnet.pamr import PAMR
-from slrnet.pseudo_labels import make_pseudo_labels
+from slrnet.pseudo_labels import IGNORE_INDEX, make_pseudo_labels
 
 
 @dataclass(frozen=True)
@@ -99,11 +99,20 @@ def pseudo_label_targets(cfg: ModelConfig, outs: dict[str, Tensor], image: Tenso
     probs = (outs["probs"] + outs["probs_view2"]) / 2.0
     if cfg.has_background and spec.background_power != 1.0:
         probs = torch.cat([probs[:, :1].pow(spec.background_power), probs[:, 1:]], dim=1)
+    # PAMR treats channels independently and make_pseudo_labels zeroes absent classes, so refining
+    # only the classes present somewhere in the batch gives the same labels at a fraction of the
+    # cost (a tagged COCO batch holds a handful of its 81 classes).
+    channels = present.any(dim=0).nonzero().squeeze(1)
+    if channels.numel() == 0:
+        return torch.full_like(image[:, 0], IGNORE_INDEX, dtype=torch.int64)
     small = F.interpolate(image.to(probs.dtype), size=probs.shape[-2:], mode="bilinear", align_corners=True)
-    refined = PAMR(cfg.pamr_iters, cfg.pamr_dilations)(small, probs)
+    refined = PAMR(cfg.pamr_iters, cfg.pamr_dilations)(small, probs[:, channels])
     refined = F.interpolate(refined, size=image.shape[-2:], mode="bilinear", align_corners=True)
-    return make_pseudo_labels(refined, present, spec.cutoff_top, spec.cutoff_low, spec.background_factor,
-                              cfg.has_background)
+    keeps_background = cfg.has_background and bool(channels[0] == 0)
+    labels = make_pseudo_labels(refined, present[:, channels], spec.cutoff_top, spec.cutoff_low,
+                                spec.background_factor, keeps_background)
+    ignored = labels == IGNORE_INDEX
+    return torch.where(ignored, labels, channels[labels.clamp_max(len(channels) - 1)])
 
 
 def compute_losses(cfg: ModelConfig, outs: dict[str, Tensor], batch: dict[str, Tensor],

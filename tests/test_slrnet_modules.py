@@ -167,3 +167,31 @@ def test_class_scores_rank_the_dominant_class_first() -> None:
     scores = class_scores(logits)
     assert scores.shape == (1, 3)
     assert scores[0, 1] > scores[0, 2]
+
+
+def test_training_pseudo_labels_refine_only_present_classes_with_the_same_result() -> None:
+    from slrnet.config import ModelConfig
+    from slrnet.modes import MODE_SPECS, pseudo_label_targets
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(num_classes=12, mode="wsss", backbone="tiny", pretrained=False)
+    probs = (4 * torch.randn(2, 12, 8, 8)).softmax(1)
+    outs = {"probs": probs, "probs_view2": probs.flip(-1)}
+    image = torch.randn(2, 3, 32, 32)
+    present = torch.zeros(2, 12, dtype=torch.bool)
+    present[:, 0] = True
+    present[0, [3, 7]] = True
+    present[1, 5] = True
+    got = pseudo_label_targets(cfg, outs, image, present)
+
+    # Reference: PAMR over all K channels, as the 1-Stage recipe writes it.
+    spec = MODE_SPECS[cfg.mode]
+    mean = (outs["probs"] + outs["probs_view2"]) / 2
+    mean = torch.cat([mean[:, :1].pow(spec.background_power), mean[:, 1:]], dim=1)
+    small = F.interpolate(image, size=(8, 8), mode="bilinear", align_corners=True)
+    refined = F.interpolate(PAMR(cfg.pamr_iters, cfg.pamr_dilations)(small, mean), size=(32, 32),
+                            mode="bilinear", align_corners=True)
+    want = make_pseudo_labels(refined, present, spec.cutoff_top, spec.cutoff_low, spec.background_factor)
+    assert torch.equal(got, want)
+    assert set(got[1].unique().tolist()) <= {0, 5, IGNORE_INDEX}
+    assert (got != IGNORE_INDEX).any()
