@@ -11,12 +11,12 @@ from sqlalchemy.orm import Session
 
 from jobs.context import Studio
 from jobs.errors import UserError
-from jobs.labeling import ImageInfo, image_info
+from jobs.labeling import ImageInfo, image_info, resolve_project
 from storage import images as image_repo
 from storage import labels as label_repo
 from storage import projects as project_repo
 from storage.images import ImageFilter
-from storage.models import Image, Project
+from storage.models import Image
 
 
 @dataclass(frozen=True)
@@ -50,17 +50,6 @@ class BrowsePage:
     total: int  # images matching the filter
     page: int  # 0-based, clamped to the pages there are
     pages: int  # at least 1
-
-
-def _project(session: Session, project: int | str) -> Project:
-    row = (
-        project_repo.get_project(session, project)
-        if isinstance(project, int)
-        else project_repo.get_project_by_name(session, project)
-    )
-    if row is None:
-        raise UserError(f"no project {project!r}")
-    return row
 
 
 def _filter(image_filter: ImageFilter | str) -> ImageFilter:
@@ -97,7 +86,7 @@ def browse_page(
     if page_size < 1:
         raise UserError("page size must be at least 1")
     with studio.Session.begin() as session:
-        row = _project(session, project)
+        row = resolve_project(session, project)
         total = image_repo.count_images(session, row.id, image_filter)
         pages = max(1, -(-total // page_size))
         page = min(max(0, page), pages - 1)
@@ -131,7 +120,7 @@ def next_image(
     around; ``after`` itself only when it is the only match), or None when none matches."""
     image_filter = _filter(image_filter)
     with studio.Session.begin() as session:
-        row = _project(session, project)
+        row = resolve_project(session, project)
         current = image_repo.get_image(session, after) if after is not None else None
         images = image_repo.list_images(session, row.id, image_filter)
         if not images:

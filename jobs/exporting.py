@@ -50,6 +50,7 @@ import numpy as np
 from jobs.coco_format import CocoDatasetWriter, CocoResultsWriter, label_map_regions
 from jobs.context import Studio
 from jobs.errors import UserError
+from jobs.labeling import resolve_project
 from jobs.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
 from jobs.voc_format import CLASSES_FILE, build_palette, label_file_name, write_classes_file, write_label_png
 from storage.exports import LabelRow, iter_label_rows
@@ -57,7 +58,7 @@ from storage.images import count_images
 from storage.label_maps import decode_label_png
 from storage.labels import current_run_id
 from storage.models import ClassLabel, TrainingRun
-from storage.projects import get_project_by_name, list_classes
+from storage.projects import list_classes
 
 logger = logging.getLogger(__name__)
 
@@ -182,9 +183,7 @@ def export_project(
     should_stop = should_stop or never_stop
 
     with studio.Session.begin() as session:
-        proj = get_project_by_name(session, project)
-        if proj is None:
-            raise UserError(f"no project named {project!r}")
+        proj = resolve_project(session, project)
         classes = list_classes(session, proj.id)
         run_id = None if source == "human" else current_run_id(session, proj.id)
         if source == "model" and run_id is None:

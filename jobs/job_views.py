@@ -10,9 +10,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from jobs.errors import UserError
+from jobs.labeling import resolve_project
 from storage import jobs as job_rows
 from storage.models import Job, Project
-from storage.projects import get_project_by_name
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -128,9 +128,7 @@ def list_jobs(
     with studio.Session.begin() as session:
         project_id = None
         if project is not None:
-            row = get_project_by_name(session, project)
-            if row is None:
-                raise UserError(f"no project named {project!r}")
+            row = resolve_project(session, project)
             project_id = row.id
         statuses = job_rows.ACTIVE_STATUSES if active_only else None
         jobs = job_rows.list_jobs(session, project_id, statuses, limit)

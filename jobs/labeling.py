@@ -149,14 +149,15 @@ def label_map_problem(label_map: np.ndarray, num_classes: int, shape: tuple[int,
     return None
 
 
-def _resolve_project(session: Session, project: int | str) -> Project:
+def resolve_project(session: Session, project: int | str) -> Project:
+    """The project with this id or name; UserError when there is none."""
     row = (
         project_repo.get_project(session, project)
         if isinstance(project, int)
         else project_repo.get_project_by_name(session, project)
     )
     if row is None:
-        raise UserError(f"no project {project!r}")
+        raise UserError(f"no project named {project!r}")
     return row
 
 
@@ -218,7 +219,7 @@ def list_projects(studio: Studio) -> list[ProjectInfo]:
 def get_project(studio: Studio, project: int | str) -> ProjectInfo:
     """A project by id or name."""
     with studio.Session.begin() as session:
-        return project_info(session, _resolve_project(session, project))
+        return project_info(session, resolve_project(session, project))
 
 
 def _max_used_index(session: Session, project_id: int) -> int:
@@ -255,7 +256,7 @@ def set_classes(
     those some tag refers to.
     """
     with studio.Session.begin() as session:
-        row = _resolve_project(session, project)
+        row = resolve_project(session, project)
         names = full_class_list(class_names, row.has_background)
         colors = _check_colors(colors, len(class_names))
         if colors is not None and len(names) > len(class_names):
@@ -343,7 +344,7 @@ def list_images(
     if offset < 0 or (limit is not None and limit < 0):
         raise UserError("offset and limit must not be negative")
     with studio.Session.begin() as session:
-        project_id = _resolve_project(session, project).id
+        project_id = resolve_project(session, project).id
         rows = image_repo.list_images(
             session, project_id, image_filter, offset=offset, limit=limit,
             low_confidence_below=low_confidence_below,
@@ -357,4 +358,4 @@ def list_images(
 def image_counts(studio: Studio, project: int | str) -> dict[str, int]:
     """How many of the project's images match each filter (keys: ``ImageFilter`` values)."""
     with studio.Session.begin() as session:
-        return image_repo.image_counts(session, _resolve_project(session, project).id)
+        return image_repo.image_counts(session, resolve_project(session, project).id)

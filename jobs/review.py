@@ -12,10 +12,9 @@ import numpy as np
 
 from jobs.context import Studio
 from jobs.errors import UserError
-from jobs.labeling import ImageInfo, image_info
+from jobs.labeling import ImageInfo, image_info, resolve_project
 from storage import images as image_repo
 from storage import labels as label_repo
-from storage import projects as project_repo
 from storage import runs as run_repo
 from storage.images import ImageFilter
 from storage.models import IGNORE_INDEX
@@ -48,9 +47,7 @@ class ModelInfo:
 def current_model(studio: Studio, project: str) -> ModelInfo | None:
     """The project's current model, or None before the first published training run."""
     with studio.Session.begin() as session:
-        row = project_repo.get_project_by_name(session, project)
-        if row is None:
-            raise UserError(f"no project {project!r}")
+        row = resolve_project(session, project)
         run = run_repo.latest_published_run(session, row.id)
         if run is None:
             return None
@@ -99,9 +96,7 @@ def suggest_next_to_label(studio: Studio, project: str, *, skip: Collection[int]
     """The image without a mask whose current pseudo-label has the lowest score (the model is
     least sure of it), leaving out ``skip``; None when there is no such image."""
     with studio.Session.begin() as session:
-        row = project_repo.get_project_by_name(session, project)
-        if row is None:
-            raise UserError(f"no project {project!r}")
+        row = resolve_project(session, project)
         offset = 0
         while True:
             batch = image_repo.list_images(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from jobs import queue, tasks
 from jobs.errors import UserError
 from jobs.job_views import JobView, get_job, load_view
+from jobs.labeling import resolve_project
 from slrnet.config import MODES
 from storage import jobs as job_rows
 from storage.images import ImageFilter, count_images
@@ -33,13 +34,6 @@ logger = logging.getLogger(__name__)
 EXCLUSIVE_KINDS = ("train", "predict")  # one of these per project at a time
 EXPORTS_DIR = "exports"
 _NOUNS = {"train": "training", "predict": "prediction"}
-
-
-def _project(session: Session, name: str) -> Project:
-    project = get_project_by_name(session, name)
-    if project is None:
-        raise UserError(f"no project named {name!r}")
-    return project
 
 
 def _check_no_active(session: Session, project: Project) -> None:
@@ -95,7 +89,7 @@ def submit_train_on_my_labels(
                "model_overrides": model_overrides}
     queue.bind(studio)
     with studio.Session.begin() as session:
-        row = _project(session, project)
+        row = resolve_project(session, project)
         if count_images(session, row.id, ImageFilter.ALL) == 0:
             raise UserError(f"project {project!r} has no images; import some first")
         labelled = count_images(session, row.id, ImageFilter.TAGGED) + count_images(
@@ -120,7 +114,7 @@ def submit_predict(
     which then becomes the project's current model."""
     queue.bind(studio)
     with studio.Session.begin() as session:
-        row = _project(session, project)
+        row = resolve_project(session, project)
         _check_no_active(session, row)
         params = {"project": project, "run_id": run_id, "device": device}
         job_id = job_rows.create_job(session, "predict", row.id, params).id
@@ -194,7 +188,7 @@ def submit_export(
         raise UserError(f"unknown label source {source!r}; choose one of {', '.join(SOURCES)}")
     queue.bind(studio)
     with studio.Session.begin() as session:
-        row = _project(session, project)
+        row = resolve_project(session, project)
         params: dict[str, Any] = {"project": project, "fmt": fmt, "source": source, "palette": palette}
         job = job_rows.create_job(session, "export", row.id, params)
         if out is None:

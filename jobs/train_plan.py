@@ -12,9 +12,9 @@ from sqlalchemy import exists, func, select
 
 from jobs.context import Studio
 from jobs.errors import UserError
+from jobs.labeling import resolve_project
 from slrnet.config import MODES
 from storage.models import Image, ImageTag, Mask
-from storage.projects import get_project_by_name
 
 
 @dataclass(frozen=True)
@@ -34,9 +34,7 @@ class TrainPlan:
 def label_counts(studio: Studio, project: str) -> LabelCounts:
     """How many of the project's images have tags, masks, or neither."""
     with studio.Session.begin() as session:
-        row = get_project_by_name(session, project)
-        if row is None:
-            raise UserError(f"no project named {project!r}")
+        row = resolve_project(session, project)
         tagged = exists().where(ImageTag.image_id == Image.id, ImageTag.source == "human")
         masked = exists().where(Mask.image_id == Image.id)
         mine = Image.project_id == row.id

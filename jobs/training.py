@@ -28,6 +28,7 @@ from PIL import Image as PILImage
 
 from jobs.context import Studio
 from jobs.errors import UserError
+from jobs.labeling import resolve_project
 from jobs.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
 from jobs.train_plan import LabelCounts, TrainPlan, plan_for_counts
 from slrnet.config import InferenceConfig, ModelConfig, TrainConfig
@@ -48,8 +49,7 @@ from storage import runs as run_repo
 from storage.files import read_rgb
 from storage.images import all_images
 from storage.label_maps import decode_label_png
-from storage.models import Project
-from storage.projects import get_project_by_name, list_classes
+from storage.projects import list_classes
 
 logger = logging.getLogger(__name__)
 
@@ -110,16 +110,9 @@ def _training_samples(data: _ProjectLabels, mode: str) -> list[Sample]:
 # --- loading a project --------------------------------------------------------------------------
 
 
-def _project(session: Any, name: str) -> Project:
-    project = get_project_by_name(session, name)
-    if project is None:
-        raise UserError(f"no project named {name!r}")
-    return project
-
-
 def _load_labels(studio: Studio, project_name: str) -> _ProjectLabels:
     with studio.Session.begin() as session:
-        project = _project(session, project_name)
+        project = resolve_project(session, project_name)
         classes = list_classes(session, project.id)
         if not classes:
             raise UserError(f"project {project_name!r} has no classes")
@@ -350,7 +343,7 @@ def predict(
     the run published. Images already done for that run are skipped, so a cancelled predict
     resumes where it stopped. ``job_id`` only labels the log lines."""
     with studio.Session.begin() as session:
-        proj = _project(session, project)
+        proj = resolve_project(session, project)
         run = run_repo.get_run(session, run_id) if run_id is not None \
             else run_repo.latest_trained_run(session, proj.id)
         if run is None or run.project_id != proj.id or run.status not in ("trained", "published"):
@@ -411,7 +404,7 @@ def evaluate(studio: Studio, project: str = "default", *, gt_masks: str | Path) 
         raise UserError(f"gold mask folder {gt_dir} does not exist")
     gold = {p.stem: p for p in gt_dir.iterdir() if p.suffix.lower() == ".png"}
     with studio.Session.begin() as session:
-        proj = _project(session, project)
+        proj = resolve_project(session, project)
         if label_repo.current_run_id(session, proj.id) is None:
             raise UserError(f"project {project!r} has no published model; run train and predict first")
         names = [c.name for c in list_classes(session, proj.id)]
