@@ -89,8 +89,9 @@ def run_cam(args: argparse.Namespace) -> dict:
     root = DATA / "coco128"
     times: dict[str, float] = {}
 
-    classes = ["background", *(line.strip() for line in (root / "classes.txt").read_text().splitlines()
-                               if line.strip())]
+    # The same class list the importer builds: coco128's file already starts with "background".
+    lines = [line.strip() for line in (root / "classes.txt").read_text().splitlines() if line.strip()]
+    classes = lines if lines[0] == "background" else ["background", *lines]
     index = {name: i for i, name in enumerate(classes)}
     samples = []
     with open(root / "tags.csv", newline="") as f:
