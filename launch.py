@@ -99,7 +99,7 @@ def serve(args: argparse.Namespace) -> int:
     imports/exports run here, training waits for a ``launch.py worker``)."""
     from app.ui import launch
     from jobs.consumers import start_embedded_consumer
-    from jobs.context import Studio
+    from services.context import Studio
 
     studio = Studio.open(args.data)
     consumers = start_embedded_consumer(studio, compute=not args.no_worker)
@@ -135,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from jobs.errors import UserError
+    from services.errors import UserError
 
     try:
         return _commands()[args.command](args)

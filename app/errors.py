@@ -9,7 +9,7 @@ from typing import ParamSpec, TypeVar
 
 import gradio as gr
 
-from jobs.errors import UserError
+from services.errors import UserError
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from app.errors import shows_user_errors
 from app.handlers_projects import project_summary
 from app.job_display import job_signature, job_status_markdown, progress_html
 from jobs import submit
-from jobs.context import Studio
-from jobs.errors import UserError
-from jobs.job_views import JobView, get_job
+from jobs.views import JobView, get_job
+from services.context import Studio
+from services.errors import UserError
 from storage.files import IMAGE_SUFFIXES
 
 logger = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ import gradio as gr
 from app.handlers_export import poll_export
 from app.handlers_import import poll_imports
 from app.handlers_train import latest_model_job, poll_training
-from jobs.context import Studio
-from jobs.job_views import get_job
+from jobs.views import get_job
+from services.context import Studio
 
 
 def any_active(

@@ -12,9 +12,9 @@ from app.errors import shows_user_errors
 from app.handlers_projects import class_palette
 from app.overlay import palette_html
 from app.paint import apply_paint, editor_image
-from jobs import browse, labeling, review
-from jobs.context import Studio
-from jobs.errors import UserError
+from services import browse, labeling, review
+from services.context import Studio
+from services.errors import UserError
 from storage.label_maps import decode_label_png, encode_label_png
 
 logger = logging.getLogger(__name__)

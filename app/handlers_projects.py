@@ -10,10 +10,10 @@ import gradio as gr
 from app.errors import shows_user_errors
 from app.overlay import palette_html
 from app.paint import PaintPalette
-from jobs import labeling, review
-from jobs.context import Studio
-from jobs.errors import UserError
-from jobs.labeling import ProjectInfo
+from services import labeling, review
+from services.context import Studio
+from services.errors import UserError
+from services.labeling import ProjectInfo
 from storage.label_maps import is_hex_color
 
 logger = logging.getLogger(__name__)

@@ -12,9 +12,9 @@ from app.errors import shows_user_errors
 from app.handlers_paint import START_PSEUDO
 from app.handlers_projects import class_palette
 from app.overlay import class_shares, fit_size, legend_html, overlay, resize_rgb
-from jobs import browse, labeling, review
-from jobs.context import Studio
-from jobs.errors import UserError
+from services import browse, labeling, review
+from services.context import Studio
+from services.errors import UserError
 
 logger = logging.getLogger(__name__)
 

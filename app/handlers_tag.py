@@ -9,9 +9,9 @@ from typing import Any
 import gradio as gr
 
 from app.errors import shows_user_errors
-from jobs import browse, labeling
-from jobs.context import Studio
-from jobs.errors import UserError
+from services import browse, labeling
+from services.context import Studio
+from services.errors import UserError
 
 logger = logging.getLogger(__name__)
 

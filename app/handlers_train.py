@@ -10,10 +10,11 @@ import gradio as gr
 from app.errors import shows_user_errors
 from app.handlers_projects import project_summary
 from app.job_display import job_signature, job_status_markdown, loss_frame, progress_html
-from jobs import submit, train_plan
-from jobs.context import Studio
-from jobs.errors import UserError
-from jobs.job_views import JobView, list_jobs
+from jobs import submit
+from jobs.views import JobView, list_jobs
+from services import train_plan
+from services.context import Studio
+from services.errors import UserError
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import html
 
 import pandas as pd
 
-from jobs.job_views import JobView
+from jobs.views import JobView
 
 CURVE_AXES = ("fraction", "epoch", "step")
 

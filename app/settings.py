@@ -6,7 +6,7 @@ import json
 import os
 from dataclasses import dataclass
 
-from jobs.errors import UserError
+from services.errors import UserError
 
 AUTH_ENV = "SLRNET_AUTH"
 TRAIN_OPTIONS_ENV = "SLRNET_TRAIN_OPTIONS"

@@ -26,8 +26,8 @@ from app import (
 )
 from app.settings import BACKBONES, DEVICES, TRAIN_MODES, parse_auth, train_defaults
 from app.theme import CSS, SHORTCUTS_JS
-from jobs.context import Studio
 from jobs.submit import EXPORTS_DIR
+from services.context import Studio
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from jobs.context import Studio  # noqa: E402
+from services.context import Studio  # noqa: E402
 from storage.images import add_image  # noqa: E402
 from storage.labels import put_mask, put_pseudo_label  # noqa: E402
 from storage.models import TrainingRun  # noqa: E402
@@ -114,7 +114,7 @@ def main() -> int:
         logger.info("built %d images of %dx%d in %.0f s", args.images, width, height, build_s)
 
         py = sys.executable
-        baseline = [py, "-c", "import jobs.cli, jobs.exporting; from jobs.context import Studio; "
+        baseline = [py, "-c", "import jobs.cli, services.exporting; from services.context import Studio; "
                     f"Studio.open({str(data_dir)!r}).close()"]
         export = [py, "launch.py", "export", "--data", str(data_dir), "--project", "bench"]
         rows = [

@@ -3,7 +3,7 @@
 
     .venv/bin/python -m benchmarks.camvid_ssss --masks 20 [--epochs 3] [--image-size 160]
 
-Both models train through `jobs.training.train` (the service behind `launch.py train`) for the same
+Both models train through `services.training.train` (the service behind `launch.py train`) for the same
 number of optimiser steps; the supervised-only project holds just the masked images. Val images are
 scored with `slrnet.inference.Predictor` (the library behind `launch.py predict`), argmax labels.
 """
@@ -20,9 +20,9 @@ import numpy as np
 from PIL import Image as PILImage
 
 from benchmarks.common import DATA, log_epochs, seed_torch_home, timed, write_result
-from jobs import training
-from jobs.context import Studio
-from jobs.importing import import_dataset
+from services import training
+from services.context import Studio
+from services.importing import import_dataset
 from slrnet.config import InferenceConfig, LossWeights
 from slrnet.inference import Predictor
 from slrnet.metrics import SegmentationMeter

@@ -23,9 +23,9 @@ from PIL import Image as PILImage
 
 from benchmarks.cam_baseline import cam_label_map, normalised_cams, train_cam
 from benchmarks.common import DATA, log_epochs, seed_torch_home, timed, write_result
-from jobs import training
-from jobs.context import Studio
-from jobs.importing import import_dataset
+from services import training
+from services.context import Studio
+from services.importing import import_dataset
 from slrnet.data import Sample
 from slrnet.metrics import SegmentationMeter
 from storage import runs as run_repo

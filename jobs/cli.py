@@ -16,8 +16,8 @@ logger = logging.getLogger(__name__)
 def import_(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from jobs.context import Studio
-    from jobs.importing import import_dataset
+    from services.context import Studio
+    from services.importing import import_dataset
 
     studio = Studio.open(args.data)
     try:
@@ -65,8 +65,8 @@ def train(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from jobs.context import Studio
-    from jobs.training import train as train_service
+    from services.context import Studio
+    from services.training import train as train_service
 
     main_rank = int(os.environ.get("RANK", "0")) == 0
     studio = Studio.open(args.data)
@@ -93,8 +93,8 @@ def predict(args: argparse.Namespace) -> int:
     that model becomes current."""
     from tqdm import tqdm
 
-    from jobs.context import Studio
-    from jobs.training import predict as predict_service
+    from services.context import Studio
+    from services.training import predict as predict_service
 
     studio = Studio.open(args.data)
     try:
@@ -111,8 +111,8 @@ def evaluate(args: argparse.Namespace) -> int:
     """``evaluate --gt-masks DIR``: JSON with miou, per_class_iou, pixel_accuracy, images."""
     import json
 
-    from jobs.context import Studio
-    from jobs.training import evaluate as evaluate_service
+    from services.context import Studio
+    from services.training import evaluate as evaluate_service
 
     studio = Studio.open(args.data)
     try:
@@ -127,8 +127,8 @@ def export(args: argparse.Namespace) -> int:
     """``export OUT [--format coco|voc] [--source best|human|model] [--palette]``: one summary line."""
     from tqdm import tqdm
 
-    from jobs.context import Studio
-    from jobs.exporting import export_project
+    from services.context import Studio
+    from services.exporting import export_project
 
     studio = Studio.open(args.data)
     try:
@@ -154,7 +154,7 @@ def worker(args: argparse.Namespace) -> int:
     Run one per GPU (``CUDA_VISIBLE_DEVICES=k``); see the README for several machines.
     """
     from jobs.consumers import run_worker
-    from jobs.context import Studio
+    from services.context import Studio
 
     studio = Studio.open(args.data)
     try:

@@ -19,7 +19,7 @@ from jobs import queue, recovery, runner
 from jobs import tasks as _tasks  # noqa: F401  (registers the tasks on the queues)
 
 if TYPE_CHECKING:
-    from jobs.context import Studio
+    from services.context import Studio
 
 logger = logging.getLogger(__name__)
 

@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING
 from huey import Huey
 from huey.storage import BaseStorage, BlackHoleStorage, PostgresStorage, RedisStorage, SqliteStorage
 
-from jobs.errors import UserError
+from services.errors import UserError
 
 if TYPE_CHECKING:
-    from jobs.context import Studio
+    from services.context import Studio
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from storage import jobs as job_rows
 from storage.models import Job, utcnow
 
 if TYPE_CHECKING:
-    from jobs.context import Studio
+    from services.context import Studio
 
 logger = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from jobs.errors import UserError
-from jobs.progress import Cancelled, ProgressFn, StopFn
+from services.errors import UserError
+from services.progress import Cancelled, ProgressFn, StopFn
 from storage import jobs as job_rows
 from storage import runs as run_rows
 from storage.models import Job
@@ -32,7 +32,7 @@ from storage.models import Job
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from jobs.context import Studio
+    from services.context import Studio
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class JobReporter:
         self._thread.join()
 
     def progress(self, fraction: float, message: str, metrics: dict[str, Any] | None = None) -> None:
-        """The service's progress callback (see :mod:`jobs.progress`)."""
+        """The service's progress callback (see :mod:`services.progress`)."""
         with self._lock:
             self._fraction = min(max(float(fraction), 0.0), 1.0)
             self._message = message

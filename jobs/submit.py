@@ -2,7 +2,7 @@
 
 Each ``submit_*`` checks what it can at once (a :class:`UserError` for bad input, before anything
 is queued), adds a 'queued' job row, puts the job id on the queue and returns the job's
-:class:`~jobs.job_views.JobView`. Poll :func:`jobs.job_views.get_job` / ``list_jobs`` to follow it.
+:class:`~jobs.views.JobView`. Poll :func:`jobs.views.get_job` / ``list_jobs`` to follow it.
 
 A project has at most one training or prediction job queued or running at a time.
 """
@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jobs import queue, tasks
-from jobs.errors import UserError
-from jobs.job_views import JobView, get_job, load_view
-from jobs.labeling import resolve_project
+from jobs.views import JobView, get_job, load_view
+from services.errors import UserError
+from services.labeling import resolve_project
 from slrnet.config import MODES
 from storage import jobs as job_rows
 from storage.images import ImageFilter, count_images
@@ -27,7 +27,7 @@ from storage.projects import get_project_by_name
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from jobs.context import Studio
+    from services.context import Studio
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def submit_import(
     max_pixels: int | None = None,
 ) -> JobView:
     """Queue an import of a folder or .zip of images (and labels) into ``project``, created if
-    missing (see :func:`jobs.importing.import_dataset`). The files must stay where they are until
+    missing (see :func:`services.importing.import_dataset`). The files must stay where they are until
     the job has run; the app's own consumer runs imports."""
     source = Path(path).expanduser().absolute()
     if not source.exists():
@@ -175,12 +175,12 @@ def submit_export(
     source: str = "best",
     palette: bool = False,
 ) -> JobView:
-    """Queue an export of the project's labels (see :func:`jobs.exporting.export_project`).
+    """Queue an export of the project's labels (see :func:`services.exporting.export_project`).
 
     ``out`` defaults to ``<data dir>/exports/<project>-<job id>.json`` (COCO) or ``...-<job id>/``
     (VOC); the job's ``result['out']`` says where it went.
     """
-    from jobs.exporting import FORMATS, SOURCES
+    from services.exporting import FORMATS, SOURCES
 
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")

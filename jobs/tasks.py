@@ -2,7 +2,7 @@
 
 Training and prediction go on the ``compute`` queue (any worker), imports and exports on the
 ``local`` queue (the app's own consumer); see :mod:`jobs.queue`. Tasks look their service up in
-:data:`jobs.job_services.JOB_SERVICES` when they run, and run it against the studio the queues are
+:data:`jobs.kinds.JOB_SERVICES` when they run, and run it against the studio the queues are
 bound to.
 """
 
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from huey import crontab
 
-from jobs import job_services, queue, recovery, runner
+from jobs import kinds as job_services
+from jobs import queue, recovery, runner
 
 
 def _run(kind: str, job_id: int) -> None:

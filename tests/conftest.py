@@ -71,7 +71,7 @@ def torch_one_thread():
 @pytest.fixture()
 def studio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A fresh Studio (SQLite database and image store) under tmp_path/data."""
-    from jobs.context import Studio
+    from services.context import Studio
 
     monkeypatch.delenv("SLRNET_DATABASE_URL", raising=False)
     opened = Studio.open(tmp_path / "data")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import func, select
 
-from jobs.context import Studio
+from services.context import Studio
 from storage.models import Base
 from tests.image_bytes import image_bytes, label_png, write
 

@@ -1,5 +1,5 @@
 """Helpers of the job tests: a small project in the database, and a torch-free stand-in for
-``jobs.training`` that keeps its contract (runs, per-epoch checkpoints, resume, publish on predict).
+``services.training`` that keeps its contract (runs, per-epoch checkpoints, resume, publish on predict).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from jobs.context import Studio
-from jobs.errors import UserError
-from jobs.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
+from services.context import Studio
+from services.errors import UserError
+from services.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
 from storage import runs as run_repo
 from storage.images import add_image, all_images
 from storage.labels import add_tags, put_pseudo_label
@@ -64,7 +64,7 @@ class FakeTraining:
     seen: list[tuple[str, float, str]] = field(default_factory=list)  # (phase, progress, message) of the row
 
     def module(self) -> types.ModuleType:
-        mod = types.ModuleType("jobs.training")
+        mod = types.ModuleType("services.training")
         mod.train = self.train  # type: ignore[attr-defined]
         mod.predict = self.predict  # type: ignore[attr-defined]
         return mod
@@ -176,7 +176,7 @@ def worker_main(data_dir: str, step_s: float, epochs: int) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(name)s: %(message)s")
     fake = FakeTraining(step_s=step_s, default_epochs=epochs)
-    sys.modules["jobs.training"] = fake.module()
+    sys.modules["services.training"] = fake.module()
     runner.SETTINGS = runner.RunnerSettings(heartbeat_s=0.2, write_interval_s=0.05)
     studio = Studio.open(Path(data_dir))
     try:

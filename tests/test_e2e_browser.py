@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jobs import browse, labeling, review
-from jobs.context import Studio
+from services import browse, labeling, review
+from services.context import Studio
 from storage.models import IGNORE_INDEX
 from tests.conftest import REPO_ROOT
 

@@ -14,10 +14,10 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 import launch
-from jobs.context import Studio
-from jobs.errors import UserError
-from jobs.exporting import export_project, results_path
-from jobs.progress import Cancelled
+from services.context import Studio
+from services.errors import UserError
+from services.exporting import export_project, results_path
+from services.progress import Cancelled
 from storage.images import add_image
 from storage.labels import put_mask, put_pseudo_label
 from storage.models import TrainingRun
@@ -250,6 +250,6 @@ def test_cli_export(labelled: Studio, tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_export_does_not_import_torch() -> None:
-    code = "import sys, jobs.exporting, jobs.cli; sys.exit('torch' in sys.modules)"
+    code = "import sys, services.exporting, jobs.cli; sys.exit('torch' in sys.modules)"
     repo_root = Path(launch.__file__).resolve().parent
     assert subprocess.run([sys.executable, "-c", code], cwd=repo_root).returncode == 0

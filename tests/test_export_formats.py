@@ -12,8 +12,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from jobs.coco_format import CocoDatasetWriter, CocoResultsWriter, encode_rle, label_map_regions
-from jobs.voc_format import build_palette, label_file_name, write_classes_file, write_label_png
+from services.formats.coco_format import CocoDatasetWriter, CocoResultsWriter, encode_rle, label_map_regions
+from services.formats.voc_format import build_palette, label_file_name, write_classes_file, write_label_png
 
 # pycocotools' decode trips numpy 2's copy-keyword deprecation; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

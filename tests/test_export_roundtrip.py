@@ -13,9 +13,9 @@ from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from jobs.context import Studio
-from jobs.exporting import export_project
-from jobs.importing import import_dataset
+from services.context import Studio
+from services.exporting import export_project
+from services.importing import import_dataset
 from storage.images import all_images
 from storage.labels import get_mask_array, put_pseudo_label
 from storage.models import TrainingRun

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from jobs import labeling
-from jobs.context import Studio
-from jobs.importing import ImportReport, import_dataset
-from jobs.progress import Cancelled
+from services import labeling
+from services.context import Studio
+from services.importing import ImportReport, import_dataset
+from services.progress import Cancelled
 from tests.image_bytes import image_bytes, label_png, write
 from tests.import_data import make_dataset, snapshot
 

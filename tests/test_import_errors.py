@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from jobs.context import Studio
-from jobs.errors import UserError
-from jobs.importing import import_dataset
+from services.context import Studio
+from services.errors import UserError
+from services.importing import import_dataset
 from tests.image_bytes import image_bytes, label_png, png_header_claiming, write
 from tests.import_data import make_dataset, snapshot
 

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 import launch
-from jobs import labeling
-from jobs.context import Studio
-from jobs.importing import ImportReport, import_dataset
+from services import labeling
+from services.context import Studio
+from services.importing import ImportReport, import_dataset
 
 
 def _open(root: Path) -> Studio:

@@ -1,4 +1,4 @@
-"""Job machinery in huey's immediate mode, with a torch-free stand-in for ``jobs.training``:
+"""Job machinery in huey's immediate mode, with a torch-free stand-in for ``services.training``:
 status transitions, stored errors, two-phase progress, one training per project, cancel,
 interruption and resume, views."""
 
@@ -16,16 +16,16 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from jobs import queue, recovery, runner, tasks
-from jobs.context import Studio
-from jobs.errors import UserError
-from jobs.job_services import TRAIN_SHARE
-from jobs.job_views import get_job, list_jobs
+from jobs.kinds import TRAIN_SHARE
 from jobs.submit import (
     cancel_job,
     resume_job,
     submit_predict,
     submit_train_on_my_labels,
 )
+from jobs.views import get_job, list_jobs
+from services.context import Studio
+from services.errors import UserError
 from storage import jobs as job_rows
 from storage import runs as run_repo
 from storage.labels import current_run_id
@@ -48,7 +48,7 @@ def studio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Studio]:
 
 
 def install(monkeypatch: pytest.MonkeyPatch, fake: FakeTraining) -> FakeTraining:
-    monkeypatch.setitem(sys.modules, "jobs.training", fake.module())
+    monkeypatch.setitem(sys.modules, "services.training", fake.module())
     return fake
 
 

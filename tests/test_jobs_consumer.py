@@ -18,11 +18,12 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
-from jobs import labeling, queue, runner
+from jobs import queue, runner
 from jobs.consumers import start_embedded_consumer
-from jobs.context import Studio
-from jobs.job_views import JobView, get_job
 from jobs.submit import resume_job, submit_export, submit_import, submit_predict, submit_train_on_my_labels
+from jobs.views import JobView, get_job
+from services import labeling
+from services.context import Studio
 from storage.labels import current_run_id, get_pseudo_label, get_tag_class_ids
 from storage.models import Image as ImageRow
 from storage.models import Job, TrainingRun
@@ -166,7 +167,7 @@ def test_embedded_consumer_runs_import_train_export_and_stops_cleanly(
 ) -> None:
     monkeypatch.setattr(runner, "SETTINGS", runner.RunnerSettings(heartbeat_s=0.1, write_interval_s=0.05))
     fake = FakeTraining(step_s=0.01)
-    monkeypatch.setitem(sys.modules, "jobs.training", fake.module())
+    monkeypatch.setitem(sys.modules, "services.training", fake.module())
     _write_images(tmp_path / "photos", 3)
     (tmp_path / "classes.txt").write_text("cat\ndog\n")
     handle = start_embedded_consumer(studio)
@@ -210,7 +211,7 @@ def test_tagging_while_a_job_writes_pseudo_labels_loses_nothing(
     n = 40
     project_id = make_project(studio, "p", images=n, tagged=1)
     fake = FakeTraining()
-    monkeypatch.setitem(sys.modules, "jobs.training", fake.module())
+    monkeypatch.setitem(sys.modules, "services.training", fake.module())
     handle = start_embedded_consumer(studio)
     try:
         trained = submit_train_on_my_labels(studio, "p", predict_after=False, epochs=1)

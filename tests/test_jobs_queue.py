@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from jobs import queue
-from jobs.context import Studio
-from jobs.errors import UserError
-from jobs.job_views import list_jobs
 from jobs.submit import cancel_job, submit_export, submit_predict, submit_train_on_my_labels
+from jobs.views import list_jobs
+from services.context import Studio
+from services.errors import UserError
 from tests.conftest import REPO_ROOT
 from tests.jobs_support import make_project
 
@@ -93,7 +93,7 @@ def test_export_goes_to_the_local_queue_with_a_default_path(studio: Studio) -> N
 
 def test_ui_facing_job_modules_do_not_import_torch() -> None:
     code = (
-        "import sys, jobs.submit, jobs.job_views, jobs.consumers, jobs.tasks; "
+        "import sys, jobs.submit, jobs.views, jobs.consumers, jobs.tasks; "
         "print(sorted(m for m in ('torch', 'gradio') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,

@@ -1,4 +1,4 @@
-"""Jobs around the real ``jobs.training`` services (tiny backbone, a few synthetic images, CPU):
+"""Jobs around the real ``services.training`` services (tiny backbone, a few synthetic images, CPU):
 "Train on my labels" end to end, and a training stopped mid-way that resumes from its checkpoint."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import func, select
 
 from jobs import queue, runner
-from jobs.context import Studio
-from jobs.importing import import_dataset
-from jobs.job_services import TRAIN_SHARE
-from jobs.job_views import get_job
+from jobs.kinds import TRAIN_SHARE
 from jobs.submit import resume_job, submit_train_on_my_labels
+from jobs.views import get_job
+from services.context import Studio
+from services.importing import import_dataset
 from storage.labels import current_run_id
 from storage.models import PseudoLabel, TrainingRun
 from tests.jobs_support import wait_for

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jobs import labeling
-from jobs.context import Studio
-from jobs.errors import UserError
+from services import labeling
+from services.context import Studio
+from services.errors import UserError
 from storage import images as image_repo
 from storage.models import TrainingRun
 

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
-from jobs.context import Studio
+from services.context import Studio
 from storage.db import SCHEMA_VERSION, SchemaError, default_database_url, open_database
 from storage.models import Base, Image, Job, Project
 
@@ -138,7 +138,7 @@ def test_studio_open_uses_env_defaults(tmp_path: Path, monkeypatch: pytest.Monke
 def test_concurrent_opens_and_writers_do_not_collide(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from jobs import labeling
+    from services import labeling
 
     monkeypatch.delenv("SLRNET_DATABASE_URL", raising=False)
     with ThreadPoolExecutor(4) as pool:  # separate engines, as separate processes would have

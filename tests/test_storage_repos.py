@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sqlalchemy.orm import Session
 
-from jobs.context import Studio
+from services.context import Studio
 from storage import images as image_repo
 from storage import labels as label_repo
 from storage import projects as project_repo

@@ -1,4 +1,4 @@
-"""jobs.training services on a tiny synthetic project: mode choice, train, cancel, resume, predict,
+"""services.training services on a tiny synthetic project: mode choice, train, cancel, resume, predict,
 evaluate; and storage.runs versioning."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from jobs import training
-from jobs.context import Studio
-from jobs.errors import UserError
-from jobs.importing import import_dataset
-from jobs.progress import Cancelled
-from jobs.train_plan import LabelCounts, plan_for_counts
+from services import training
+from services.context import Studio
+from services.errors import UserError
+from services.importing import import_dataset
+from services.progress import Cancelled
+from services.train_plan import LabelCounts, plan_for_counts
 from storage import labels as label_repo
 from storage import runs as run_repo
 from storage.models import PseudoLabel, TrainingRun

@@ -15,8 +15,8 @@ import pytest
 
 from app import ui
 from app.settings import TrainDefaults, parse_auth, train_defaults
-from jobs.context import Studio
-from jobs.errors import UserError
+from services.context import Studio
+from services.errors import UserError
 from tests.conftest import REPO_ROOT
 
 
@@ -49,7 +49,7 @@ def test_training_defaults_come_from_the_environment(studio: Studio, monkeypatch
 
 def test_importing_the_ui_does_not_import_torch() -> None:
     # app.ui, and what its handlers import lazily at run time (the export service)
-    code = "import sys, app.ui, jobs.exporting; print('torch' in sys.modules)"
+    code = "import sys, app.ui, services.exporting; print('torch' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True
     )

@@ -18,8 +18,9 @@ from app import (
     handlers_projects,
     handlers_tag,
 )
-from jobs import labeling, queue
-from jobs.context import Studio
+from jobs import queue
+from services import labeling
+from services.context import Studio
 from storage.label_maps import hex_to_rgb
 from storage.models import IGNORE_INDEX
 from tests.ui_support import PROJECT, image_ids, make_project, publish_pseudo_labels, write_images

@@ -13,9 +13,10 @@ import pytest
 
 from app import handlers_export, handlers_jobs, handlers_review, handlers_train
 from app.handlers_paint import START_PSEUDO
-from jobs import labeling, queue
-from jobs.context import Studio
-from jobs.job_views import get_job
+from jobs import queue
+from jobs.views import get_job
+from services import labeling
+from services.context import Studio
 from storage.models import IGNORE_INDEX
 from tests.ui_support import image_ids, make_project, publish_pseudo_labels
 

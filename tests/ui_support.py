@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
-from jobs import labeling
-from jobs.context import Studio
-from jobs.importing import import_dataset
+from services import labeling
+from services.context import Studio
+from services.importing import import_dataset
 from storage import runs as run_repo
 from storage.images import all_images
 from storage.labels import put_pseudo_label

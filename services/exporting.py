@@ -47,12 +47,18 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from jobs.coco_format import CocoDatasetWriter, CocoResultsWriter, label_map_regions
-from jobs.context import Studio
-from jobs.errors import UserError
-from jobs.labeling import resolve_project
-from jobs.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
-from jobs.voc_format import CLASSES_FILE, build_palette, label_file_name, write_classes_file, write_label_png
+from services.context import Studio
+from services.errors import UserError
+from services.formats.coco_format import CocoDatasetWriter, CocoResultsWriter, label_map_regions
+from services.formats.voc_format import (
+    CLASSES_FILE,
+    build_palette,
+    label_file_name,
+    write_classes_file,
+    write_label_png,
+)
+from services.labeling import resolve_project
+from services.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
 from storage.exports import LabelRow, iter_label_rows
 from storage.images import count_images
 from storage.label_maps import decode_label_png

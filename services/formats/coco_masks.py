@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from jobs.errors import UserError
+from services.errors import UserError
 from storage.models import IGNORE_INDEX
 
 

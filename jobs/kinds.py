@@ -16,12 +16,12 @@ import importlib
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from jobs.progress import ProgressFn, StopFn
+from services.progress import ProgressFn, StopFn
 from storage import jobs as job_rows
 from storage.models import Job
 
 if TYPE_CHECKING:
-    from jobs.context import Studio
+    from services.context import Studio
 
 TRAIN_SHARE = 0.8
 TRAIN_OPTIONS = ("mode", "backbone", "epochs", "image_size", "device", "seed",
@@ -29,7 +29,7 @@ TRAIN_OPTIONS = ("mode", "backbone", "epochs", "image_size", "device", "seed",
 
 
 def _service(name: str) -> ModuleType:
-    """A service module, imported on first use (``jobs.training`` pulls in torch)."""
+    """A service module, imported on first use (``services.training`` pulls in torch)."""
     return importlib.import_module(name)
 
 
@@ -44,7 +44,7 @@ def phase_progress(progress: ProgressFn, start: float, end: float, phase: str) -
 
 def run_train(studio: Studio, job: Job, progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
     """Train on the project's labels (auto mode by default); with ``predict_after``, then predict."""
-    training = _service("jobs.training")
+    training = _service("services.training")
     params = job.params
     project = params["project"]
     predict_after = bool(params.get("predict_after", True))
@@ -84,7 +84,7 @@ def run_train(studio: Studio, job: Job, progress: ProgressFn, should_stop: StopF
 
 def run_predict(studio: Studio, job: Job, progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
     """Pseudo-labels of every image with a trained model (default: the newest), then publish it."""
-    training = _service("jobs.training")
+    training = _service("services.training")
     params = job.params
     predicted = training.predict(
         studio, params["project"], run_id=params.get("run_id"), device=params.get("device", "auto"),
@@ -102,7 +102,7 @@ def run_predict(studio: Studio, job: Job, progress: ProgressFn, should_stop: Sto
 
 def run_export(studio: Studio, job: Job, progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
     """Export the project's labels to ``params['out']``."""
-    exporting = _service("jobs.exporting")
+    exporting = _service("services.exporting")
     params = job.params
     report = exporting.export_project(
         studio, params["project"], params["out"], fmt=params.get("fmt", "coco"),
@@ -117,7 +117,7 @@ IMPORT_OPTIONS = ("classes_file", "has_background", "tags_csv", "masks_dir", "co
 
 def run_import(studio: Studio, job: Job, progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
     """Import ``params['path']`` (a folder or .zip) into the project, creating it if needed."""
-    importing = _service("jobs.importing")
+    importing = _service("services.importing")
     params = job.params
     options = {k: v for k, v in params.get("options", {}).items() if k in IMPORT_OPTIONS}
     report = importing.import_dataset(

@@ -20,12 +20,12 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from jobs.coco_masks import CocoDataset, load_coco, rasterize
-from jobs.context import Studio
-from jobs.errors import UserError
-from jobs.import_sources import ImageSource, open_sources
-from jobs.labeling import full_class_list, label_map_problem
-from jobs.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
+from services.context import Studio
+from services.errors import UserError
+from services.formats.coco_masks import CocoDataset, load_coco, rasterize
+from services.import_sources import ImageSource, open_sources
+from services.labeling import full_class_list, label_map_problem
+from services.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
 from storage import images as image_repo
 from storage import labels as label_repo
 from storage import projects as project_repo

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from jobs.errors import UserError
+from services.errors import UserError
 from storage.files import IMAGE_SUFFIXES
 
 _SKIPPED_DIRS = frozenset({"__MACOSX"})

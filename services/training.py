@@ -26,11 +26,11 @@ import torch
 import torch.distributed as dist
 from PIL import Image as PILImage
 
-from jobs.context import Studio
-from jobs.errors import UserError
-from jobs.labeling import resolve_project
-from jobs.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
-from jobs.train_plan import LabelCounts, TrainPlan, plan_for_counts
+from services.context import Studio
+from services.errors import UserError
+from services.labeling import resolve_project
+from services.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
+from services.train_plan import LabelCounts, TrainPlan, plan_for_counts
 from slrnet.config import InferenceConfig, ModelConfig, TrainConfig
 from slrnet.data import Sample
 from slrnet.inference import Predictor

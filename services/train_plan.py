@@ -1,7 +1,7 @@
 """Which supervision mode "Train on my labels" will use, and why, without importing torch.
 
 The UI shows this before the user presses the button, and the training service
-(``jobs.training``, which imports torch) makes its decision with the same ``plan_for_counts``.
+(``services.training``, which imports torch) makes its decision with the same ``plan_for_counts``.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import exists, func, select
 
-from jobs.context import Studio
-from jobs.errors import UserError
-from jobs.labeling import resolve_project
+from services.context import Studio
+from services.errors import UserError
+from services.labeling import resolve_project
 from slrnet.config import MODES
 from storage.models import Image, ImageTag, Mask
 

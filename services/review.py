@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from jobs.context import Studio
-from jobs.errors import UserError
-from jobs.labeling import ImageInfo, image_info, resolve_project
+from services.context import Studio
+from services.errors import UserError
+from services.labeling import ImageInfo, image_info, resolve_project
 from storage import images as image_repo
 from storage import labels as label_repo
 from storage import runs as run_repo

@@ -9,15 +9,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from jobs.errors import UserError
-from jobs.labeling import resolve_project
+from services.errors import UserError
+from services.labeling import resolve_project
 from storage import jobs as job_rows
 from storage.models import Job, Project
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from jobs.context import Studio
+    from services.context import Studio
 
 TITLES = {"import": "Import", "train": "Train", "predict": "Predict pseudo-labels", "export": "Export"}
 

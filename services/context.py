@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from jobs.errors import UserError
+from services.errors import UserError
 from storage.db import default_database_url, open_database
 from storage.files import ImageStore
 

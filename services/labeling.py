@@ -13,8 +13,8 @@ import numpy as np
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from jobs.context import Studio
-from jobs.errors import UserError
+from services.context import Studio
+from services.errors import UserError
 from storage import images as image_repo
 from storage import labels as label_repo
 from storage import projects as project_repo

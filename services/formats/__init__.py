@@ -1,0 +1,1 @@
+"""Pure COCO / VOC readers and writers (no database, no queue)."""
