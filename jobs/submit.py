@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from jobs import queue, tasks
 from jobs.views import JobView, get_job, load_view
 from services.errors import UserError
-from services.labeling import resolve_project
+from services.lookups import resolve_project
 from slrnet.config import MODES
 from storage import jobs as job_rows
 from storage.images import ImageFilter, count_images

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from services.errors import UserError
-from services.labeling import resolve_project
+from services.lookups import resolve_project
 from storage import jobs as job_rows
 from storage.models import Job, Project
 

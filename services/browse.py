@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 
 from services.context import Studio
 from services.errors import UserError
-from services.labeling import ImageInfo, image_info, resolve_project
+from services.labeling import ImageInfo, image_info
+from services.lookups import parse_image_filter, resolve_image, resolve_project
 from storage import images as image_repo
 from storage import labels as label_repo
 from storage import projects as project_repo
@@ -52,15 +53,6 @@ class BrowsePage:
     pages: int  # at least 1
 
 
-def _filter(image_filter: ImageFilter | str) -> ImageFilter:
-    try:
-        return ImageFilter(image_filter)
-    except ValueError:
-        raise UserError(
-            f"unknown image filter {image_filter!r}; use one of {[f.value for f in ImageFilter]}"
-        ) from None
-
-
 def _state(session: Session, image: Image, names: dict[int, str], run_id: int | None) -> ImageState:
     tag_ids = label_repo.get_tag_class_ids(session, image.id, "human")
     mask = label_repo.get_mask(session, image.id)
@@ -82,7 +74,7 @@ def browse_page(
     page_size: int = 48,
 ) -> BrowsePage:
     """Page ``page`` of the project's images matching the filter, with their label state."""
-    image_filter = _filter(image_filter)
+    image_filter = parse_image_filter(image_filter)
     if page_size < 1:
         raise UserError("page size must be at least 1")
     with studio.Session.begin() as session:
@@ -102,9 +94,7 @@ def browse_page(
 def image_state(studio: Studio, image_id: int) -> ImageState:
     """One image with its label state."""
     with studio.Session.begin() as session:
-        image = image_repo.get_image(session, image_id)
-        if image is None:
-            raise UserError(f"no image with id {image_id}")
+        image = resolve_image(session, image_id)
         names = {c.id: c.name for c in project_repo.list_classes(session, image.project_id)}
         return _state(session, image, names, label_repo.current_run_id(session, image.project_id))
 
@@ -118,7 +108,7 @@ def next_image(
 ) -> ImageInfo | None:
     """The first image matching the filter that comes after image ``after`` (by name, wrapping
     around; ``after`` itself only when it is the only match), or None when none matches."""
-    image_filter = _filter(image_filter)
+    image_filter = parse_image_filter(image_filter)
     with studio.Session.begin() as session:
         row = resolve_project(session, project)
         current = image_repo.get_image(session, after) if after is not None else None

@@ -57,7 +57,7 @@ from services.formats.voc_format import (
     write_classes_file,
     write_label_png,
 )
-from services.labeling import resolve_project
+from services.lookups import resolve_project
 from services.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
 from storage.exports import LabelRow, iter_label_rows
 from storage.images import count_images

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from services.context import Studio
 from services.errors import UserError
+from services.lookups import parse_image_filter, resolve_image, resolve_project
 from storage import images as image_repo
 from storage import labels as label_repo
 from storage import projects as project_repo
@@ -149,25 +150,6 @@ def label_map_problem(label_map: np.ndarray, num_classes: int, shape: tuple[int,
     return None
 
 
-def resolve_project(session: Session, project: int | str) -> Project:
-    """The project with this id or name; UserError when there is none."""
-    row = (
-        project_repo.get_project(session, project)
-        if isinstance(project, int)
-        else project_repo.get_project_by_name(session, project)
-    )
-    if row is None:
-        raise UserError(f"no project named {project!r}")
-    return row
-
-
-def _resolve_image(session: Session, image_id: int) -> Image:
-    image = image_repo.get_image(session, image_id)
-    if image is None:
-        raise UserError(f"no image with id {image_id}")
-    return image
-
-
 def _check_colors(colors: Sequence[str | None] | None, count: int) -> list[str | None] | None:
     if colors is None:
         return None
@@ -278,7 +260,7 @@ def set_image_tags(
     if source not in TAG_SOURCES:
         raise UserError(f"tag source must be one of {TAG_SOURCES}, got {source!r}")
     with studio.Session.begin() as session:
-        image = _resolve_image(session, image_id)
+        image = resolve_image(session, image_id)
         valid = {c.id for c in project_repo.list_classes(session, image.project_id)}
         unknown = sorted(set(class_ids) - valid)
         if unknown:
@@ -290,13 +272,13 @@ def set_image_tags(
 def get_image_tags(studio: Studio, image_id: int, source: str = "human") -> list[int]:
     """Class ids of the image's tags from ``source``."""
     with studio.Session.begin() as session:
-        return label_repo.get_tag_class_ids(session, _resolve_image(session, image_id).id, source)
+        return label_repo.get_tag_class_ids(session, resolve_image(session, image_id).id, source)
 
 
 def save_mask(studio: Studio, image_id: int, mask: np.ndarray, *, source: str = "human") -> bool:
     """Save the image's full-resolution mask (``IGNORE_INDEX`` = unknown); returns ``is_partial``."""
     with studio.Session.begin() as session:
-        image = _resolve_image(session, image_id)
+        image = resolve_image(session, image_id)
         num_classes = len(project_repo.list_classes(session, image.project_id))
         problem = label_map_problem(np.asarray(mask), num_classes, (image.height, image.width))
         if problem:
@@ -310,19 +292,19 @@ def save_mask(studio: Studio, image_id: int, mask: np.ndarray, *, source: str = 
 def get_mask(studio: Studio, image_id: int) -> np.ndarray | None:
     """The image's mask (``(H, W) uint8``), or None."""
     with studio.Session.begin() as session:
-        return label_repo.get_mask_array(session, _resolve_image(session, image_id).id)
+        return label_repo.get_mask_array(session, resolve_image(session, image_id).id)
 
 
 def delete_mask(studio: Studio, image_id: int) -> bool:
     """Delete the image's mask; True when there was one."""
     with studio.Session.begin() as session:
-        return label_repo.delete_mask(session, _resolve_image(session, image_id).id)
+        return label_repo.delete_mask(session, resolve_image(session, image_id).id)
 
 
 def get_image(studio: Studio, image_id: int) -> ImageInfo:
     """An image by id."""
     with studio.Session.begin() as session:
-        return image_info(_resolve_image(session, image_id))
+        return image_info(resolve_image(session, image_id))
 
 
 def list_images(
@@ -335,12 +317,7 @@ def list_images(
     low_confidence_below: float = DEFAULT_LOW_CONFIDENCE,
 ) -> ImagePage:
     """One page of the project's images matching the filter, and how many match in all."""
-    try:
-        image_filter = ImageFilter(image_filter)
-    except ValueError:
-        raise UserError(
-            f"unknown image filter {image_filter!r}; use one of {[f.value for f in ImageFilter]}"
-        ) from None
+    image_filter = parse_image_filter(image_filter)
     if offset < 0 or (limit is not None and limit < 0):
         raise UserError("offset and limit must not be negative")
     with studio.Session.begin() as session:

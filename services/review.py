@@ -12,7 +12,8 @@ import numpy as np
 
 from services.context import Studio
 from services.errors import UserError
-from services.labeling import ImageInfo, image_info, resolve_project
+from services.labeling import ImageInfo, image_info
+from services.lookups import resolve_image, resolve_project
 from storage import images as image_repo
 from storage import labels as label_repo
 from storage import runs as run_repo
@@ -57,9 +58,7 @@ def current_model(studio: Studio, project: str) -> ModelInfo | None:
 def pseudo_label(studio: Studio, image_id: int) -> PseudoLabelView | None:
     """The image's pseudo-label from its project's current model, or None."""
     with studio.Session.begin() as session:
-        image = image_repo.get_image(session, image_id)
-        if image is None:
-            raise UserError(f"no image with id {image_id}")
+        image = resolve_image(session, image_id)
         row = label_repo.current_pseudo_label(session, image.project_id, image.id)
         if row is None:
             return None
@@ -78,9 +77,7 @@ def accept_pseudo_label(studio: Studio, image_id: int) -> bool:
     """Make the current pseudo-label the image's mask as it is (source "accepted"); its uncertain
     pixels stay unknown. Returns whether the mask is partial."""
     with studio.Session.begin() as session:
-        image = image_repo.get_image(session, image_id)
-        if image is None:
-            raise UserError(f"no image with id {image_id}")
+        image = resolve_image(session, image_id)
         row = label_repo.current_pseudo_label(session, image.project_id, image.id)
         if row is None:
             raise UserError(f"image {image.name!r} has no pseudo-label yet; train a model first")

@@ -12,7 +12,7 @@ from sqlalchemy import exists, func, select
 
 from services.context import Studio
 from services.errors import UserError
-from services.labeling import resolve_project
+from services.lookups import resolve_project
 from slrnet.config import MODES
 from storage.models import Image, ImageTag, Mask
 

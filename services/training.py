@@ -28,7 +28,7 @@ from PIL import Image as PILImage
 
 from services.context import Studio
 from services.errors import UserError
-from services.labeling import resolve_project
+from services.lookups import resolve_project
 from services.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
 from services.train_plan import LabelCounts, TrainPlan, plan_for_counts
 from slrnet.config import InferenceConfig, ModelConfig, TrainConfig
