@@ -17,8 +17,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image as PILImage
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from services.context import Studio
 from services.errors import UserError
@@ -29,9 +27,10 @@ from services.progress import Cancelled, ProgressFn, StopFn, never_stop, no_prog
 from storage import images as image_repo
 from storage import labels as label_repo
 from storage import projects as project_repo
+from storage.errors import ConcurrentChange, concurrent_changes
 from storage.files import ImageFileError, ImageMeta, inspect_image
 from storage.label_maps import encode_label_png
-from storage.models import IGNORE_INDEX, Image, Mask
+from storage.models import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +175,7 @@ def _existing_entries(studio: Studio, project: str, plan: _Plan) -> None:
         row = project_repo.get_project_by_name(session, project)
         if row is None:
             return
-        with_mask = set(session.scalars(select(Mask.image_id).join(Image).where(Image.project_id == row.id)))
+        with_mask = label_repo.image_ids_with_mask(session, row.id)
         for image in image_repo.all_images(session, row.id):
             entry = _Entry(
                 name=image.name,
@@ -420,8 +419,9 @@ def import_dataset(
             raise Cancelled("import cancelled")
         progress(0.95, "writing to the database", {})
         try:
-            _write(studio, plan, report)
-        except IntegrityError as exc:
+            with concurrent_changes():
+                _write(studio, plan, report)
+        except ConcurrentChange as exc:
             raise UserError(
                 f"project {project!r} changed while importing; nothing was imported, run it again"
             ) from exc

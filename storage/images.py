@@ -6,6 +6,7 @@ pseudo-label filters look at the project's current (latest published) run.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 
 from sqlalchemy import ColumnElement, Select, exists, func, select
@@ -56,6 +57,20 @@ def find_image_by_name(session: Session, project_id: int, name: str) -> Image | 
     return session.scalars(
         select(Image).where(Image.project_id == project_id, Image.name == name)
     ).one_or_none()
+
+
+def referenced_paths(session: Session, paths: Iterable[str] | None = None) -> set[str]:
+    """The store paths some image row (of any project) points to; only among ``paths`` if given."""
+    query = select(Image.path).distinct()
+    if paths is not None:
+        wanted = sorted(set(paths))
+        if not wanted:
+            return set()
+        found: set[str] = set()
+        for start in range(0, len(wanted), 500):  # keep the IN list short
+            found.update(session.scalars(query.where(Image.path.in_(wanted[start:start + 500]))))
+        return found
+    return set(session.scalars(query))
 
 
 def all_images(session: Session, project_id: int) -> list[Image]:

@@ -13,7 +13,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from storage.label_maps import decode_label_png, encode_label_png
-from storage.models import IGNORE_INDEX, ImageTag, Mask, PseudoLabel, TrainingRun, utcnow
+from storage.models import IGNORE_INDEX, Image, ImageTag, Mask, PseudoLabel, TrainingRun, utcnow
 
 
 def get_tag_class_ids(session: Session, image_id: int, source: str = "human") -> list[int]:
@@ -53,6 +53,11 @@ def set_tags(
         for c in sorted(set(class_ids))
     )
     session.flush()
+
+
+def image_ids_with_mask(session: Session, project_id: int) -> set[int]:
+    """Ids of the project's images that have a mask."""
+    return set(session.scalars(select(Mask.image_id).join(Image).where(Image.project_id == project_id)))
 
 
 def get_mask(session: Session, image_id: int) -> Mask | None:

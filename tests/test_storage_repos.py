@@ -141,3 +141,36 @@ def test_tags_masks_and_pseudo_labels(studio: Studio) -> None:
         assert np.abs(got_conf - confidence).max() <= 0.5 / 255 + 1e-6
         label_repo.put_pseudo_label(session, image, run, labels, confidence, score=0.25)  # replaces
         assert label_repo.get_pseudo_label(session, image, run).score == 0.25
+
+
+def test_masks_and_referenced_paths_across_projects(studio: Studio) -> None:
+    with studio.Session.begin() as session:
+        project = _project(session, ["background", "cat"])
+        ids = _images(session, project, 3)
+        label_repo.put_mask(session, ids[1], np.zeros((3, 4), np.uint8))
+        other = project_repo.create_project(session, "q")
+        image_repo.add_image(session, other.id, name="x.jpg", sha256="f" * 64, path="images/1",
+                             width=4, height=3)
+        assert label_repo.image_ids_with_mask(session, project.id) == {ids[1]}
+        assert label_repo.image_ids_with_mask(session, other.id) == set()
+        assert image_repo.referenced_paths(session) == {"images/0", "images/1", "images/2"}
+        assert image_repo.referenced_paths(session, ["images/1", "images/9"]) == {"images/1"}
+        assert image_repo.referenced_paths(session, []) == set()
+
+
+def test_a_uniqueness_conflict_is_raised_as_concurrent_change(studio: Studio) -> None:
+    from storage.errors import ConcurrentChange, concurrent_changes
+
+    with studio.Session.begin() as session:
+        project_repo.create_project(session, "p")
+    with pytest.raises(ConcurrentChange), concurrent_changes(), studio.Session.begin() as session:
+        project_repo.create_project(session, "p")
+
+
+def test_import_service_holds_no_sql() -> None:
+    """Issue 10: SQL lives in storage/ only; the import service calls repository functions."""
+    from pathlib import Path
+
+    for module in ("importing.py", "import_sources.py"):
+        text = (Path(__file__).resolve().parents[1] / "services" / module).read_text()
+        assert "sqlalchemy" not in text, module
