@@ -5,13 +5,14 @@ Torch-free. Each service runs in its own transaction and returns frozen records.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
 from services.context import Studio
 from services.errors import UserError
-from services.labeling import ImageInfo, image_info
+from services.labeling import ImageInfo, image_info, set_tags
 from services.lookups import parse_image_filter, resolve_image, resolve_project
 from storage import images as image_repo
 from storage import labels as label_repo
@@ -99,26 +100,106 @@ def image_state(studio: Studio, image_id: int) -> ImageState:
         return _state(session, image, names, label_repo.current_run_id(session, image.project_id))
 
 
+def step_through(
+    images: Sequence[Image], current: Image | None, step: int, skip: Collection[int] = ()
+) -> Image | None:
+    """The image ``step`` (+1 / -1) places from ``current`` in ``images`` (by name, wrapping
+    around), leaving out ``skip``; ``current`` itself only when nothing else is left."""
+    candidates = [i for i in images if i.id not in skip]
+    if not candidates:
+        return None
+    if current is None:
+        return candidates[0] if step > 0 else candidates[-1]
+    key = (current.name, current.id)
+    if step > 0:
+        ahead = [i for i in candidates if (i.name, i.id) > key]
+        behind = [i for i in candidates if (i.name, i.id) < key]
+    else:
+        ahead = [i for i in reversed(candidates) if (i.name, i.id) < key]
+        behind = [i for i in reversed(candidates) if (i.name, i.id) > key]
+    following = ahead + behind
+    return following[0] if following else candidates[0]
+
+
+def _next(
+    session: Session, project_id: int, image_filter: ImageFilter, current: Image | None,
+    step: int = 1, skip: Collection[int] = (),
+) -> Image | None:
+    return step_through(image_repo.list_images(session, project_id, image_filter), current, step, skip)
+
+
 def next_image(
     studio: Studio,
     project: int | str,
     image_filter: ImageFilter | str = ImageFilter.UNTAGGED,
     *,
     after: int | None = None,
+    step: int = 1,
 ) -> ImageInfo | None:
     """The first image matching the filter that comes after image ``after`` (by name, wrapping
-    around; ``after`` itself only when it is the only match), or None when none matches."""
+    around; ``after`` itself only when it is the only match; ``step=-1``: the one before), or
+    None when none matches."""
     image_filter = parse_image_filter(image_filter)
     with studio.Session.begin() as session:
         row = resolve_project(session, project)
         current = image_repo.get_image(session, after) if after is not None else None
-        images = image_repo.list_images(session, row.id, image_filter)
-        if not images:
-            return None
-        if current is None:
-            return image_info(images[0])
-        key = (current.name, current.id)
-        later = [i for i in images if (i.name, i.id) > key]
-        others = [i for i in images if i.id != current.id]
-        chosen = later[0] if later else (others[0] if others else images[0])
-        return image_info(chosen)
+        chosen = _next(session, row.id, image_filter, current, step)
+        return None if chosen is None else image_info(chosen)
+
+
+TAG_MOVES = ("stay", "next_untagged", "next", "previous")
+
+
+@dataclass(frozen=True)
+class TagView:
+    """What the Tag screen shows: the image (None: the project has none), its human tags and the
+    classes one can tag (all but background) as ``(name, class id)``."""
+
+    state: ImageState | None
+    tag_ids: tuple[int, ...]
+    classes: tuple[tuple[str, int], ...]
+    saved: tuple[int, ...] | None  # the tags just saved, None when nothing was saved
+    every_image_tagged: bool = False  # "next untagged" found none (the view stays put)
+
+
+def tag_view(
+    studio: Studio,
+    project: int | str,
+    image_id: int | None = None,
+    *,
+    save: Sequence[int] | None = None,
+    move: str = "stay",
+    skip: Collection[int] = (),
+) -> TagView:
+    """One user event of the Tag screen in one transaction: optionally save ``save`` as the human
+    tags of ``image_id``, then show ``image_id`` (``move="stay"``; with none, the first untagged
+    image, else the first), the next untagged image after it (leaving out ``skip``: images the
+    user already saved with no tags), or the next / previous image by name."""
+    if move not in TAG_MOVES:
+        raise UserError(f"move must be one of {TAG_MOVES}, got {move!r}")
+    with studio.Session.begin() as session:
+        row = resolve_project(session, project)
+        current = resolve_image(session, image_id) if image_id is not None else None
+        if current is not None and current.project_id != row.id:
+            current = None
+        saved = None
+        if save is not None:
+            if current is None:
+                raise UserError("no image to tag")
+            saved = tuple(set_tags(session, current, save))
+        chosen, none_left = current, False
+        if move == "next_untagged" or current is None:
+            chosen = _next(session, row.id, ImageFilter.UNTAGGED, current, 1, skip)
+            if chosen is None or (current is not None and chosen.id == current.id and saved is not None):
+                none_left = current is not None
+                chosen = current or _next(session, row.id, ImageFilter.ALL, None)
+        elif move in ("next", "previous"):
+            chosen = _next(session, row.id, ImageFilter.ALL, current, 1 if move == "next" else -1)
+        classes = project_repo.list_classes(session, row.id)
+        taggable = tuple((c.name, c.id) for c in classes if not c.is_background)
+        if chosen is None:
+            return TagView(None, (), taggable, saved)
+        names = {c.id: c.name for c in classes}
+        state = _state(session, chosen, names, label_repo.current_run_id(session, row.id))
+        tag_ids = tuple(label_repo.get_tag_class_ids(session, chosen.id, "human"))
+        return TagView(state, tag_ids, taggable, saved, none_left)

@@ -1,4 +1,4 @@
-"""Labelling services for the UI and CLI: projects and classes, image tags, masks, image listing.
+"""Labelling services for the UI and CLI: projects and classes, image tags, masks and their versions.
 
 Each service runs in its own transaction and returns plain frozen records (never ORM rows).
 Bad input raises :class:`UserError` and changes nothing.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC
 
 import numpy as np
 from sqlalchemy import exists, select
@@ -15,12 +16,11 @@ from sqlalchemy.orm import Session
 
 from services.context import Studio
 from services.errors import UserError
-from services.lookups import parse_image_filter, resolve_image, resolve_project
+from services.lookups import resolve_image, resolve_project
 from storage import images as image_repo
 from storage import labels as label_repo
 from storage import projects as project_repo
-from storage.images import DEFAULT_LOW_CONFIDENCE, ImageFilter
-from storage.label_maps import is_hex_color
+from storage.label_maps import decode_label_png, is_hex_color
 from storage.models import (
     IGNORE_INDEX,
     TAG_SOURCES,
@@ -73,14 +73,6 @@ class ImageInfo:
     width: int
     height: int
     sha256: str
-
-
-@dataclass(frozen=True)
-class ImagePage:
-    """One page of a filtered image list."""
-
-    items: tuple[ImageInfo, ...]
-    total: int  # images matching the filter, over all pages
 
 
 def project_info(session: Session, project: Project) -> ProjectInfo:
@@ -253,20 +245,24 @@ def set_classes(
         return project_info(session, row)
 
 
+def set_tags(session: Session, image: Image, class_ids: Sequence[int], source: str = "human") -> list[int]:
+    """Replace ``image``'s tags from ``source`` with these class ids (checked); returns them sorted."""
+    if source not in TAG_SOURCES:
+        raise UserError(f"tag source must be one of {TAG_SOURCES}, got {source!r}")
+    valid = {c.id for c in project_repo.list_classes(session, image.project_id)}
+    unknown = sorted(set(class_ids) - valid)
+    if unknown:
+        raise UserError(f"class ids {unknown} are not classes of this image's project")
+    label_repo.set_tags(session, image.id, class_ids, source)
+    return sorted(set(class_ids))
+
+
 def set_image_tags(
     studio: Studio, image_id: int, class_ids: Sequence[int], source: str = "human"
 ) -> list[int]:
     """Replace the image's tags from ``source`` with these class ids; returns them sorted."""
-    if source not in TAG_SOURCES:
-        raise UserError(f"tag source must be one of {TAG_SOURCES}, got {source!r}")
     with studio.Session.begin() as session:
-        image = resolve_image(session, image_id)
-        valid = {c.id for c in project_repo.list_classes(session, image.project_id)}
-        unknown = sorted(set(class_ids) - valid)
-        if unknown:
-            raise UserError(f"class ids {unknown} are not classes of this image's project")
-        label_repo.set_tags(session, image.id, class_ids, source)
-        return sorted(set(class_ids))
+        return set_tags(session, resolve_image(session, image_id), class_ids, source)
 
 
 def get_image_tags(studio: Studio, image_id: int, source: str = "human") -> list[int]:
@@ -275,18 +271,103 @@ def get_image_tags(studio: Studio, image_id: int, source: str = "human") -> list
         return label_repo.get_tag_class_ids(session, resolve_image(session, image_id).id, source)
 
 
-def save_mask(studio: Studio, image_id: int, mask: np.ndarray, *, source: str = "human") -> bool:
-    """Save the image's full-resolution mask (``IGNORE_INDEX`` = unknown); returns ``is_partial``."""
+MASK_CHANGED = (
+    "the mask of {name} changed since you opened it (saved from another tab or by someone else); "
+    "your painting was not saved: reopen the image to see the stored mask and paint again"
+)
+
+
+def mask_version(mask: Mask | None) -> str:
+    """A token that changes whenever the image's mask is saved, replaced or deleted ("" without one)."""
+    if mask is None:
+        return ""
+    stamp = mask.updated_at
+    if stamp.tzinfo is not None:  # PostgreSQL gives aware times, SQLite naive UTC ones
+        stamp = stamp.astimezone(UTC).replace(tzinfo=None)
+    return f"{mask.id}@{stamp.isoformat()}"
+
+
+@dataclass(frozen=True)
+class SavedMask:
+    is_partial: bool
+    version: str  # the mask's new version (pass it with the next save of the same painting)
+    labelled: float  # fraction of the pixels with a class
+
+
+@dataclass(frozen=True)
+class EditStart:
+    """What the painter needs to open an image, read in one transaction."""
+
+    image: ImageInfo
+    project: ProjectInfo
+    start: str  # the start actually used: "mask", "pseudo" or "empty"
+    labels: np.ndarray | None  # (H, W) uint8 starting labels, None = all unknown
+    version: str  # mask_version when it was read
+
+
+EDIT_STARTS = ("mask", "pseudo", "empty")
+
+
+def edit_start(studio: Studio, image_id: int, start: str = "mask") -> EditStart:
+    """The image, its project and the labels painting starts from: its mask (none: nothing), the
+    current model's pseudo-label (UserError without one) or nothing; with the mask's version."""
+    if start not in EDIT_STARTS:
+        raise UserError(f"painting starts from one of {EDIT_STARTS}, got {start!r}")
     with studio.Session.begin() as session:
         image = resolve_image(session, image_id)
-        num_classes = len(project_repo.list_classes(session, image.project_id))
-        problem = label_map_problem(np.asarray(mask), num_classes, (image.height, image.width))
-        if problem:
-            raise UserError(problem)
-        label_map = np.asarray(mask).astype(np.uint8)
-        if (label_map == IGNORE_INDEX).all():
-            raise UserError("the mask labels no pixel; delete the mask instead")
-        return label_repo.put_mask(session, image.id, label_map, source=source).is_partial
+        project = project_info(session, resolve_project(session, image.project_id))
+        mask = label_repo.get_mask(session, image.id)
+        labels = None
+        if start == "mask":
+            if mask is None:
+                start = "empty"
+            else:
+                labels = decode_label_png(mask.png)
+        elif start == "pseudo":
+            row = label_repo.current_pseudo_label(session, image.project_id, image.id)
+            if row is None:
+                raise UserError(f"{image.name!r} has no pseudo-label yet; train a model first")
+            labels = decode_label_png(row.png)
+        return EditStart(image_info(image), project, start, labels, mask_version(mask))
+
+
+def _checked_label_map(session: Session, image: Image, mask: np.ndarray) -> np.ndarray:
+    num_classes = len(project_repo.list_classes(session, image.project_id))
+    problem = label_map_problem(np.asarray(mask), num_classes, (image.height, image.width))
+    if problem:
+        raise UserError(problem)
+    label_map = np.asarray(mask).astype(np.uint8)
+    if (label_map == IGNORE_INDEX).all():
+        raise UserError("the mask labels no pixel; use Clear mask to delete it instead")
+    return label_map
+
+
+def _check_version(session: Session, image: Image, expected: str | None) -> None:
+    if expected is not None and mask_version(label_repo.get_mask(session, image.id)) != expected:
+        raise UserError(MASK_CHANGED.format(name=repr(image.name)))
+
+
+def save_mask(
+    studio: Studio,
+    image_id: int,
+    mask: np.ndarray,
+    *,
+    source: str = "human",
+    expected_version: str | None = None,
+) -> SavedMask:
+    """Save the image's full-resolution mask (``IGNORE_INDEX`` = unknown).
+
+    With ``expected_version`` (the :func:`mask_version` the painting started from) the save is
+    refused with a UserError when the stored mask changed meanwhile, e.g. from another tab.
+    """
+    with studio.Session.begin() as session:
+        image = resolve_image(session, image_id)
+        label_map = _checked_label_map(session, image, mask)
+        _check_version(session, image, expected_version)
+        row = label_repo.put_mask(session, image.id, label_map, source=source)
+        session.flush()
+        labelled = float((label_map != IGNORE_INDEX).mean())
+        return SavedMask(row.is_partial, mask_version(row), labelled)
 
 
 def get_mask(studio: Studio, image_id: int) -> np.ndarray | None:
@@ -295,41 +376,19 @@ def get_mask(studio: Studio, image_id: int) -> np.ndarray | None:
         return label_repo.get_mask_array(session, resolve_image(session, image_id).id)
 
 
-def delete_mask(studio: Studio, image_id: int) -> bool:
-    """Delete the image's mask; True when there was one."""
+def delete_mask(studio: Studio, image_id: int, *, expected_version: str | None = None) -> bool:
+    """Delete the image's mask (the Paint tab's "Clear mask"); True when there was one. With
+    ``expected_version``, refused when the mask changed since that version was read."""
     with studio.Session.begin() as session:
-        return label_repo.delete_mask(session, resolve_image(session, image_id).id)
+        image = resolve_image(session, image_id)
+        _check_version(session, image, expected_version)
+        return label_repo.delete_mask(session, image.id)
 
 
 def get_image(studio: Studio, image_id: int) -> ImageInfo:
     """An image by id."""
     with studio.Session.begin() as session:
         return image_info(resolve_image(session, image_id))
-
-
-def list_images(
-    studio: Studio,
-    project: int | str,
-    image_filter: ImageFilter | str = ImageFilter.ALL,
-    *,
-    offset: int = 0,
-    limit: int | None = 50,
-    low_confidence_below: float = DEFAULT_LOW_CONFIDENCE,
-) -> ImagePage:
-    """One page of the project's images matching the filter, and how many match in all."""
-    image_filter = parse_image_filter(image_filter)
-    if offset < 0 or (limit is not None and limit < 0):
-        raise UserError("offset and limit must not be negative")
-    with studio.Session.begin() as session:
-        project_id = resolve_project(session, project).id
-        rows = image_repo.list_images(
-            session, project_id, image_filter, offset=offset, limit=limit,
-            low_confidence_below=low_confidence_below,
-        )
-        total = image_repo.count_images(
-            session, project_id, image_filter, low_confidence_below=low_confidence_below
-        )
-        return ImagePage(items=tuple(image_info(r) for r in rows), total=total)
 
 
 def image_counts(studio: Studio, project: int | str) -> dict[str, int]:

@@ -5,24 +5,23 @@ image to label next (the model's least confident first). Torch-free.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
+from sqlalchemy.orm import Session
 
+from services.browse import step_through
 from services.context import Studio
 from services.errors import UserError
-from services.labeling import ImageInfo, image_info
+from services.labeling import ImageInfo, ProjectInfo, image_info, project_info
 from services.lookups import resolve_image, resolve_project
 from storage import images as image_repo
 from storage import labels as label_repo
 from storage import runs as run_repo
 from storage.images import ImageFilter
-from storage.models import IGNORE_INDEX
+from storage.models import IGNORE_INDEX, Image
 
 logger = logging.getLogger(__name__)
-
-SUGGEST_BATCH = 100
 
 
 @dataclass(frozen=True)
@@ -55,21 +54,67 @@ def current_model(studio: Studio, project: str) -> ModelInfo | None:
         return ModelInfo(run.id, run.version, run.mode, run.backbone, dict(run.metrics or {}))
 
 
+def _pseudo_view(session: Session, image: Image) -> PseudoLabelView | None:
+    row = label_repo.current_pseudo_label(session, image.project_id, image.id)
+    if row is None:
+        return None
+    run = run_repo.get_run(session, row.run_id)
+    labels, confidence = label_repo.pseudo_label_arrays(row)
+    return PseudoLabelView(
+        run_id=row.run_id,
+        version=run.version if run is not None else None,
+        labels=labels,
+        confidence=confidence,
+        score=float(row.score),
+    )
+
+
 def pseudo_label(studio: Studio, image_id: int) -> PseudoLabelView | None:
     """The image's pseudo-label from its project's current model, or None."""
     with studio.Session.begin() as session:
-        image = resolve_image(session, image_id)
-        row = label_repo.current_pseudo_label(session, image.project_id, image.id)
-        if row is None:
+        return _pseudo_view(session, resolve_image(session, image_id))
+
+
+REVIEW_MOVES = ("stay", "suggest", "next", "previous")
+
+
+@dataclass(frozen=True)
+class ReviewView:
+    """What the Review screen shows of one image, read in one transaction."""
+
+    image: ImageInfo
+    project: ProjectInfo
+    pseudo: PseudoLabelView | None
+    mask_source: str | None
+
+
+def review_view(
+    studio: Studio, project: str, image_id: int | None = None, *, move: str = "stay"
+) -> ReviewView | None:
+    """``image_id`` (``move="stay"``; with none, the suggested image), the next suggestion after
+    it (see :func:`suggest_next_to_label`), or the next / previous image with a pseudo-label by
+    name. None when there is nothing to show."""
+    if move not in REVIEW_MOVES:
+        raise UserError(f"move must be one of {REVIEW_MOVES}, got {move!r}")
+    with studio.Session.begin() as session:
+        row = resolve_project(session, project)
+        current = resolve_image(session, image_id) if image_id is not None else None
+        if current is not None and current.project_id != row.id:
+            current = None
+        chosen = current
+        if move == "suggest" or current is None:
+            chosen = _suggest(session, row.id, current.id if current is not None else None) or current
+        elif move in ("next", "previous"):
+            images = image_repo.list_images(session, row.id, ImageFilter.HAS_PSEUDO_LABEL)
+            chosen = step_through(images, current, 1 if move == "next" else -1) or current
+        if chosen is None:
             return None
-        run = run_repo.get_run(session, row.run_id)
-        labels, confidence = label_repo.pseudo_label_arrays(row)
-        return PseudoLabelView(
-            run_id=row.run_id,
-            version=run.version if run is not None else None,
-            labels=labels,
-            confidence=confidence,
-            score=float(row.score),
+        mask = label_repo.get_mask(session, chosen.id)
+        return ReviewView(
+            image=image_info(chosen),
+            project=project_info(session, row),
+            pseudo=_pseudo_view(session, chosen),
+            mask_source=mask.source if mask is not None else None,
         )
 
 
@@ -89,24 +134,21 @@ def accept_pseudo_label(studio: Studio, image_id: int) -> bool:
         return mask.is_partial
 
 
-def suggest_next_to_label(studio: Studio, project: str, *, skip: Collection[int] = ()) -> ImageInfo | None:
+def _suggest(session: Session, project_id: int, after: int | None) -> Image | None:
+    ranked = image_repo.list_images(
+        session, project_id, ImageFilter.LOW_CONFIDENCE, low_confidence_below=float("inf")
+    )
+    masked = {i.id for i in image_repo.list_images(session, project_id, ImageFilter.HAS_MASK)}
+    position = next((k for k, image in enumerate(ranked) if image.id == after), -1)
+    order = ranked[position + 1 :] + ranked[: position + 1]
+    return next((image for image in order if image.id not in masked), None)
+
+
+def suggest_next_to_label(studio: Studio, project: str, *, after: int | None = None) -> ImageInfo | None:
     """The image without a mask whose current pseudo-label has the lowest score (the model is
-    least sure of it), leaving out ``skip``; None when there is no such image."""
+    least sure of it); with ``after``, the next one in that order after image ``after`` (wrapping
+    around), so pressing "suggest next" walks through all of them instead of flipping between
+    the two least confident. None when every image with a pseudo-label has a mask."""
     with studio.Session.begin() as session:
-        row = resolve_project(session, project)
-        offset = 0
-        while True:
-            batch = image_repo.list_images(
-                session,
-                row.id,
-                ImageFilter.LOW_CONFIDENCE,
-                offset=offset,
-                limit=SUGGEST_BATCH,
-                low_confidence_below=float("inf"),
-            )
-            for image in batch:
-                if image.id not in skip and label_repo.get_mask(session, image.id) is None:
-                    return image_info(image)
-            if len(batch) < SUGGEST_BATCH:
-                return None
-            offset += SUGGEST_BATCH
+        chosen = _suggest(session, resolve_project(session, project).id, after)
+        return None if chosen is None else image_info(chosen)
