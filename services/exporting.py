@@ -193,7 +193,7 @@ def export_project(
         classes = list_classes(session, proj.id)
         run_id = None if source == "human" else current_run_id(session, proj.id)
         if source == "model" and run_id is None:
-            raise UserError(f"project {project!r} has no published model yet; train and predict first")
+            raise UserError(f"project {proj.name!r} has no published model yet; train and predict first")
         version = session.get(TrainingRun, run_id).version if run_id is not None else None
         tally = _Tally(count_images(session, proj.id), progress, should_stop)
         items = tally.labelled(iter_label_rows(session, proj.id, source=source, run_id=run_id))

@@ -115,9 +115,9 @@ def _load_labels(studio: Studio, project_name: str) -> _ProjectLabels:
         project = resolve_project(session, project_name)
         classes = list_classes(session, project.id)
         if not classes:
-            raise UserError(f"project {project_name!r} has no classes")
+            raise UserError(f"project {project.name!r} has no classes")
         if [c.index for c in classes] != list(range(len(classes))):
-            raise UserError(f"project {project_name!r} has gaps in its class indices")
+            raise UserError(f"project {project.name!r} has gaps in its class indices")
         index_of = {c.id: c.index for c in classes}
         samples: list[Sample] = []
         tagged = masked = unlabelled = 0
@@ -137,7 +137,7 @@ def _load_labels(studio: Studio, project_name: str) -> _ProjectLabels:
             loader = functools.partial(read_rgb, studio.images.abspath(image.path))
             samples.append(Sample(name=image.name, image=loader, tags=tags, mask=mask))
         if not samples:
-            raise UserError(f"project {project_name!r} has no images")
+            raise UserError(f"project {project.name!r} has no images")
         return _ProjectLabels(project.id, project.has_background, [c.name for c in classes], samples,
                               tagged, masked, unlabelled)
 
@@ -347,7 +347,7 @@ def predict(
         run = run_repo.get_run(session, run_id) if run_id is not None \
             else run_repo.latest_trained_run(session, proj.id)
         if run is None or run.project_id != proj.id or run.status not in ("trained", "published"):
-            raise UserError(f"project {project!r} has no trained model to predict with; run train first")
+            raise UserError(f"project {proj.name!r} has no trained model to predict with; run train first")
         run_id, version, mode = run.id, int(run.version or 0), run.mode
         checkpoint = studio.data_dir / str(run.checkpoint_path)
         classes = list_classes(session, proj.id)
@@ -406,7 +406,7 @@ def evaluate(studio: Studio, project: str = "default", *, gt_masks: str | Path) 
     with studio.Session.begin() as session:
         proj = resolve_project(session, project)
         if label_repo.current_run_id(session, proj.id) is None:
-            raise UserError(f"project {project!r} has no published model; run train and predict first")
+            raise UserError(f"project {proj.name!r} has no published model; run train and predict first")
         names = [c.name for c in list_classes(session, proj.id)]
         meter = SegmentationMeter(len(names))
         for image in all_images(session, proj.id):
