@@ -2,16 +2,21 @@
 
 Everything is validated before the database is touched, and all rows are written in one
 transaction. Image files go into the content-addressed store as they are read; files this import
-added are removed again if it fails. Images whose content the project already has are skipped,
-so running the same import twice adds nothing.
+added are removed again if it fails, unless a row or a concurrent import uses them by then (files
+are shared by content). Files left by a killed import are swept at the start of the next one.
+Images whose content the project already has are skipped, so running the same import twice adds
+nothing.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import logging
+import time
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,11 +33,13 @@ from storage import images as image_repo
 from storage import labels as label_repo
 from storage import projects as project_repo
 from storage.errors import ConcurrentChange, concurrent_changes
-from storage.files import ImageFileError, ImageMeta, inspect_image
+from storage.files import ImageFileError, ImageMeta, inspect_image, sha256_bytes
 from storage.label_maps import encode_label_png
 from storage.models import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
+
+ORPHAN_MIN_AGE_S = 3600.0  # an unreferenced stored file younger than this may belong to a running import
 
 _MASK_MODES = frozenset({"L", "P", "I", "I;16"})
 
@@ -74,6 +81,7 @@ class _Entry:
     tag_indices: set[int] = field(default_factory=set)
     mask_png: bytes | None = None
     mask_partial: bool = False
+    reread: Callable[[], bytes] | None = None  # the bytes to store again, should the file vanish
 
     def set_mask(self, label_map: np.ndarray) -> None:
         """Plan ``label_map`` as the image's mask, unless it labels no pixel at all."""
@@ -210,20 +218,24 @@ def _scan_images(
     sources: list[ImageSource],
     plan: _Plan,
     report: ImportReport,
-    created: list[str],
+    created: dict[str, int],
     max_pixels: int,
     progress: ProgressFn,
     should_stop: StopFn,
 ) -> None:
-    """Validate and store every image; fills the plan. Store paths this call created go in ``created``."""
+    """Validate and store every image; fills the plan. Store paths this call wrote go in
+    ``created`` with the file's mtime then (see :func:`_discard_created`)."""
     origin_of: dict[str, str] = {}
     for i, source in enumerate(sources):
         if should_stop():
             raise Cancelled("import cancelled")
         data, meta = _read_source(source, max_pixels)
-        sha, relpath, was_created = studio.images.put(data, meta.ext)
-        if was_created:
-            created.append(relpath)
+        sha = sha256_bytes(data)
+        relpath = studio.images.relpath_for(sha, meta.ext)
+        if relpath not in created:  # a second copy in this import: the file is ours already
+            stored = studio.images.put(data, meta.ext)
+            if stored.created:
+                created[relpath] = stored.mtime_ns
         entry = plan.entries.get(sha)
         named = plan.by_name.get(source.name)
         if named is not None and named.sha256 != sha:
@@ -235,9 +247,53 @@ def _scan_images(
         else:
             report.duplicates_skipped += 1
             entry.in_import = True
+        if entry.reread is None:
+            entry.reread = functools.partial(_reread, source, max_pixels)
         plan.by_name[source.name] = entry
         origin_of[source.name] = source.origin
         progress(0.7 * (i + 1) / len(sources), f"read {i + 1}/{len(sources)} images", {})
+
+
+def _reread(source: ImageSource, max_pixels: int) -> bytes:
+    return _read_source(source, max_pixels)[0]
+
+
+def _discard_created(studio: Studio, created: dict[str, int]) -> None:
+    """Delete the files a failed import wrote, except those another writer uses meanwhile: a row
+    points to them (any project, checked after they are set aside) or a concurrent import
+    touched them since this one wrote them."""
+
+    def still_used(aside: dict[str, int]) -> set[str]:
+        with studio.Session.begin() as session:
+            referenced = image_repo.referenced_paths(session, aside)
+        return referenced | {r for r, mtime in aside.items() if mtime != created.get(r)}
+
+    removed = studio.images.remove_unused(created, still_used)
+    logger.debug("failed import: removed %d of the %d files it stored", len(removed), len(created))
+
+
+def sweep_unreferenced_files(studio: Studio, *, min_age_s: float = ORPHAN_MIN_AGE_S) -> int:
+    """Delete stored image files no row points to and nobody touched for ``min_age_s`` (left by
+    an import that was killed), and stale temporary files; returns how many image files went.
+    Safe while imports run: they touch the files they rely on (see :mod:`storage.files`)."""
+    cutoff = time.time_ns() - int(min_age_s * 1e9)
+    studio.images.leftover_temporaries(cutoff)
+    files = dict(studio.images.stored_files())
+    with studio.Session.begin() as session:
+        referenced = image_repo.referenced_paths(session)
+    candidates = [r for r, mtime in files.items() if mtime < cutoff and r not in referenced]
+    if not candidates:
+        return 0
+
+    def still_used(aside: dict[str, int]) -> set[str]:
+        with studio.Session.begin() as session:
+            now_referenced = image_repo.referenced_paths(session, aside)
+        return now_referenced | {r for r, mtime in aside.items() if mtime >= cutoff}
+
+    removed = studio.images.remove_unused(candidates, still_used)
+    if removed:
+        logger.info("removed %d stored image files no image row points to", len(removed))
+    return len(removed)
 
 
 def _plan_tags(path: Path, plan: _Plan, class_index: dict[str, int]) -> None:
@@ -327,7 +383,7 @@ def _plan_coco(
         progress(0.7 + 0.25 * (i + 1) / len(todo), f"rasterised {i + 1}/{len(todo)} COCO masks", {})
 
 
-def _write(studio: Studio, plan: _Plan, report: ImportReport) -> None:
+def _write(studio: Studio, plan: _Plan, report: ImportReport, created: dict[str, int]) -> None:
     with studio.Session.begin() as session:
         project = project_repo.get_project_by_name(session, report.project)
         if project is None:
@@ -354,6 +410,30 @@ def _write(studio: Studio, plan: _Plan, report: ImportReport) -> None:
                     session, entry.image_id, entry.mask_png, is_partial=entry.mask_partial
                 )
                 report.masks_added += 1
+        _confirm_files(studio, plan, created)
+
+
+def _confirm_files(studio: Studio, plan: _Plan, created: dict[str, int]) -> None:
+    """Touch every file the new rows point to, before they commit: a sweep or a failing
+    concurrent import then keeps them. A file already gone fails the import (nothing written)."""
+    for entry in plan.entries.values():
+        if not entry.in_import:
+            continue
+        mtime = studio.images.touch(entry.relpath)
+        if mtime is None and entry.reread is not None:  # set aside by a clean-up: store it again
+            stored = studio.images.put(entry.reread(), Path(entry.relpath).suffix[1:])
+            if stored.relpath != entry.relpath:
+                raise UserError(f"{entry.name} changed on disk while importing; run the import again")
+            mtime = stored.mtime_ns
+            if stored.created:
+                created[entry.relpath] = mtime
+        if mtime is None:
+            raise UserError(
+                f"stored file of {entry.name} vanished while importing (a concurrent clean-up); "
+                "nothing was imported, run it again"
+            )
+        if entry.relpath in created:
+            created[entry.relpath] = mtime
 
 
 def import_dataset(
@@ -403,31 +483,31 @@ def import_dataset(
 
     report = ImportReport(project=project)
     plan = _Plan(classes=to_set, has_background=has_background)
-    created: list[str] = []
+    created: dict[str, int] = {}
+    sweep_unreferenced_files(studio)
     try:
         _existing_entries(studio, project, plan)
         with open_sources(source) as sources:
             progress(0.0, f"reading {len(sources)} images", {})
             _scan_images(studio, sources, plan, report, created, max_pixels, progress, should_stop)
-        if tags_path is not None:
-            _plan_tags(tags_path, plan, {n: i for i, n in enumerate(classes)})
-        if masks_path is not None:
-            _plan_masks(masks_path, plan, report, len(classes), progress)
-        if coco is not None:
-            _plan_coco(coco, plan, report, classes, has_background, progress)
-        if should_stop():
-            raise Cancelled("import cancelled")
-        progress(0.95, "writing to the database", {})
-        try:
-            with concurrent_changes():
-                _write(studio, plan, report)
-        except ConcurrentChange as exc:
-            raise UserError(
-                f"project {project!r} changed while importing; nothing was imported, run it again"
-            ) from exc
+            if tags_path is not None:
+                _plan_tags(tags_path, plan, {n: i for i, n in enumerate(classes)})
+            if masks_path is not None:
+                _plan_masks(masks_path, plan, report, len(classes), progress)
+            if coco is not None:
+                _plan_coco(coco, plan, report, classes, has_background, progress)
+            if should_stop():
+                raise Cancelled("import cancelled")
+            progress(0.95, "writing to the database", {})
+            try:
+                with concurrent_changes():
+                    _write(studio, plan, report, created)
+            except ConcurrentChange as exc:
+                raise UserError(
+                    f"project {project!r} changed while importing; nothing was imported, run it again"
+                ) from exc
     except BaseException:
-        for relpath in created:
-            studio.images.remove(relpath)
+        _discard_created(studio, created)
         raise
     progress(1.0, report.summary(), {})
     logger.info("import: %s", report.summary())

@@ -1,20 +1,29 @@
 """Image files on disk: the content-addressed store, pixel loading and thumbnails.
 
 Images are stored byte-for-byte under ``<data_dir>/images/<sha[:2]>/<sha>.<ext>`` where ``sha`` is
-the SHA-256 of the bytes. Everybody loads pixels through :func:`read_rgb`, which applies the EXIF
+the SHA-256 of the bytes. A file may be shared by rows of several projects and by imports still
+running, so it is only ever deleted through :meth:`ImageStore.remove_unused`: a writer that finds a
+file already there "touches" it (moves its mtime forward), and a deleter first renames the file
+aside, then keeps it if it was touched since or a row still points to it. Everybody loads pixels
+through :func:`read_rgb`, which applies the EXIF
 orientation, so widths/heights, masks and pseudo-labels all refer to the upright image.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
 import os
 import tempfile
+import time
+import uuid
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image as PILImage
@@ -93,7 +102,7 @@ def read_rgb(path: str | Path) -> np.ndarray:
 
 def _write_atomic(target: Path, data: bytes) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=TMP_PREFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -101,6 +110,20 @@ def _write_atomic(target: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class Stored(NamedTuple):
+    """What :meth:`ImageStore.put` did: the content's path, whether this call wrote the file,
+    and the file's mtime right after (a later, different mtime means someone else touched it)."""
+
+    sha256: str
+    relpath: str
+    created: bool
+    mtime_ns: int
+
+
+ASIDE_PREFIX = ".del-"  # files being deleted: renamed aside first
+TMP_PREFIX = ".tmp-"
 
 
 class ImageStore:
@@ -120,20 +143,88 @@ class ImageStore:
         """Absolute path of a store path as held in ``Image.path``."""
         return self.data_dir / relpath
 
-    def put(self, data: bytes, ext: str) -> tuple[str, str, bool]:
-        """Store ``data``; returns ``(sha256, relpath, created)``, ``created`` False if it was there."""
+    def put(self, data: bytes, ext: str) -> Stored:
+        """Store ``data`` (or touch the file if the content is there already)."""
         sha = sha256_bytes(data)
         relpath = self.relpath_for(sha, ext)
+        mtime = self.touch(relpath)
+        if mtime is not None:
+            return Stored(sha, relpath, False, mtime)
         target = self.abspath(relpath)
-        if target.is_file():
-            return sha, relpath, False
         _write_atomic(target, data)
         logger.debug("stored %s", relpath)
-        return sha, relpath, True
+        return Stored(sha, relpath, True, target.stat().st_mtime_ns)
 
-    def remove(self, relpath: str) -> None:
-        """Delete a stored file and its thumbnails (missing files are fine)."""
-        self.abspath(relpath).unlink(missing_ok=True)
+    def touch(self, relpath: str) -> int | None:
+        """Mark a stored file as in use now: its mtime moves forward (always to a new value).
+        Returns that mtime, or None when the file is not there."""
+        target = self.abspath(relpath)
+        try:
+            st = target.stat()
+            mtime = max(time.time_ns(), st.st_mtime_ns + 1)
+            os.utime(target, ns=(st.st_atime_ns, mtime))
+        except FileNotFoundError:
+            return None
+        return mtime
+
+    def stored_files(self) -> list[tuple[str, int]]:
+        """``(relpath, mtime_ns)`` of every stored image file (not temporary or aside files)."""
+        out = []
+        for path in self.images_dir.glob("*/*"):
+            if path.name.startswith((ASIDE_PREFIX, TMP_PREFIX)) or not path.is_file():
+                continue
+            try:
+                out.append((path.relative_to(self.data_dir).as_posix(), path.stat().st_mtime_ns))
+            except FileNotFoundError:
+                continue
+        return out
+
+    def leftover_temporaries(self, older_than_ns: int) -> int:
+        """Delete temporary and aside files older than ``older_than_ns`` (left by a killed process)."""
+        removed = 0
+        for path in self.images_dir.glob("*/.*"):
+            if not path.name.startswith((ASIDE_PREFIX, TMP_PREFIX)):
+                continue
+            try:
+                if path.stat().st_mtime_ns < older_than_ns:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
+
+    def remove_unused(
+        self, relpaths: Iterable[str], still_used: Callable[[dict[str, int]], set[str]]
+    ) -> list[str]:
+        """Delete stored files (and their thumbnails) unless they are still used; returns the deleted.
+
+        Each file is first renamed aside, so that a concurrent :meth:`put` of the same content
+        writes a fresh copy instead of relying on this one; then ``still_used({relpath: mtime_ns})``
+        names the files to put back (say, those a row points to or that were touched since).
+        """
+        aside: dict[str, tuple[Path, int]] = {}
+        for relpath in dict.fromkeys(relpaths):
+            target = self.abspath(relpath)
+            moved = target.with_name(f"{ASIDE_PREFIX}{uuid.uuid4().hex[:12]}-{target.name}")
+            try:
+                os.rename(target, moved)
+                aside[relpath] = (moved, moved.stat().st_mtime_ns)
+            except FileNotFoundError:
+                continue
+        keep = still_used({r: m for r, (_, m) in aside.items()}) if aside else set()
+        removed = []
+        for relpath, (moved, _) in aside.items():
+            if relpath in keep:
+                with contextlib.suppress(FileExistsError):  # a concurrent put wrote the bytes again
+                    os.link(moved, self.abspath(relpath))
+                moved.unlink()
+                continue
+            moved.unlink()
+            self._remove_thumbnails(relpath)
+            removed.append(relpath)
+        return removed
+
+    def _remove_thumbnails(self, relpath: str) -> None:
         sha = Path(relpath).stem
         for thumb in self.thumbs_dir.glob(f"{sha[:2]}/{sha}_*.jpg"):
             thumb.unlink(missing_ok=True)

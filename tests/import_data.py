@@ -40,3 +40,13 @@ def snapshot(studio: Studio) -> tuple[dict[str, int], list[str]]:
         if p.is_file() and not p.name.startswith("studio.db")
     )
     return counts, files
+
+
+def images_of(studio: Studio, project: str) -> list:
+    """Every image of a project (``ImageInfo``), by name."""
+    from services.labeling import image_info
+    from services.lookups import resolve_project
+    from storage.images import all_images
+
+    with studio.Session.begin() as session:
+        return [image_info(i) for i in all_images(session, resolve_project(session, project).id)]

@@ -15,7 +15,7 @@ from services.context import Studio
 from services.importing import ImportReport, import_dataset
 from services.progress import Cancelled
 from tests.image_bytes import image_bytes, label_png, write
-from tests.import_data import make_dataset, snapshot
+from tests.import_data import images_of, make_dataset, snapshot
 
 
 @pytest.fixture()
@@ -41,7 +41,7 @@ def test_import_folder_with_classes_tags_and_masks(studio: Studio, dataset: Path
     assert report.classes == 3 and seen[-1] == 1.0 and seen == sorted(seen)
     project = labeling.get_project(studio, "p")
     assert [c.name for c in project.classes] == ["background", "cat", "dog"]
-    images = {i.name: i for i in labeling.list_images(studio, "p", limit=None).items}
+    images = {i.name: i for i in images_of(studio, "p")}
     assert sorted(images) == ["a.jpg", "b.png", "c.jpg"]
     assert (images["c.jpg"].width, images["c.jpg"].height) == (20, 40)  # after EXIF orientation
     assert studio.images.read_rgb(images["c.jpg"].path).shape == (40, 20, 3)
@@ -75,7 +75,7 @@ def test_duplicate_content_is_skipped(studio: Studio, tmp_path: Path) -> None:
     write(tmp_path / "dup" / "three.jpg", image_bytes(32, 32, seed=6))
     report = import_dataset(studio, tmp_path / "dup", project="d")
     assert (report.images_added, report.duplicates_skipped) == (2, 1)
-    assert [i.name for i in labeling.list_images(studio, "d").items] == ["one.jpg", "three.jpg"]
+    assert [i.name for i in images_of(studio, "d")] == ["one.jpg", "three.jpg"]
     assert len(list((studio.data_dir / "images").rglob("*.jpg"))) == 2
     # The same content in another project is a separate image there (the file is shared).
     other = import_dataset(studio, tmp_path / "dup", project="e")
@@ -91,7 +91,7 @@ def test_import_zip(studio: Studio, dataset: Path, tmp_path: Path) -> None:
         zf.writestr("photos/", b"")
     report = _import(studio, dataset, path=archive)
     assert (report.images_added, report.tags_added, report.masks_added) == (3, 3, 2)
-    names = [i.name for i in labeling.list_images(studio, "p").items]
+    names = [i.name for i in images_of(studio, "p")]
     assert names == ["a.jpg", "b.png", "c.jpg"]
 
 
@@ -113,7 +113,7 @@ def test_no_background_numbers_lines_from_zero(studio: Studio, tmp_path: Path) -
     assert report.masks_added == 1
     project = labeling.get_project(studio, "cv")
     assert project.class_index() == {"sky": 0, "road": 1} and not project.has_background
-    image = labeling.list_images(studio, "cv").items[0]
+    image = images_of(studio, "cv")[0]
     mask = labeling.get_mask(studio, image.id)
     assert mask[0, 0] == 0 and mask[5, 0] == 1 and mask[7, 0] == 255
 
@@ -154,7 +154,7 @@ def test_coco_import_draws_small_objects_over_large_ones(studio: Studio, tmp_pat
     assert (report.images_added, report.masks_added, report.classes) == (3, 3, 3)
     project = labeling.get_project(studio, "c")
     assert project.class_index() == {"background": 0, "cat": 1, "dog": 2}  # by category id order
-    images = {i.name: i.id for i in labeling.list_images(studio, "c").items}
+    images = {i.name: i.id for i in images_of(studio, "c")}
     x = labeling.get_mask(studio, images["x.jpg"])
     assert x[12, 12] == 1 and x[5, 5] == 2 and x[28, 38] == 0
     y = labeling.get_mask(studio, images["y.jpg"])
@@ -176,7 +176,7 @@ def test_coco_without_background_leaves_uncovered_pixels_unknown(studio: Studio,
     write(tmp_path / "c" / "i.json", json.dumps(coco).encode())
     import_dataset(studio, tmp_path / "c" / "images", project="c", has_background=False,
                    coco_json=tmp_path / "c" / "i.json")
-    mask = labeling.get_mask(studio, labeling.list_images(studio, "c").items[0].id)
+    mask = labeling.get_mask(studio, images_of(studio, "c")[0].id)
     assert mask[5, 5] == 0 and mask[15, 15] == 255
 
 

@@ -14,6 +14,7 @@ import launch
 from services import labeling
 from services.context import Studio
 from services.importing import ImportReport, import_dataset
+from tests.import_data import images_of
 
 
 def _open(root: Path) -> Studio:
@@ -50,7 +51,7 @@ def test_coco128_counts_tags_and_masks(coco_import: tuple[Studio, ImportReport],
     assert len(project.classes) == 81 and [c.name for c in project.classes] == lines
     assert project.classes[0].is_background and project.class_index()["person"] == 1
     by_id = {c.id: c.name for c in project.classes}
-    images = {i.name: i for i in labeling.list_images(coco_studio, "coco", limit=None).items}
+    images = {i.name: i for i in images_of(coco_studio, "coco")}
     assert len(images) == 128
     assert sorted(by_id[c] for c in labeling.get_image_tags(coco_studio, images["000000000009.jpg"].id)) == [
         "bowl", "broccoli", "orange"
@@ -87,7 +88,7 @@ def test_coco128_instances_json_matches_the_mask_pngs(studio: Studio, coco128: P
     assert (report.images_added, report.masks_added) == (128, 128)
     equal = total = 0
     worst = 1.0
-    for image in labeling.list_images(studio, "c", limit=None).items:
+    for image in images_of(studio, "c"):
         gold = _gold(coco128 / "masks" / f"{Path(image.name).stem}.png")
         same = int((labeling.get_mask(studio, image.id) == gold).sum())
         equal, total, worst = equal + same, total + gold.size, min(worst, same / gold.size)
@@ -107,7 +108,7 @@ def test_camvid_val_without_background(studio: Studio, camvid: Path) -> None:
     assert not project.has_background
     assert [c.name for c in project.classes] == (camvid / "classes.txt").read_text().split()
     assert project.class_index()["sky"] == 0 and project.class_index()["bicyclist"] == 10
-    images = labeling.list_images(studio, "camvid", limit=None).items
+    images = images_of(studio, "camvid")
     for image in images[::25]:
         gold = _gold(val / "masks" / f"{Path(image.name).stem}.png")
         mask = labeling.get_mask(studio, image.id)

@@ -24,13 +24,32 @@ from tests.image_bytes import image_bytes, png_header_claiming, write
 def test_store_is_content_addressed_and_keeps_the_original_bytes(tmp_path: Path) -> None:
     store = ImageStore(tmp_path)
     data = image_bytes(32, 24, seed=1)
-    sha, relpath, created = store.put(data, "jpg")
+    sha, relpath, created, mtime = store.put(data, "jpg")
     assert sha == hashlib.sha256(data).hexdigest()
     assert relpath == f"images/{sha[:2]}/{sha}.jpg"
     assert created and store.abspath(relpath).read_bytes() == data
-    assert store.put(data, "jpg") == (sha, relpath, False)
-    store.remove(relpath)
+    again = store.put(data, "jpg")
+    assert again[:3] == (sha, relpath, False) and again.mtime_ns > mtime  # touched
+    assert store.remove_unused([relpath], lambda aside: set()) == [relpath]
     assert not store.abspath(relpath).exists()
+
+
+def test_remove_unused_puts_back_what_is_still_used(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path)
+    kept = store.put(image_bytes(8, 8, seed=1), "jpg")
+    gone = store.put(image_bytes(8, 8, seed=2), "jpg")
+    seen: dict[str, int] = {}
+
+    def still_used(aside: dict[str, int]) -> set[str]:
+        seen.update(aside)
+        assert not store.abspath(kept.relpath).exists()  # set aside while deciding
+        return {kept.relpath}
+
+    removed = store.remove_unused([kept.relpath, gone.relpath, "images/no/such.jpg"], still_used)
+    assert removed == [gone.relpath]
+    assert seen == {kept.relpath: kept.mtime_ns, gone.relpath: gone.mtime_ns}
+    assert store.abspath(kept.relpath).is_file() and not store.abspath(gone.relpath).exists()
+    assert [r for r, _ in store.stored_files()] == [kept.relpath]
 
 
 def test_read_rgb_applies_exif_orientation(tmp_path: Path) -> None:
@@ -86,14 +105,14 @@ def test_decompression_bomb_is_refused_from_the_header() -> None:
 
 def test_thumbnail_is_upright_small_and_cached(tmp_path: Path) -> None:
     store = ImageStore(tmp_path)
-    _, relpath, _ = store.put(image_bytes(600, 300, seed=3, orientation=8), "jpg")
+    relpath = store.put(image_bytes(600, 300, seed=3, orientation=8), "jpg").relpath
     thumb = store.thumbnail(relpath)
     assert thumb.is_relative_to(tmp_path / "thumbs")
     with Image.open(thumb) as im:
         assert im.format == "JPEG" and im.size == (128, 256)  # rotated: 300 x 600 scaled to 256 high
     mtime = thumb.stat().st_mtime_ns
     assert store.thumbnail(relpath) == thumb and thumb.stat().st_mtime_ns == mtime
-    store.remove(relpath)
+    store.remove_unused([relpath], lambda aside: set())
     assert not thumb.exists()
 
 
