@@ -1,6 +1,7 @@
 """Running the queues: the app's embedded consumer (threads) and ``launch.py worker``.
 
-Both sweep for orphaned jobs before they start (see :mod:`jobs.recovery`). Stopping either asks
+Both sweep for orphaned jobs before they start and then on a :class:`~jobs.recovery.Sweeper`
+thread of their own (see :mod:`jobs.recovery`), never behind a queued job. Stopping either asks
 running jobs to stop at their next step; they end 'interrupted' (their training run too), so
 :func:`jobs.submit.resume_job` continues them from the last checkpoint. Whatever has not stopped
 within ``shutdown_timeout_s`` is marked interrupted as the consumer leaves.
@@ -36,6 +37,7 @@ class StudioConsumer(Consumer):
     def __init__(self, huey: Huey, *, handle_signals: bool, **options: Any) -> None:
         self._handle_signals = handle_signals
         options.setdefault("worker_type", "thread")
+        options.setdefault("periodic", False)  # no periodic tasks: the sweep has its own thread
         options.setdefault("max_delay", POLL_MAX_DELAY_S)
         options.setdefault("shutdown_timeout", SHUTDOWN_TIMEOUT_S)
         super().__init__(huey, **options)
@@ -55,11 +57,13 @@ class EmbeddedConsumers:
     """The consumers ``serve`` runs in its own process; :meth:`stop` them when the app exits."""
 
     studio: Studio
+    sweeper: recovery.Sweeper
     consumers: list[StudioConsumer] = field(default_factory=list)
 
     def stop(self) -> list[int]:
         """Stop the consumers; returns the ids of jobs left interrupted (resumable)."""
         runner.request_shutdown()
+        self.sweeper.stop()
         for consumer in self.consumers:
             consumer.stop()
         self.consumers.clear()
@@ -69,12 +73,14 @@ class EmbeddedConsumers:
         return leftover
 
 
-def _prepare(studio: Studio) -> None:
+def _prepare(studio: Studio) -> recovery.Sweeper:
+    """Bind the queues, sweep once, and start the sweep thread (returned, running)."""
     queue.bind(studio)
     runner.reset_shutdown()
     recovered = recovery.recover_jobs(studio)
     if recovered:
         logger.warning("marked jobs %s interrupted (worker gone); resume them to continue", recovered)
+    return recovery.Sweeper(studio).start()
 
 
 def start_embedded_consumer(studio: Studio, *, compute: bool = True, workers: int = 1) -> EmbeddedConsumers:
@@ -83,9 +89,8 @@ def start_embedded_consumer(studio: Studio, *, compute: bool = True, workers: in
     The ``local`` queue (imports, exports) always runs here; the ``compute`` queue (training,
     prediction) too unless ``compute`` is False (``serve --no-worker``, with GPU workers elsewhere).
     """
-    _prepare(studio)
-    handle = EmbeddedConsumers(studio)
-    handle.consumers.append(StudioConsumer(queue.local, handle_signals=False, periodic=False))
+    handle = EmbeddedConsumers(studio, _prepare(studio))
+    handle.consumers.append(StudioConsumer(queue.local, handle_signals=False))
     if compute:
         handle.consumers.append(StudioConsumer(queue.compute, handle_signals=False, workers=workers))
     for consumer in handle.consumers:
@@ -96,10 +101,13 @@ def start_embedded_consumer(studio: Studio, *, compute: bool = True, workers: in
 
 def run_worker(studio: Studio, *, workers: int = 1) -> list[int]:
     """Consume the ``compute`` queue until SIGINT/SIGTERM; returns the ids of jobs left interrupted."""
-    _prepare(studio)
+    sweeper = _prepare(studio)
     consumer = StudioConsumer(queue.compute, handle_signals=True, workers=workers)
     logger.info("worker %s consuming training and prediction jobs", runner.worker_name())
-    consumer.run()
+    try:
+        consumer.run()
+    finally:
+        sweeper.stop()
     leftover = recovery.interrupt_own_jobs(studio)
     runner.reset_shutdown()
     return leftover

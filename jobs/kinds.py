@@ -1,7 +1,9 @@
-"""What each kind of job runs: the job row's params in, a service call, a result dict out.
+"""The kinds of background job, in ONE table: each kind's typed parameters, queue, service, title
+and whether it is exclusive (at most one exclusive job per project queued or running at a time).
 
-Each function has the :data:`jobs.runner.JobService` signature. The services that need torch are
-imported when a job runs, never when this module is imported (the UI imports it indirectly).
+A job row's ``params`` column holds its kind's parameter dataclass as :func:`dataclasses.asdict`
+gives it; :func:`job_params` reads it back. The services that need torch are imported when a job
+runs, never when this module is imported (the UI imports it indirectly).
 
 A ``train`` job with ``predict_after`` (the UI's "Train on my labels") is one job with two phases:
 training reports progress 0..``TRAIN_SHARE``, predicting the pseudo-labels of every image
@@ -13,19 +15,112 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from jobs.runner import JobService
 from services.progress import ProgressFn, StopFn
 from storage import jobs as job_rows
+from storage import runs as run_rows
 from storage.models import Job
 
 if TYPE_CHECKING:
     from services.context import Studio
 
 TRAIN_SHARE = 0.8
-TRAIN_OPTIONS = ("mode", "backbone", "epochs", "image_size", "device", "seed",
-                 "train_overrides", "model_overrides")
+QUEUE_NAMES = ("compute", "local")  # see jobs.queue
+
+
+# --- typed parameters, one frozen dataclass per kind --------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """What :func:`services.training.train` is called with (None: the service's own default)."""
+
+    mode: str = "auto"
+    backbone: str | None = None
+    epochs: int | None = None
+    image_size: int | None = None
+    device: str = "auto"
+    seed: int = 0
+    train_overrides: dict[str, Any] | None = None
+    model_overrides: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    project_id: int
+    options: TrainOptions = field(default_factory=TrainOptions)
+    predict_after: bool = True  # then predict and publish ("Train on my labels")
+
+
+@dataclass(frozen=True)
+class PredictParams:
+    project_id: int
+    run_id: int | None = None  # None: the newest trained run
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """What :func:`services.importing.import_dataset` is called with; paths are absolute."""
+
+    classes_file: str | None = None
+    has_background: bool = True
+    tags_csv: str | None = None
+    masks_dir: str | None = None
+    coco_json: str | None = None
+    max_pixels: int | None = None
+
+
+@dataclass(frozen=True)
+class ImportParams:
+    project: str  # by name: the import creates it when missing
+    path: str  # absolute
+    options: ImportOptions = field(default_factory=ImportOptions)
+
+
+@dataclass(frozen=True)
+class ExportParams:
+    project_id: int
+    out: str  # absolute
+    fmt: str = "coco"
+    source: str = "best"
+    palette: bool = False
+
+
+JobParams = TrainParams | PredictParams | ImportParams | ExportParams
+
+
+def _from_dict(cls: type[Any], data: dict[str, Any]) -> Any:
+    """``cls`` built from an ``asdict`` dict; unknown keys are dropped, nested dataclasses rebuilt."""
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        if dataclasses.is_dataclass(hints[f.name]) and isinstance(value, dict):
+            value = _from_dict(hints[f.name], value)
+        values[f.name] = value
+    return cls(**values)
+
+
+def job_params(job: Job) -> Any:
+    """The job row's parameters as its kind's dataclass (``project_id`` from the row when a row
+    written before the parameters carried it lacks it)."""
+    kind = KINDS[job.kind]
+    data = dict(job.params or {})
+    if "project_id" in {f.name for f in dataclasses.fields(kind.params)} and data.get("project_id") is None:
+        data["project_id"] = job.project_id
+    return _from_dict(kind.params, data)
+
+
+# --- what each kind runs: the job row in, a service call, a result dict out ----------------------
 
 
 def _service(name: str) -> ModuleType:
@@ -45,15 +140,13 @@ def phase_progress(progress: ProgressFn, start: float, end: float, phase: str) -
 def run_train(studio: Studio, job: Job, progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
     """Train on the project's labels (auto mode by default); with ``predict_after``, then predict."""
     training = _service("services.training")
-    params = job.params
-    project = params["project"]
-    predict_after = bool(params.get("predict_after", True))
-    options = {k: v for k, v in params.get("options", {}).items() if k in TRAIN_OPTIONS}
-    train_end = TRAIN_SHARE if predict_after else 1.0
+    params: TrainParams = job_params(job)
+    options = dataclasses.asdict(params.options)
+    train_end = TRAIN_SHARE if params.predict_after else 1.0
     result: dict[str, Any] = {}
 
     with studio.Session.begin() as session:
-        earlier = job_rows.latest_run_of_job(session, job.id)
+        earlier = run_rows.latest_run_of_job(session, job.id)
         trained = earlier is not None and earlier.status in ("trained", "published")
         run_id, version = (earlier.id, earlier.version) if trained else (None, None)
     if trained:
@@ -61,19 +154,19 @@ def run_train(studio: Studio, job: Job, progress: ProgressFn, should_stop: StopF
         progress(train_end, f"model version {version} already trained; predicting", {"run_id": run_id})
     else:
         trained_run = training.train(
-            studio, project, **options, resume=True, job_id=job.id,
+            studio, params.project_id, **options, resume=True, job_id=job.id,
             progress=phase_progress(progress, 0.0, train_end, "training"), should_stop=should_stop,
         )
         run_id, version = trained_run.run_id, trained_run.version
         result.update(mode=trained_run.mode, mode_reason=trained_run.reason, epochs=trained_run.epochs,
                       resumed_from_epoch=trained_run.resumed_from_epoch)
     result.update(run_id=run_id, version=version)
-    if not predict_after:
+    if not params.predict_after:
         result["summary"] = f"model version {version} trained; run predict to publish its pseudo-labels"
         return result
 
     predicted = training.predict(
-        studio, project, run_id=run_id, device=options.get("device", "auto"), job_id=job.id,
+        studio, params.project_id, run_id=run_id, device=params.options.device, job_id=job.id,
         progress=phase_progress(progress, train_end, 1.0, "predicting"), should_stop=should_stop,
     )
     result.update(images=predicted.images, mean_score=predicted.mean_score)
@@ -85,9 +178,9 @@ def run_train(studio: Studio, job: Job, progress: ProgressFn, should_stop: StopF
 def run_predict(studio: Studio, job: Job, progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
     """Pseudo-labels of every image with a trained model (default: the newest), then publish it."""
     training = _service("services.training")
-    params = job.params
+    params: PredictParams = job_params(job)
     predicted = training.predict(
-        studio, params["project"], run_id=params.get("run_id"), device=params.get("device", "auto"),
+        studio, params.project_id, run_id=params.run_id, device=params.device,
         job_id=job.id, progress=progress, should_stop=should_stop,
     )
     return {
@@ -101,27 +194,22 @@ def run_predict(studio: Studio, job: Job, progress: ProgressFn, should_stop: Sto
 
 
 def run_export(studio: Studio, job: Job, progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
-    """Export the project's labels to ``params['out']``."""
+    """Export the project's labels to ``params.out``."""
     exporting = _service("services.exporting")
-    params = job.params
+    params: ExportParams = job_params(job)
     report = exporting.export_project(
-        studio, params["project"], params["out"], fmt=params.get("fmt", "coco"),
-        source=params.get("source", "best"), palette=bool(params.get("palette", False)),
-        progress=progress, should_stop=should_stop,
+        studio, params.project_id, params.out, fmt=params.fmt, source=params.source,
+        palette=params.palette, progress=progress, should_stop=should_stop,
     )
     return {**report.as_dict(), "summary": report.summary()}
 
 
-IMPORT_OPTIONS = ("classes_file", "has_background", "tags_csv", "masks_dir", "coco_json", "max_pixels")
-
-
 def run_import(studio: Studio, job: Job, progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
-    """Import ``params['path']`` (a folder or .zip) into the project, creating it if needed."""
+    """Import ``params.path`` (a folder or .zip) into the project, creating it if needed."""
     importing = _service("services.importing")
-    params = job.params
-    options = {k: v for k, v in params.get("options", {}).items() if k in IMPORT_OPTIONS}
+    params: ImportParams = job_params(job)
     report = importing.import_dataset(
-        studio, params["path"], project=params["project"], **options,
+        studio, params.path, project=params.project, **dataclasses.asdict(params.options),
         progress=progress, should_stop=should_stop,
     )
     if report.project_id:
@@ -130,9 +218,41 @@ def run_import(studio: Studio, job: Job, progress: ProgressFn, should_stop: Stop
     return {**dataclasses.asdict(report), "summary": report.summary()}
 
 
-JOB_SERVICES = {
-    "import": run_import,
-    "train": run_train,
-    "predict": run_predict,
-    "export": run_export,
-}
+# --- the table ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class JobKind:
+    name: str
+    params: type  # the frozen dataclass of its parameters
+    queue: str  # one of QUEUE_NAMES
+    service: JobService
+    title: Callable[[Any], str]  # params -> what the UI calls the job
+    noun: str  # "a <noun> job for project ... is already running"
+    exclusive: bool = False  # at most one exclusive job per project queued or running
+
+
+KINDS: dict[str, JobKind] = {kind.name: kind for kind in (
+    JobKind("import", ImportParams, "local", run_import, lambda p: "Import", "import"),
+    JobKind("train", TrainParams, "compute", run_train,
+            lambda p: "Train on my labels" if p.predict_after else "Train", "training", exclusive=True),
+    JobKind("predict", PredictParams, "compute", run_predict, lambda p: "Predict pseudo-labels",
+            "prediction", exclusive=True),
+    JobKind("export", ExportParams, "local", run_export, lambda p: f"Export ({p.fmt})", "export"),
+)}
+EXCLUSIVE_KINDS = tuple(name for name, kind in KINDS.items() if kind.exclusive)
+
+
+def kind_of(params: JobParams) -> JobKind:
+    """The kind whose parameters ``params`` are."""
+    return next(kind for kind in KINDS.values() if isinstance(params, kind.params))
+
+
+def job_title(job: Job) -> str:
+    """What the UI calls the job, e.g. "Train on my labels" or "Export (voc)"."""
+    kind = KINDS.get(job.kind)
+    if kind is None:
+        return job.kind
+    try:
+        return kind.title(job_params(job))
+    except (TypeError, ValueError):  # a row this version cannot read
+        return job.kind

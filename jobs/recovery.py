@@ -7,9 +7,13 @@ A job is orphaned when it is 'running' and either
 * its heartbeat is older than ``stale_after_s`` (a worker on another machine that died or lost
   the network).
 
-Each consumer sweeps at start-up, and the compute queue sweeps every minute (a periodic task), so a
-job of a dead remote worker shows up as interrupted soon. Marking a job interrupted also marks its
-unfinished training run interrupted; nothing is ever published.
+Each consumer (``serve``, also with ``--no-worker``, and every ``launch.py worker``) sweeps at
+start-up and then on its own :class:`Sweeper` thread every ``$SLRNET_SWEEP_INTERVAL_S`` seconds
+(default ``SWEEP_INTERVAL_S``), whatever its workers are busy with: a job of a dead worker on this
+host shows up as interrupted within one interval, one of a dead remote worker within
+``STALE_AFTER_S`` plus one interval. Sweeps of several processes at once are harmless (each mark is
+conditional on the job still running). Marking a job interrupted also marks its unfinished
+training run interrupted; nothing is ever published.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -30,6 +35,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STALE_AFTER_S = 60.0
+SWEEP_INTERVAL_S = 10.0
+SWEEP_INTERVAL_ENV = "SLRNET_SWEEP_INTERVAL_S"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -85,3 +92,40 @@ def interrupt_own_jobs(studio: Studio) -> list[int]:
                 runner.interrupt_run_of_job(session, job.id)
                 interrupted.append(job.id)
     return interrupted
+
+
+def sweep_interval_s() -> float:
+    """Seconds between sweeps: ``$SLRNET_SWEEP_INTERVAL_S`` when set to a positive number."""
+    raw = os.environ.get(SWEEP_INTERVAL_ENV, "")
+    try:
+        value = float(raw) if raw else SWEEP_INTERVAL_S
+    except ValueError:
+        logger.warning("ignoring %s=%r (not a number)", SWEEP_INTERVAL_ENV, raw)
+        return SWEEP_INTERVAL_S
+    return value if value > 0 else SWEEP_INTERVAL_S
+
+
+class Sweeper:
+    """A daemon thread running :func:`recover_jobs` every ``interval_s`` until :meth:`stop`."""
+
+    def __init__(self, studio: Studio, interval_s: float | None = None) -> None:
+        self._studio = studio
+        self.interval_s = interval_s or sweep_interval_s()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="dead-worker-sweep", daemon=True)
+
+    def start(self) -> Sweeper:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(30)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                recover_jobs(self._studio)
+            except Exception:  # the database may be briefly unreachable: try again next time
+                logger.exception("the dead-worker sweep failed; retrying in %.0f s", self.interval_s)

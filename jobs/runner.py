@@ -342,6 +342,6 @@ def interrupt_run_of_job(session: Session, job_id: int) -> None:
     A run that finished training ('trained') keeps its status: a resumed job only predicts.
     Nothing is ever published here.
     """
-    run = job_rows.latest_run_of_job(session, job_id)
+    run = run_rows.latest_run_of_job(session, job_id)
     if run is not None and run.status in ("running", "cancelled"):
         run_rows.mark_ended(session, run, "interrupted")

@@ -9,20 +9,34 @@ A project has at most one training or prediction job queued or running at a time
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jobs import queue, tasks
+from jobs.kinds import (
+    EXCLUSIVE_KINDS,
+    KINDS,
+    ExportParams,
+    ImportOptions,
+    ImportParams,
+    JobParams,
+    PredictParams,
+    TrainOptions,
+    TrainParams,
+    kind_of,
+)
 from jobs.views import JobView, get_job, load_view
 from services.errors import UserError
 from services.lookups import resolve_project
+from services.train_plan import plan_training
 from slrnet.config import MODES
 from storage import jobs as job_rows
 from storage.images import ImageFilter, count_images
 from storage.models import Project
-from storage.projects import get_project_by_name
+from storage.projects import get_project, get_project_by_name
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -31,20 +45,29 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-EXCLUSIVE_KINDS = ("train", "predict")  # one of these per project at a time
 EXPORTS_DIR = "exports"
-_NOUNS = {"train": "training", "predict": "prediction"}
 
 
 def _check_no_active(session: Session, project: Project) -> None:
-    """Raise UserError when the project already has a training or prediction job in flight."""
+    """Raise UserError when the project already has an exclusive (training or prediction) job in
+    flight."""
     job_rows.lock_project_jobs(session, project.id)
     active = job_rows.active_job(session, project.id, EXCLUSIVE_KINDS)
     if active is not None:
         raise UserError(
-            f"a {_NOUNS[active.kind]} job for project {project.name!r} is already {active.status} "
+            f"a {KINDS[active.kind].noun} job for project {project.name!r} is already {active.status} "
             f"(job {active.id})"
         )
+
+
+def _add_job(session: Session, params: JobParams, project: Project | None, message: str = "queued") -> int:
+    """Add the job row of ``params`` (after the exclusivity check its kind calls for); its id."""
+    kind = kind_of(params)
+    if kind.exclusive and project is not None:
+        _check_no_active(session, project)
+    job = job_rows.create_job(session, kind.name, project.id if project else None,
+                              dataclasses.asdict(params), message=message)
+    return job.id
 
 
 def _enqueue(studio: Studio, kind: str, job_id: int) -> JobView:
@@ -84,9 +107,9 @@ def submit_train_on_my_labels(
         raise UserError(f"unknown mode {mode!r}; choose auto, {', '.join(MODES)}")
     if epochs is not None and epochs < 1:
         raise UserError("epochs must be at least 1")
-    options = {"mode": mode, "backbone": backbone, "epochs": epochs, "image_size": image_size,
-               "device": device, "seed": seed, "train_overrides": train_overrides,
-               "model_overrides": model_overrides}
+    options = TrainOptions(mode=mode, backbone=backbone, epochs=epochs, image_size=image_size,
+                           device=device, seed=seed, train_overrides=train_overrides,
+                           model_overrides=model_overrides)
     queue.bind(studio)
     with studio.Session.begin() as session:
         row = resolve_project(session, project)
@@ -99,10 +122,12 @@ def submit_train_on_my_labels(
             raise UserError(
                 f"project {project!r} has no labels yet: tag some images or paint some masks first"
             )
-        _check_no_active(session, row)
-        params = {"project": project, "options": options, "predict_after": predict_after}
-        job = job_rows.create_job(session, "train", row.id, params, message=f"queued ({mode} mode)")
-        job_id = job.id
+        project_id = row.id
+    plan_training(studio, project_id, mode)  # a mode the labels do not allow is refused here
+    with studio.Session.begin() as session:
+        row = resolve_project(session, project_id)
+        params = TrainParams(project_id=row.id, options=options, predict_after=predict_after)
+        job_id = _add_job(session, params, row, message=f"queued ({mode} mode)")
     logger.info("queued training job %d for project %r", job_id, project)
     return _enqueue(studio, "train", job_id)
 
@@ -115,9 +140,7 @@ def submit_predict(
     queue.bind(studio)
     with studio.Session.begin() as session:
         row = resolve_project(session, project)
-        _check_no_active(session, row)
-        params = {"project": project, "run_id": run_id, "device": device}
-        job_id = job_rows.create_job(session, "predict", row.id, params).id
+        job_id = _add_job(session, PredictParams(project_id=row.id, run_id=run_id, device=device), row)
     return _enqueue(studio, "predict", job_id)
 
 
@@ -142,19 +165,18 @@ def submit_import(
     project = project.strip()
     if not project:
         raise UserError("a project name must have 1 to 200 characters")
-    options: dict[str, Any] = {
-        "classes_file": _path_or_none(classes_file),
-        "has_background": has_background,
-        "tags_csv": _path_or_none(tags_csv),
-        "masks_dir": _path_or_none(masks_dir),
-        "coco_json": _path_or_none(coco_json),
-        "max_pixels": max_pixels,
-    }
+    options = ImportOptions(
+        classes_file=_path_or_none(classes_file),
+        has_background=has_background,
+        tags_csv=_path_or_none(tags_csv),
+        masks_dir=_path_or_none(masks_dir),
+        coco_json=_path_or_none(coco_json),
+        max_pixels=max_pixels,
+    )
     queue.bind(studio)
     with studio.Session.begin() as session:
         row = get_project_by_name(session, project)
-        params = {"project": project, "path": str(source), "options": options}
-        job_id = job_rows.create_job(session, "import", row.id if row else None, params).id
+        job_id = _add_job(session, ImportParams(project=project, path=str(source), options=options), row)
     return _enqueue(studio, "import", job_id)
 
 
@@ -189,15 +211,15 @@ def submit_export(
     queue.bind(studio)
     with studio.Session.begin() as session:
         row = resolve_project(session, project)
-        params: dict[str, Any] = {"project": project, "fmt": fmt, "source": source, "palette": palette}
-        job = job_rows.create_job(session, "export", row.id, params)
+        params = ExportParams(project_id=row.id, out="", fmt=fmt, source=source, palette=palette)
+        job_id = _add_job(session, params, row)
         if out is None:
             folder = studio.data_dir / EXPORTS_DIR
             folder.mkdir(parents=True, exist_ok=True)
-            stem = f"{_safe_name(project)}-{fmt}-{job.id}"
+            stem = f"{_safe_name(row.name)}-{fmt}-{job_id}"
             out = folder / (f"{stem}.json" if fmt == "coco" else stem)
-        job.params = {**params, "out": str(Path(out).expanduser().absolute())}
-        job_id = job.id
+        params = dataclasses.replace(params, out=str(Path(out).expanduser().absolute()))
+        job_rows.get_job(session, job_id).params = dataclasses.asdict(params)
     return _enqueue(studio, "export", job_id)
 
 
@@ -228,8 +250,8 @@ def resume_job(studio: Studio, job_id: int) -> JobView:
         if job.status != "interrupted":
             raise UserError(f"job {job_id} is {job.status}; only an interrupted job can be resumed")
         kind = job.kind
-        if kind in EXCLUSIVE_KINDS and job.project_id is not None:
-            row = session.get(Project, job.project_id)
+        if KINDS[kind].exclusive and job.project_id is not None:
+            row = get_project(session, job.project_id)
             if row is not None:
                 _check_no_active(session, row)
         job_rows.requeue_job(session, job_id, "queued (resuming)")

@@ -9,18 +9,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from jobs.kinds import job_title
 from services.errors import UserError
 from services.lookups import resolve_project
 from storage import jobs as job_rows
-from storage.models import Job, Project
+from storage.models import Job
+from storage.projects import get_project
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from services.context import Studio
-
-TITLES = {"import": "Import", "train": "Train", "predict": "Predict pseudo-labels", "export": "Export"}
-
 
 @dataclass(frozen=True)
 class JobView:
@@ -35,7 +34,7 @@ class JobView:
 
     id: int
     kind: str  # import | train | predict | export
-    title: str  # e.g. "Train on my labels"
+    title: str  # e.g. "Train on my labels" (see jobs.kinds.KINDS)
     project: str | None  # project name
     status: str  # queued | running | succeeded | failed | cancelled | interrupted
     progress: float  # 0..1
@@ -77,15 +76,10 @@ class JobView:
 
 
 def job_view(job: Job, project: str | None) -> JobView:
-    title = TITLES.get(job.kind, job.kind)
-    if job.kind == "train" and job.params.get("predict_after", True):
-        title = "Train on my labels"
-    elif job.kind == "export":
-        title = f"Export ({job.params.get('fmt', 'coco')})"
     return JobView(
         id=job.id,
         kind=job.kind,
-        title=title,
+        title=job_title(job),
         project=project if project is not None else job.params.get("project"),
         status=job.status,
         progress=float(job.progress or 0.0),
@@ -111,7 +105,7 @@ def load_view(session: Session, job_id: int) -> JobView:
     job = job_rows.get_job(session, job_id)
     if job is None:
         raise UserError(f"no job with id {job_id}")
-    project = session.get(Project, job.project_id) if job.project_id is not None else None
+    project = get_project(session, job.project_id) if job.project_id is not None else None
     return job_view(job, project.name if project else None)
 
 
@@ -135,6 +129,6 @@ def list_jobs(
         names = {}
         for job in jobs:
             if job.project_id is not None and job.project_id not in names:
-                row = session.get(Project, job.project_id)
+                row = get_project(session, job.project_id)
                 names[job.project_id] = row.name if row else None
         return [job_view(job, names.get(job.project_id)) for job in jobs]

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from storage.models import Job, Project, TrainingRun, utcnow
+from storage.models import Job, Project, utcnow
 
 ACTIVE_STATUSES = ("queued", "running")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled", "interrupted")
@@ -199,12 +199,6 @@ def mark_interrupted(session: Session, job_id: int, message: str) -> bool:
         .values(status="interrupted", message=message, finished_at=utcnow())
     )
     return res.rowcount == 1
-
-
-def latest_run_of_job(session: Session, job_id: int) -> TrainingRun | None:
-    """The newest training run a job started, if any."""
-    stmt = select(TrainingRun).where(TrainingRun.job_id == job_id).order_by(TrainingRun.id.desc()).limit(1)
-    return session.scalars(stmt).first()
 
 
 def requeue_job(session: Session, job_id: int, message: str) -> bool:

@@ -30,10 +30,10 @@ def get_run(session: Session, run_id: int) -> TrainingRun | None:
     return session.get(TrainingRun, run_id)
 
 
-def list_runs(session: Session, project_id: int) -> list[TrainingRun]:
-    """All runs of a project, newest first."""
-    stmt = select(TrainingRun).where(TrainingRun.project_id == project_id).order_by(TrainingRun.id.desc())
-    return list(session.scalars(stmt))
+def latest_run_of_job(session: Session, job_id: int) -> TrainingRun | None:
+    """The newest training run a job started, if any."""
+    stmt = select(TrainingRun).where(TrainingRun.job_id == job_id).order_by(TrainingRun.id.desc()).limit(1)
+    return session.scalars(stmt).first()
 
 
 def set_checkpoint_path(session: Session, run: TrainingRun, path: str) -> None:

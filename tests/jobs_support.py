@@ -18,12 +18,13 @@ import numpy as np
 
 from services.context import Studio
 from services.errors import UserError
+from services.lookups import resolve_project
 from services.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
 from storage import runs as run_repo
 from storage.images import add_image, all_images
 from storage.labels import add_tags, put_pseudo_label
 from storage.models import Job
-from storage.projects import create_project, get_project_by_name, list_classes, set_classes
+from storage.projects import create_project, list_classes, set_classes
 
 H, W = 4, 6
 
@@ -76,7 +77,7 @@ class FakeTraining:
             job = session.get(Job, job_id)
             self.seen.append((job.metrics.get("phase", ""), job.progress, job.message))
 
-    def train(self, studio: Studio, project: str = "default", *, mode: str = "auto",
+    def train(self, studio: Studio, project: int | str = "default", *, mode: str = "auto",
               backbone: str | None = None, epochs: int | None = None, image_size: int | None = None,
               device: str = "auto", seed: int = 0,
               resume: bool = True, job_id: int | None = None, train_overrides: dict | None = None,
@@ -88,9 +89,7 @@ class FakeTraining:
             raise self.fail
         epochs = epochs or self.default_epochs
         with studio.Session.begin() as session:
-            proj = get_project_by_name(session, project)
-            if proj is None:
-                raise UserError(f"no project named {project!r}")
+            proj = resolve_project(session, project)
             run = run_repo.latest_resumable_run(session, proj.id) if resume else None
             if run is not None:
                 run.status, run.job_id = "running", job_id or run.job_id
@@ -128,12 +127,12 @@ class FakeTraining:
         return types.SimpleNamespace(run_id=run_id, version=version, mode="wsss", reason="tags only",
                                      epochs=epochs, resumed_from_epoch=start)
 
-    def predict(self, studio: Studio, project: str = "default", *, run_id: int | None = None,
+    def predict(self, studio: Studio, project: int | str = "default", *, run_id: int | None = None,
                 device: str = "auto", config: Any = None, job_id: int | None = None,
                 progress: ProgressFn = no_progress, should_stop: StopFn = never_stop) -> Any:
         self.calls.append(("predict", {"project": project, "run_id": run_id, "job_id": job_id}))
         with studio.Session.begin() as session:
-            proj = get_project_by_name(session, project)
+            proj = resolve_project(session, project)
             run = (run_repo.get_run(session, run_id) if run_id
                    else run_repo.latest_trained_run(session, proj.id))
             if run is None or run.status not in ("trained", "published"):

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from jobs import queue, recovery, runner, tasks
+from jobs import queue, recovery, runner
 from jobs.kinds import TRAIN_SHARE
 from jobs.submit import (
     cancel_job,
@@ -148,12 +148,21 @@ def test_train_only_does_not_publish(studio: Studio, monkeypatch: pytest.MonkeyP
 
 
 def test_user_error_is_stored_as_is(studio: Studio, monkeypatch: pytest.MonkeyPatch) -> None:
-    message = "mode ssss needs images with masks, and this project has none"
+    message = "the checkpoint of model version 3 is missing"
     install(monkeypatch, FakeTraining(fail=UserError(message)))
-    view = submit_train_on_my_labels(studio, "p", mode="ssss")
+    view = submit_train_on_my_labels(studio, "p")
     assert view.status == "failed"
     assert view.error == message
     assert not view.active and not view.can_resume
+
+
+def test_a_mode_the_labels_do_not_allow_is_refused_before_anything_is_queued(
+    studio: Studio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = install(monkeypatch, FakeTraining())
+    with pytest.raises(UserError, match="mode ssss needs images with masks"):
+        submit_train_on_my_labels(studio, "p", mode="ssss")  # project p has tags only
+    assert list_jobs(studio, "p") == [] and fake.calls == []
 
 
 def test_unexpected_error_stores_type_and_message_and_logs_traceback(
@@ -335,15 +344,25 @@ def test_recovery_marks_only_orphaned_jobs(studio: Studio) -> None:
     assert recovery.recover_jobs(studio, stale_after_s=60) == []  # idempotent
 
 
-def test_the_periodic_sweep_recovers_stale_jobs(studio: Studio) -> None:
+def test_the_sweep_thread_recovers_stale_jobs(studio: Studio) -> None:
     with studio.Session.begin() as session:
-        job = job_rows.create_job(session, "train", 1, {"project": "p"})
+        job = job_rows.create_job(session, "train", 1, {"project_id": 1})
         long_ago = utcnow() - timedelta(seconds=recovery.STALE_AFTER_S + 30)
         job.status, job.worker, job.started_at, job.heartbeat_at = "running", "gpu-7:77", long_ago, long_ago
         job_id = job.id
-    queue.bind(studio)
-    tasks.recover_orphaned_jobs.call_local()
-    assert get_job(studio, job_id).status == "interrupted"
+    sweeper = recovery.Sweeper(studio, interval_s=0.05).start()
+    try:
+        wait_for(lambda: get_job(studio, job_id).status == "interrupted", 10)
+    finally:
+        sweeper.stop()
+
+
+def test_the_sweep_interval_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(recovery.SWEEP_INTERVAL_ENV, "0.5")
+    assert recovery.sweep_interval_s() == 0.5
+    for bad in ("soon", "-1", "0"):
+        monkeypatch.setenv(recovery.SWEEP_INTERVAL_ENV, bad)
+        assert recovery.sweep_interval_s() == recovery.SWEEP_INTERVAL_S
 
 
 def test_shutdown_leaves_the_job_interrupted_and_resumable(

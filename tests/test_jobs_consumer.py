@@ -18,15 +18,16 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
-from jobs import queue, runner
+from jobs import queue, recovery, runner
 from jobs.consumers import start_embedded_consumer
 from jobs.submit import resume_job, submit_export, submit_import, submit_predict, submit_train_on_my_labels
 from jobs.views import JobView, get_job
 from services import labeling
 from services.context import Studio
+from storage import jobs as job_rows
 from storage.labels import current_run_id, get_pseudo_label, get_tag_class_ids
 from storage.models import Image as ImageRow
-from storage.models import Job, TrainingRun
+from storage.models import Job, TrainingRun, utcnow
 from storage.projects import list_classes
 from tests.conftest import REPO_ROOT
 from tests.jobs_support import FakeTraining, make_project, wait_for
@@ -251,3 +252,33 @@ def test_tagging_while_a_job_writes_pseudo_labels_loses_nothing(
         for k, image_id in enumerate(image_ids):
             assert get_tag_class_ids(session, image_id) == [classes[k % 2 + 1].id]
             assert get_pseudo_label(session, image_id, done.result["run_id"]) is not None
+
+
+@pytest.mark.parametrize("compute", [True, False], ids=["serve", "serve --no-worker"])
+def test_a_dead_workers_job_is_recovered_while_the_workers_are_busy(
+    studio: Studio, monkeypatch: pytest.MonkeyPatch, compute: bool
+) -> None:
+    # The sweep used to be a periodic task on the compute queue: it waited behind a long training,
+    # and `serve --no-worker` never ran it at all.
+    monkeypatch.setattr(recovery, "SWEEP_INTERVAL_S", 0.1)
+    fake = FakeTraining(gate=threading.Event())
+    monkeypatch.setitem(sys.modules, "services.training", fake.module())
+    make_project(studio, "p")
+    orphan_project = make_project(studio, "q")
+    busy = submit_train_on_my_labels(studio, "p")
+    consumers = start_embedded_consumer(studio, compute=compute)
+    try:
+        if compute:
+            wait_for(lambda: _row(studio, busy.id).status == "running")
+        gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+        with studio.Session.begin() as session:  # a job whose worker on this host was killed
+            job = job_rows.create_job(session, "train", orphan_project, {"project_id": orphan_project})
+            job.status, job.worker = "running", f"{socket.gethostname()}:{int(gone.stdout)}"
+            job.started_at = job.heartbeat_at = utcnow()
+            orphan = job.id
+        wait_for(lambda: _row(studio, orphan).status == "interrupted", 15)
+        assert _row(studio, busy.id).status == ("running" if compute else "queued")
+    finally:
+        fake.gate.set()
+        consumers.stop()
