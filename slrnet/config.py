@@ -16,6 +16,7 @@ BackboneName = Literal["mobilenet_v2", "resnet50", "resnet101", "wideresnet38", 
 BackgroundKind = Literal["auto", "constant", "explicit"]
 
 MODES: tuple[str, ...] = ("wsss", "ssss", "ssss_tags")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")  # what slrnet.train.resolve_device accepts
 
 
 @dataclass(frozen=True)
