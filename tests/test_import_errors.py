@@ -177,6 +177,35 @@ def coco_size_mismatch(tmp: Path) -> dict[str, Any]:
             "match": r"COCO image n\.jpg is 10x10 but the file is 32x24"}
 
 
+def _coco_one(tmp: Path, segmentation: Any) -> Path:
+    coco = {"images": [{"id": 1, "file_name": "n.jpg", "width": 32, "height": 24}],
+            "annotations": [{"id": 5, "image_id": 1, "category_id": 1, "segmentation": segmentation}],
+            "categories": [{"id": 1, "name": "cat"}]}
+    return write(tmp / "i.json", json.dumps(coco).encode())
+
+
+def coco_nan_polygon(tmp: Path) -> dict[str, Any]:
+    _base(tmp)
+    return {"coco_json": _coco_one(tmp, [[0, 0, float("nan"), 0, 9, 9]]), "match": "nan is not finite"}
+
+
+def coco_inf_polygon(tmp: Path) -> dict[str, Any]:
+    _base(tmp)
+    return {"coco_json": _coco_one(tmp, [[0, 0, float("-inf"), 0, 9, 9]]), "match": "-inf is not finite"}
+
+
+def coco_rle_overrun(tmp: Path) -> dict[str, Any]:
+    _base(tmp)
+    return {"coco_json": _coco_one(tmp, {"size": [24, 32], "counts": [0, 10**9]}),
+            "match": "RLE counts cover 1000000000 pixels"}
+
+
+def coco_compressed_rle_overrun(tmp: Path) -> dict[str, Any]:
+    _base(tmp)
+    return {"coco_json": _coco_one(tmp, {"size": [24, 32], "counts": "0" + "W" * 8 + "0"}),
+            "match": "bad segmentation"}
+
+
 def name_clash(tmp: Path) -> dict[str, Any]:
     write(_base(tmp) / "a.jpg", image_bytes(40, 30, seed=999))  # the project's a.jpg has other content
     return {"match": r"a\.jpg: an image with other content is already named so"}
@@ -192,6 +221,7 @@ CASES = [
     empty_folder, csv_unknown_image, csv_unknown_class, csv_bad_header, mask_size, mask_values, mask_rgb,
     missing_path, missing_classes, missing_tags, missing_masks, missing_coco, other_classes, masks_and_coco,
     labels_without_classes, coco_bad_json, coco_unknown_category, coco_size_mismatch, name_clash,
+    coco_nan_polygon, coco_inf_polygon, coco_rle_overrun, coco_compressed_rle_overrun,
 ]
 
 

@@ -1,13 +1,18 @@
 """COCO instances JSON -> semantic label maps.
 
 Instances (polygons, uncompressed or compressed RLE) are rasterised with pycocotools and drawn
-largest first, so smaller objects end up on top. A pixel no instance covers is background (0)
+largest first, so smaller objects end up on top. pycocotools trusts its input (NaN or huge
+coordinates make it allocate without bound or crash, RLE counts past the image overrun its buffer),
+so every segmentation is checked first: coordinates must be finite and polygons are clipped to the
+image plus a margin of :data:`CLIP_MARGIN` pixels; RLE counts must be whole, non-negative and cover
+the image exactly. A pixel no instance covers is background (0)
 in projects with a background class and unknown (``IGNORE_INDEX``) otherwise.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -31,6 +36,9 @@ class CocoImage:
 class CocoDataset:
     categories: dict[int, str]  # category id -> name, in id order
     images: dict[str, CocoImage]  # by base file name
+
+
+CLIP_MARGIN = 2.0  # pixels around the image kept when clipping polygons (rasterising needs none)
 
 
 def _require(condition: bool, path: Path, what: str) -> None:
@@ -77,22 +85,113 @@ def load_coco(path: Path) -> CocoDataset:
     return CocoDataset(categories=categories, images=images)
 
 
+def _clip(points: list[tuple[float, float]], inside: Any, cross: Any) -> list[tuple[float, float]]:
+    """One Sutherland-Hodgman step: the part of a closed polygon on the inside of one edge."""
+    out: list[tuple[float, float]] = []
+    for i, current in enumerate(points):
+        previous = points[i - 1]
+        if inside(current):
+            if not inside(previous):
+                out.append(cross(previous, current))
+            out.append(current)
+        elif inside(previous):
+            out.append(cross(previous, current))
+    return out
+
+
+def clip_polygon(flat: list[Any], height: int, width: int) -> list[float]:
+    """A COCO polygon ``[x0, y0, x1, y1, ...]`` checked and clipped to the image plus
+    :data:`CLIP_MARGIN` (exactly: the pixels inside the image are the same). ``[]`` when nothing
+    of it is left. Raises ValueError for non-numbers, non-finite values or an odd count."""
+    if len(flat) % 2:
+        raise ValueError("a polygon needs an even number of coordinates")
+    values = []
+    for v in flat:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ValueError(f"polygon coordinate {v!r} is not a number")
+        if not math.isfinite(v):
+            raise ValueError(f"polygon coordinate {v!r} is not finite")
+        values.append(float(v))
+    points = list(zip(values[0::2], values[1::2], strict=True))
+    lo_x, lo_y = -CLIP_MARGIN, -CLIP_MARGIN
+    hi_x, hi_y = width + CLIP_MARGIN, height + CLIP_MARGIN
+    if all(lo_x <= x <= hi_x and lo_y <= y <= hi_y for x, y in points):
+        return values
+
+    def at_x(a: tuple[float, float], b: tuple[float, float], x: float) -> tuple[float, float]:
+        return x, a[1] + (b[1] - a[1]) * (x - a[0]) / (b[0] - a[0])
+
+    def at_y(a: tuple[float, float], b: tuple[float, float], y: float) -> tuple[float, float]:
+        return a[0] + (b[0] - a[0]) * (y - a[1]) / (b[1] - a[1]), y
+
+    for inside, cross in (
+        (lambda p: p[0] >= lo_x, lambda a, b: at_x(a, b, lo_x)),
+        (lambda p: p[0] <= hi_x, lambda a, b: at_x(a, b, hi_x)),
+        (lambda p: p[1] >= lo_y, lambda a, b: at_y(a, b, lo_y)),
+        (lambda p: p[1] <= hi_y, lambda a, b: at_y(a, b, hi_y)),
+    ):
+        if not points:
+            break
+        points = _clip(points, inside, cross)
+    if len(points) < 3:
+        return []
+    return [min(max(c, lo), hi) for x, y in points for c, lo, hi in ((x, lo_x, hi_x), (y, lo_y, hi_y))]
+
+
+def _compressed_counts(counts: bytes) -> list[int]:
+    """The run lengths of a compressed COCO RLE string (pycocotools' rleFrString, checked)."""
+    out: list[int] = []
+    p = 0
+    while p < len(counts):
+        x, k, more = 0, 0, True
+        while more:
+            if p >= len(counts) or k > 6:
+                raise ValueError("compressed RLE counts are malformed")
+            c = counts[p] - 48
+            if not 0 <= c < 64:
+                raise ValueError("compressed RLE counts are malformed")
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p, k = p + 1, k + 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(out) > 2:
+            x += out[-2]
+        out.append(x)
+    return out
+
+
+def check_rle_counts(counts: list[Any], height: int, width: int) -> None:
+    """RLE run lengths must be whole, non-negative and sum to the image's pixel count."""
+    if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in counts):
+        raise ValueError("RLE counts must be non-negative whole numbers")
+    if sum(counts) != height * width:
+        raise ValueError(f"RLE counts cover {sum(counts)} pixels, not the image's {height * width}")
+
+
 def _instance_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
-    """A ``(H, W) bool`` mask of one instance's segmentation."""
+    """A ``(H, W) bool`` mask of one instance's segmentation (checked before pycocotools sees it)."""
     if isinstance(segmentation, list):  # polygons [[x0, y0, x1, y1, ...], ...]
-        polygons = [[float(v) for v in p] for p in segmentation if len(p) >= 6]
+        if not all(isinstance(p, list) for p in segmentation):
+            raise ValueError("polygons must be lists of coordinates")
+        clipped = [clip_polygon(p, height, width) for p in segmentation]
+        polygons = [p for p in clipped if len(p) >= 6]
         if not polygons:
             return np.zeros((height, width), dtype=bool)
         rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
-    elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
-        rle = mask_utils.frPyObjects(segmentation, height, width)  # uncompressed RLE
-    elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), str | bytes):
+    elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list | str | bytes):
+        if list(segmentation.get("size") or []) != [height, width]:
+            raise ValueError(f"RLE size {segmentation.get('size')} differs from the image's {height}x{width}")
         counts = segmentation["counts"]
-        rle = {"size": segmentation["size"], "counts": counts.encode() if isinstance(counts, str) else counts}
+        if isinstance(counts, list):
+            check_rle_counts(counts, height, width)
+            rle = mask_utils.frPyObjects(segmentation, height, width)  # uncompressed RLE
+        else:
+            counts = counts.encode() if isinstance(counts, str) else counts
+            check_rle_counts(_compressed_counts(counts), height, width)
+            rle = {"size": [height, width], "counts": counts}
     else:
         raise ValueError("segmentation is neither polygons nor RLE")
-    if isinstance(rle, dict) and list(rle["size"]) != [height, width]:
-        raise ValueError(f"RLE size {rle['size']} differs from the image's {height}x{width}")
     return mask_utils.decode(rle).astype(bool)
 
 
