@@ -19,6 +19,13 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
+
+from services.errors import UserError
+from services.exporting import FORMATS, SOURCES
+from slrnet.config import DEVICES, MODES
+
+logger = logging.getLogger("launch")
 
 SUBCOMMANDS = ("serve", "import", "train", "predict", "evaluate", "export", "worker")
 DEFAULT_PROJECT = "default"
@@ -62,18 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train SLRNet on the project's labels")
     _add_common(p)
     p.add_argument("--project", default=DEFAULT_PROJECT)
-    p.add_argument("--mode", default="auto", choices=["auto", "wsss", "ssss", "ssss_tags"])
+    p.add_argument("--mode", default="auto", choices=["auto", *MODES])
     p.add_argument("--backbone", default=None)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--image-size", type=int, default=None)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-resume", action="store_true", help="start afresh, do not resume an interrupted run")
 
     p = sub.add_parser("predict", help="write pseudo-labels for every image with the latest model")
     _add_common(p)
     p.add_argument("--project", default=DEFAULT_PROJECT)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=DEVICES)
 
     p = sub.add_parser("evaluate", help="mIoU of the current pseudo-labels against gold masks (JSON)")
     _add_common(p)
@@ -84,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("out")
     p.add_argument("--project", default=DEFAULT_PROJECT)
-    p.add_argument("--format", default="coco", choices=["coco", "voc"])
-    p.add_argument("--source", default="best", choices=["best", "human", "model"])
+    p.add_argument("--format", default="coco", choices=FORMATS)
+    p.add_argument("--source", default="best", choices=SOURCES)
     p.add_argument("--palette", action="store_true", help="voc: colour-palette PNGs (same class indices)")
 
     p = sub.add_parser("worker", help="run a job-queue consumer (e.g. one per GPU)")
@@ -101,29 +108,147 @@ def serve(args: argparse.Namespace) -> int:
     from jobs.consumers import start_embedded_consumer
     from services.context import Studio
 
-    studio = Studio.open(args.data)
-    consumers = start_embedded_consumer(studio, compute=not args.no_worker)
-    try:
-        launch(studio, host=args.host, port=args.port, auth=args.auth or os.environ.get("SLRNET_AUTH"))
-    finally:
-        consumers.stop()
-        studio.close()
+    with Studio.open(args.data) as studio:
+        consumers = start_embedded_consumer(studio, compute=not args.no_worker)
+        try:
+            launch(studio, host=args.host, port=args.port, auth=args.auth or os.environ.get("SLRNET_AUTH"))
+        finally:
+            consumers.stop()
     return 0
 
 
-def _commands() -> dict[str, Callable[[argparse.Namespace], int]]:
-    # Imported lazily: `serve` should not pay for torch, `import` should not pay for gradio.
-    from jobs import cli
+def _progress_bar(**options: Any) -> Any:
+    """A tqdm bar of total 1.0 for a service's progress (hidden when stderr is not a terminal)."""
+    from tqdm import tqdm
 
-    return {
-        "serve": serve,
-        "import": cli.import_,
-        "train": cli.train,
-        "predict": cli.predict,
-        "evaluate": cli.evaluate,
-        "export": cli.export,
-        "worker": cli.worker,
-    }
+    return tqdm(total=1.0, unit="", bar_format="{l_bar}{bar}| {elapsed}", leave=False, **options)
+
+
+def _tqdm_progress(bar: Any) -> Callable[[float, str, dict], None]:
+    """A service progress callback drawing on a tqdm bar of total 1.0."""
+
+    def progress(fraction: float, message: str, metrics: dict) -> None:
+        eta = metrics.get("eta_s")
+        bar.set_description(message + (f", ETA {eta / 60:.1f} min" if eta else ""), refresh=False)
+        bar.update(fraction - bar.n)
+
+    return progress
+
+
+def import_(args: argparse.Namespace) -> int:
+    """``import PATH [--classes F] [--tags CSV] [--masks DIR] [--coco JSON]``: one summary line."""
+    from services.context import Studio
+    from services.importing import import_dataset
+
+    with Studio.open(args.data) as studio, _progress_bar(delay=0.5) as bar:
+        report = import_dataset(
+            studio,
+            args.path,
+            project=args.project,
+            classes_file=args.classes,
+            has_background=not args.no_background,
+            tags_csv=args.tags,
+            masks_dir=args.masks,
+            coco_json=args.coco,
+            max_pixels=args.max_pixels,
+            progress=_tqdm_progress(bar),
+        )
+    print(report.summary())
+    return 0
+
+
+def train(args: argparse.Namespace) -> int:
+    """``train [--mode M] [--backbone B] [--epochs N] [--image-size S] [--device D] [--seed N]``.
+
+    Under ``torchrun --nproc_per_node N launch.py train ...`` every rank trains (DDP); rank 0 prints.
+    """
+    from services.context import Studio
+    from services.training import train as train_service
+
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    with Studio.open(args.data) as studio, _progress_bar(disable=None if main_rank else True) as bar:
+        result = train_service(
+            studio, args.project, mode=args.mode, backbone=args.backbone, epochs=args.epochs,
+            image_size=args.image_size, device=args.device, seed=args.seed, resume=not args.no_resume,
+            progress=_tqdm_progress(bar),
+        )
+    if main_rank:
+        resumed = f", resumed after epoch {result.resumed_from_epoch}" if result.resumed_from_epoch else ""
+        print(f"mode {result.mode}: {result.reason}")
+        print(f"trained model version {result.version} (run {result.run_id}, {result.epochs} epochs"
+              f"{resumed}); run `predict` to publish its pseudo-labels")
+    return 0
+
+
+def predict(args: argparse.Namespace) -> int:
+    """``predict [--device D]``: pseudo-labels of every image with the newest trained model, then
+    that model becomes current."""
+    from services.context import Studio
+    from services.training import predict as predict_service
+
+    with Studio.open(args.data) as studio, _progress_bar(disable=None) as bar:
+        result = predict_service(studio, args.project, device=args.device, progress=_tqdm_progress(bar))
+    print(f"model version {result.version} published: pseudo-labels for {result.images} images "
+          f"(mean confidence {result.mean_score:.2f})")
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    """``evaluate --gt-masks DIR``: JSON with miou, per_class_iou, pixel_accuracy, images."""
+    import json
+
+    from services.context import Studio
+    from services.training import evaluate as evaluate_service
+
+    with Studio.open(args.data) as studio:
+        scores = evaluate_service(studio, args.project, gt_masks=args.gt_masks)
+    print(json.dumps(scores, indent=2))
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    """``export OUT [--format coco|voc] [--source best|human|model] [--palette]``: one summary line."""
+    from services.context import Studio
+    from services.exporting import export_project
+
+    with Studio.open(args.data) as studio, _progress_bar(disable=None) as bar:
+        report = export_project(
+            studio,
+            args.project,
+            args.out,
+            fmt=args.format,
+            source=args.source,
+            palette=args.palette,
+            progress=_tqdm_progress(bar),
+        )
+    print(report.summary())
+    return 0
+
+
+def worker(args: argparse.Namespace) -> int:
+    """``worker [--data DIR] [--workers N]``: consume training/prediction jobs until Ctrl-C / SIGTERM.
+
+    Run one per GPU (``CUDA_VISIBLE_DEVICES=k``); see the README for several machines.
+    """
+    from jobs.consumers import run_worker
+    from services.context import Studio
+
+    with Studio.open(args.data) as studio:
+        left = run_worker(studio, workers=args.workers)
+    if left:
+        logger.warning("jobs %s were interrupted by the shutdown; resume them to continue", left)
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "serve": serve,
+    "import": import_,
+    "train": train,
+    "predict": predict,
+    "evaluate": evaluate,
+    "export": export,
+    "worker": worker,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -135,10 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from services.errors import UserError
-
     try:
-        return _commands()[args.command](args)
+        return COMMANDS[args.command](args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -114,7 +114,7 @@ def main() -> int:
         logger.info("built %d images of %dx%d in %.0f s", args.images, width, height, build_s)
 
         py = sys.executable
-        baseline = [py, "-c", "import jobs.cli, services.exporting; from services.context import Studio; "
+        baseline = [py, "-c", "import launch, services.exporting; from services.context import Studio; "
                     f"Studio.open({str(data_dir)!r}).close()"]
         export = [py, "launch.py", "export", "--data", str(data_dir), "--project", "bench"]
         rows = [

@@ -6,6 +6,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -24,7 +25,10 @@ DEFAULT_MAX_PIXELS = 100_000_000
 
 @dataclass
 class Studio:
-    """Everything a service needs. Services own transactions: ``with studio.Session.begin() as s:``."""
+    """Everything a service needs. Services own transactions: ``with studio.Session.begin() as s:``.
+
+    A context manager: ``with Studio.open(data_dir) as studio: ...`` closes it at the end.
+    """
 
     data_dir: Path
     engine: Engine
@@ -57,6 +61,13 @@ class Studio:
     def close(self) -> None:
         """Release the database connections."""
         self.engine.dispose()
+
+    def __enter__(self) -> Studio:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
 
 
 def _max_pixels_from_env() -> int:

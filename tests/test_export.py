@@ -250,6 +250,6 @@ def test_cli_export(labelled: Studio, tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_export_does_not_import_torch() -> None:
-    code = "import sys, services.exporting, jobs.cli; sys.exit('torch' in sys.modules)"
+    code = "import sys, services.exporting, launch; sys.exit('torch' in sys.modules)"
     repo_root = Path(launch.__file__).resolve().parent
     assert subprocess.run([sys.executable, "-c", code], cwd=repo_root).returncode == 0
