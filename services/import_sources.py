@@ -1,7 +1,10 @@
 """Where imported images come from: the files of a folder or the entries of a .zip archive.
 
 Zip entries are read in memory, never extracted; an entry whose path would leave the archive's
-folder (absolute, ``..``, a drive letter) or that is a symbolic link is refused.
+folder (absolute, ``..``, a drive letter) or that is a symbolic link is refused. Against zip
+amplification, the archive's directory must declare at most :data:`MAX_ARCHIVE_BYTES` in all and
+at most :data:`MAX_RATIO` times the archive's size (small archives aside), and while reading, no
+entry may yield more than it declares (the directory can lie).
 """
 
 from __future__ import annotations
@@ -12,11 +15,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from services.errors import UserError
 from storage.files import IMAGE_SUFFIXES
 
 _SKIPPED_DIRS = frozenset({"__MACOSX"})
+MAX_ARCHIVE_BYTES = 16 << 30  # uncompressed, all entries together
+MAX_RATIO = 100  # uncompressed / compressed, for the archive and for each entry
+SMALL_BYTES = 64 << 20  # below this much uncompressed, any ratio is harmless
 
 
 @dataclass(frozen=True)
@@ -26,7 +33,16 @@ class ImageSource:
     name: str  # the file name it is imported as (no folders)
     origin: str  # where it came from, for messages
     size: int  # bytes, as the file system or the archive declares
-    read: Callable[[], bytes]
+    open: Callable[[], IO[bytes]]
+
+    def read(self, limit: int | None = None) -> bytes:
+        """All the bytes; a :class:`UserError` when there are more than :attr:`size` (or ``limit``)."""
+        cap = self.size if limit is None else min(self.size, limit)
+        with self.open() as f:
+            data = f.read(cap + 1)
+        if len(data) > cap:
+            raise UserError(f"{self.origin}: holds more bytes than its declared size of {self.size}")
+        return data
 
 
 def _skipped(parts: tuple[str, ...]) -> bool:
@@ -47,7 +63,8 @@ def _folder_sources(root: Path) -> list[ImageSource]:
             continue
         _check_suffix(path.name, str(path))
         sources.append(
-            ImageSource(name=path.name, origin=str(path), size=path.stat().st_size, read=path.read_bytes)
+            ImageSource(name=path.name, origin=str(path), size=path.stat().st_size,
+                        open=lambda p=path: p.open("rb"))
         )
     return sources
 
@@ -62,18 +79,38 @@ def _safe_member_path(info: zipfile.ZipInfo, archive: Path) -> PurePosixPath:
     return PurePosixPath(name)
 
 
+def _check_amplification(archive: Path, infos: list[zipfile.ZipInfo]) -> None:
+    """Refuse archives whose directory declares too much, or too much per compressed byte."""
+    total = sum(i.file_size for i in infos)
+    if total > MAX_ARCHIVE_BYTES:
+        raise UserError(
+            f"{archive}: the archive unpacks to {total} bytes, over the limit of {MAX_ARCHIVE_BYTES}"
+        )
+    packed = max(1, archive.stat().st_size)
+    if total > SMALL_BYTES and total > MAX_RATIO * packed:
+        raise UserError(
+            f"{archive}: the archive unpacks to {total} bytes, over {MAX_RATIO} times its size (a zip bomb?)"
+        )
+    for i in infos:
+        if i.file_size > SMALL_BYTES and i.file_size > MAX_RATIO * max(1, i.compress_size):
+            raise UserError(
+                f"{archive}: entry {i.filename!r} unpacks to {i.file_size} bytes, over {MAX_RATIO} "
+                "times its compressed size (a zip bomb?)"
+            )
+
+
 def _zip_sources(archive: Path, zf: zipfile.ZipFile) -> list[ImageSource]:
     sources = []
-    for info in sorted(zf.infolist(), key=lambda i: i.filename):
+    infos = zf.infolist()
+    _check_amplification(archive, infos)
+    for info in sorted(infos, key=lambda i: i.filename):
         member = _safe_member_path(info, archive)
         if info.is_dir() or _skipped(member.parts):
             continue
         origin = f"{archive}:{info.filename}"
         _check_suffix(member.name, origin)
         sources.append(
-            ImageSource(
-                name=member.name, origin=origin, size=info.file_size, read=lambda i=info: zf.read(i)
-            )
+            ImageSource(name=member.name, origin=origin, size=info.file_size, open=lambda i=info: zf.open(i))
         )
     return sources
 

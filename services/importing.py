@@ -11,6 +11,7 @@ nothing.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import logging
 import time
@@ -33,7 +34,16 @@ from storage import images as image_repo
 from storage import labels as label_repo
 from storage import projects as project_repo
 from storage.errors import ConcurrentChange, concurrent_changes
-from storage.files import ImageFileError, ImageMeta, inspect_image, sha256_bytes
+from storage.files import (
+    HEADER_BYTES,
+    ImageFileError,
+    ImageMeta,
+    header_size,
+    inspect_image,
+    max_file_bytes,
+    sha256_bytes,
+    storable_bytes,
+)
 from storage.label_maps import encode_label_png
 from storage.models import IGNORE_INDEX
 
@@ -56,14 +66,19 @@ class ImportReport:
     masks_added: int = 0
     masks_kept: int = 0  # images that already had a mask (it is not replaced)
     classes: int = 0
+    first_frame_only: list[str] = field(default_factory=list)  # multi-frame files: frame 0 imported
 
     def summary(self) -> str:
         """A one-line summary for the CLI and the UI."""
-        return (
+        line = (
             f"project {self.project!r}: {self.images_added} images added, "
             f"{self.duplicates_skipped} duplicates skipped, {self.tags_added} tags added, "
             f"{self.masks_added} masks added ({self.masks_kept} existing kept), {self.classes} classes"
         )
+        if self.first_frame_only:
+            names = ", ".join(self.first_frame_only[:3]) + (", ..." if len(self.first_frame_only) > 3 else "")
+            line += f"; only the first frame of {len(self.first_frame_only)} multi-frame images ({names})"
+        return line
 
 
 @dataclass
@@ -199,16 +214,28 @@ def _existing_entries(studio: Studio, project: str, plan: _Plan) -> None:
 
 
 def _read_source(source: ImageSource, max_pixels: int) -> tuple[bytes, ImageMeta]:
-    max_bytes = max_pixels * 8 + (1 << 20)  # more than any uncompressed 16-bit RGBA image
-    if source.size > max_bytes:
-        raise UserError(f"{source.origin}: file of {source.size} bytes is too large for an image")
+    """The validated bytes to store of one image, and what they hold. The size is read from the
+    header first: neither too many pixels nor a file far longer than such an image needs (zip
+    amplification, data appended) is read into memory."""
     try:
-        data = source.read()
+        with source.open() as f:
+            head = f.read(HEADER_BYTES)
+        width, height = header_size(head, max_pixels=max_pixels)
+        limit = max_file_bytes(width, height)
+        if source.size > limit:
+            raise UserError(
+                f"{source.origin}: {source.size} bytes is far more than a {width}x{height} image needs"
+            )
+        data = source.read(limit)
+        meta = inspect_image(data, max_pixels=max_pixels)
+        stored = storable_bytes(data, meta)
+        if stored is not data and stored != data:
+            # what is kept must decode alone; frames: those of the file as given
+            meta = dataclasses.replace(inspect_image(stored, max_pixels=max_pixels), frames=meta.frames)
+        return stored, meta
     except (OSError, zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError) as exc:
         # RuntimeError: an encrypted zip entry; NotImplementedError: an unsupported compression
         raise UserError(f"{source.origin}: cannot read ({exc})") from exc
-    try:
-        return data, inspect_image(data, max_pixels=max_pixels)
     except ImageFileError as exc:
         raise UserError(f"{source.origin}: {exc}") from exc
 
@@ -230,6 +257,8 @@ def _scan_images(
         if should_stop():
             raise Cancelled("import cancelled")
         data, meta = _read_source(source, max_pixels)
+        if meta.frames > 1:
+            report.first_frame_only.append(source.name)
         sha = sha256_bytes(data)
         relpath = studio.images.relpath_for(sha, meta.ext)
         if relpath not in created:  # a second copy in this import: the file is ours already

@@ -45,11 +45,137 @@ class ImageFileError(ValueError):
 
 @dataclass(frozen=True)
 class ImageMeta:
-    """What :func:`inspect_image` learned: the upright size and the store's extension."""
+    """What :func:`inspect_image` learned: the upright size, the store's extension, the frames."""
 
     width: int
     height: int
     ext: str
+    frames: int = 1  # more than one: only frame 0 is used (and stored, for TIFF)
+
+
+HEADER_BYTES = 1 << 18  # enough of a file to read any supported format's size
+
+
+def _bomb_message(max_pixels: int) -> str:
+    limit = min(max_pixels, 2 * (PILImage.MAX_IMAGE_PIXELS or max_pixels))
+    return f"image is over the pixel limit of {limit}"
+
+
+def header_size(head: bytes, *, max_pixels: int) -> tuple[int, int]:
+    """``(width, height)`` from the first bytes of an image file (nothing decoded), at most
+    ``max_pixels``. Raises :class:`ImageFileError`."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with PILImage.open(io.BytesIO(head)) as im:
+                width, height = im.size
+    except PILImage.DecompressionBombError as exc:
+        raise ImageFileError(_bomb_message(max_pixels)) from exc
+    except Exception as exc:  # PIL raises many types for broken headers
+        raise ImageFileError("not an image file") from exc
+    if width * height > max_pixels:
+        raise ImageFileError(
+            f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}"
+        )
+    return width, height
+
+
+def max_file_bytes(width: int, height: int) -> int:
+    """More bytes than any supported file of a ``width`` x ``height`` image needs (16-bit RGBA
+    uncompressed, plus metadata): a longer file carries something else."""
+    return width * height * 8 + (4 << 20)
+
+
+def _jpeg_end(data: bytes) -> int | None:
+    """Offset just past the JPEG's EOI marker (segments are skipped by length, entropy-coded data
+    scanned for the next real marker), or None when the structure is not understood."""
+    n, p = len(data), 2
+    while p + 2 <= n:
+        if data[p] != 0xFF:
+            return None
+        marker = data[p + 1]
+        if marker == 0xFF:  # fill byte
+            p += 1
+            continue
+        if marker == 0xD9:
+            return p + 2
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            p += 2
+            continue
+        if p + 4 > n:
+            return None
+        p += 2 + int.from_bytes(data[p + 2:p + 4], "big")
+        if marker != 0xDA:
+            continue
+        while True:  # entropy-coded data: up to a marker that is not stuffing or a restart
+            q = data.find(b"\xff", p)
+            if q < 0 or q + 1 >= n:
+                return None
+            follower = data[q + 1]
+            if follower == 0x00 or 0xD0 <= follower <= 0xD7:
+                p = q + 2
+            elif follower == 0xFF:
+                p = q + 1
+            else:
+                p = q
+                break
+    return None
+
+
+def _png_end(data: bytes) -> int | None:
+    p, n = 8, len(data)
+    while p + 12 <= n:
+        length = int.from_bytes(data[p:p + 4], "big")
+        kind = data[p + 4:p + 8]
+        p += 12 + length
+        if kind == b"IEND":
+            return p if p <= n else None
+    return None
+
+
+def _webp_end(data: bytes) -> int | None:
+    if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        return None
+    end = 8 + int.from_bytes(data[4:8], "little")
+    end += end % 2
+    return end if end <= len(data) else None
+
+
+def _reencoded(data: bytes, fmt: str) -> bytes:
+    """Frame 0, upright, written again losslessly in ``fmt`` (BMP, TIFF with deflate)."""
+    with PILImage.open(io.BytesIO(data)) as im:
+        upright = ImageOps.exif_transpose(im)
+        buf = io.BytesIO()
+        if fmt == "TIFF":
+            upright.save(buf, format="TIFF", compression="tiff_adobe_deflate")
+        else:
+            upright.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def storable_bytes(data: bytes, meta: ImageMeta) -> bytes:
+    """The bytes of a validated image to keep: nothing after the image's end. JPEG is cut after
+    EOI, PNG after IEND, WebP after its RIFF size (lossless cuts, clean files stay as they are);
+    TIFF (frame 0) and a BMP with bytes past its declared size are written again, losslessly."""
+    end: int | None = None
+    match meta.ext:
+        case "jpg":
+            end = _jpeg_end(data)
+        case "png":
+            end = _png_end(data)
+        case "webp":
+            end = _webp_end(data)
+        case "bmp":
+            declared = int.from_bytes(data[2:6], "little")
+            if declared == len(data):
+                return data
+            return _reencoded(data, "BMP")
+        case "tif":
+            return _reencoded(data, "TIFF")
+    if end is None or end >= len(data):
+        return data
+    logger.debug("dropping %d bytes after the image's end", len(data) - end)
+    return data[:end]
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -68,8 +194,7 @@ def inspect_image(data: bytes, *, max_pixels: int) -> ImageMeta:
             warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
             im = PILImage.open(io.BytesIO(data))
     except PILImage.DecompressionBombError as exc:  # Pillow's own guard, a hard ceiling
-        limit = min(max_pixels, 2 * (PILImage.MAX_IMAGE_PIXELS or max_pixels))
-        raise ImageFileError(f"image is over the pixel limit of {limit}") from exc
+        raise ImageFileError(_bomb_message(max_pixels)) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageFileError("not an image file") from exc
     with im:
@@ -87,7 +212,8 @@ def inspect_image(data: bytes, *, max_pixels: int) -> ImageMeta:
             raise ImageFileError(f"corrupt or truncated image ({exc})") from exc
         if im.getexif().get(_EXIF_ORIENTATION) in _TRANSPOSED_ORIENTATIONS:
             width, height = height, width
-    return ImageMeta(width=width, height=height, ext=ext)
+        frames = int(getattr(im, "n_frames", 1) or 1)
+    return ImageMeta(width=width, height=height, ext=ext, frames=frames)
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
