@@ -273,13 +273,18 @@ class ImageStore:
         """Store ``data`` (or touch the file if the content is there already)."""
         sha = sha256_bytes(data)
         relpath = self.relpath_for(sha, ext)
-        mtime = self.touch(relpath)
-        if mtime is not None:
-            return Stored(sha, relpath, False, mtime)
         target = self.abspath(relpath)
-        _write_atomic(target, data)
-        logger.debug("stored %s", relpath)
-        return Stored(sha, relpath, True, target.stat().st_mtime_ns)
+        while True:  # a concurrent clean-up may set the file aside at any moment: then again
+            mtime = self.touch(relpath)
+            if mtime is not None:
+                return Stored(sha, relpath, False, mtime)
+            _write_atomic(target, data)
+            try:
+                mtime = target.stat().st_mtime_ns
+            except FileNotFoundError:
+                continue
+            logger.debug("stored %s", relpath)
+            return Stored(sha, relpath, True, mtime)
 
     def touch(self, relpath: str) -> int | None:
         """Mark a stored file as in use now: its mtime moves forward (always to a new value).

@@ -94,8 +94,8 @@ def test_two_concurrent_imports_of_one_folder_leave_every_file(
         try:
             import_dataset(studio, folder, project=project, **kwargs)
             outcomes[project] = "ok"
-        except UserError as exc:
-            outcomes[project] = str(exc)
+        except Exception as exc:
+            outcomes[project] = f"{type(exc).__name__}: {exc}"
 
     threads = [
         threading.Thread(target=run, args=("p1",)),
