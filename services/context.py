@@ -35,6 +35,9 @@ class Studio:
     Session: sessionmaker[Session]
     images: ImageStore
     max_pixels: int = DEFAULT_MAX_PIXELS
+    # Folders the web UI may import from on the server (``serve --import-root`` /
+    # ``$SLRNET_IMPORT_ROOTS``), resolved; empty: the UI offers no server-side import.
+    import_roots: tuple[Path, ...] = ()
 
     @classmethod
     def open(cls, data_dir: str | Path | None = None, database_url: str | None = None) -> Studio:

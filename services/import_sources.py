@@ -9,9 +9,10 @@ entry may yield more than it declares (the directory can lie).
 
 from __future__ import annotations
 
+import os
 import stat
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -43,6 +44,37 @@ class ImageSource:
         if len(data) > cap:
             raise UserError(f"{self.origin}: holds more bytes than its declared size of {self.size}")
         return data
+
+
+IMPORT_ROOTS_ENV = "SLRNET_IMPORT_ROOTS"
+
+
+def parse_import_roots(folders: Sequence[str | Path] = (), env: str | None = None) -> tuple[Path, ...]:
+    """The import roots from ``--import-root`` values and the ``os.pathsep``-separated
+    ``$SLRNET_IMPORT_ROOTS``: existing folders, resolved (symbolic links followed)."""
+    raw = [*folders, *(p for p in (env or "").split(os.pathsep) if p.strip())]
+    roots: list[Path] = []
+    for value in raw:
+        root = Path(value).expanduser().resolve()
+        if not root.is_dir():
+            raise UserError(f"import root {root} is not a folder")
+        if root not in roots:
+            roots.append(root)
+    return tuple(roots)
+
+
+def check_server_path(roots: Sequence[Path], value: str, what: str) -> Path:
+    """A path typed into the web UI, resolved after symbolic links, if it lies under one of the
+    import roots; a :class:`UserError` otherwise that says nothing about what is on the disk."""
+    if not roots:
+        raise UserError("importing from folders on the server is off (serve --import-root DIR turns it on)")
+    path = Path(value.strip()).expanduser()
+    if not path.is_absolute():
+        path = roots[0] / path
+    resolved = path.resolve()
+    if not any(resolved.is_relative_to(root) for root in roots):
+        raise UserError(f"the {what} must lie under an import root ({', '.join(map(str, roots))})")
+    return resolved
 
 
 def _skipped(parts: tuple[str, ...]) -> bool:

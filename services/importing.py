@@ -28,7 +28,7 @@ from services.context import Studio
 from services.errors import UserError
 from services.formats.coco_masks import CocoDataset, load_coco, rasterize
 from services.import_sources import ImageSource, open_sources
-from services.labeling import full_class_list, label_map_problem
+from services.labeling import MAX_CLASSES, full_class_list, label_map_problem
 from services.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
 from storage import images as image_repo
 from storage import labels as label_repo
@@ -128,18 +128,36 @@ def _existing_path(path: str | Path | None, what: str, *, is_dir: bool = False) 
     return p
 
 
+MAX_CLASS_NAME = 100
+_NOT_IN_CLASS_NAMES = frozenset(":/\\")
+
+
 def _read_classes_file(path: Path) -> list[str]:
+    """Class names, one per line. What is not a plausible class file (a system file, a binary)
+    is refused without quoting any of it."""
     try:
+        if path.stat().st_size > MAX_CLASSES * (MAX_CLASS_NAME + 2) + 3:
+            raise UserError(f"{path}: not a class file (too large)")
         lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read the class file ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not a class file (not UTF-8 text)") from exc
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the class file ({exc.strerror or type(exc).__name__})") from exc
     names = [line.strip() for line in lines]
     while names and not names[-1]:
         names.pop()
     if not names:
         raise UserError(f"{path}: the class file lists no classes")
-    if "" in names:
-        raise UserError(f"{path}: line {names.index('') + 1} is empty")
+    if len(names) > MAX_CLASSES:
+        raise UserError(f"{path}: not a class file ({len(names)} lines; at most {MAX_CLASSES} classes)")
+    for number, name in enumerate(names, start=1):
+        if not name:
+            raise UserError(f"{path}: line {number} is empty")
+        if len(name) > MAX_CLASS_NAME or not name.isprintable() or _NOT_IN_CLASS_NAMES & set(name):
+            raise UserError(
+                f"{path}: line {number} is not a class name (at most {MAX_CLASS_NAME} printable "
+                "characters, no ':', '/' or '\\'); is this a class file?"
+            )
     return names
 
 
@@ -149,8 +167,8 @@ def _read_tags_csv(path: Path) -> list[tuple[int, str, list[str]]]:
         with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             fields = [h.strip() for h in (reader.fieldnames or [])]
-            if "image" not in fields or "tags" not in fields:
-                raise UserError(f"{path}: the tags CSV needs the columns image,tags (got {fields})")
+            if "image" not in fields or "tags" not in fields:  # never quote what the file holds
+                raise UserError(f"{path}: not a tags CSV (its first line must name the columns image,tags)")
             reader.fieldnames = fields
             rows = []
             for row in reader:
@@ -159,8 +177,12 @@ def _read_tags_csv(path: Path) -> list[tuple[int, str, list[str]]]:
                     raise UserError(f"{path}:{reader.line_num}: no image name")
                 tags = [t.strip() for t in (row.get("tags") or "").split(";") if t.strip()]
                 rows.append((reader.line_num, image, tags))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise UserError(f"{path}: cannot read the tags CSV ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not a tags CSV (not UTF-8 text)") from exc
+    except csv.Error as exc:
+        raise UserError(f"{path}: not a tags CSV (line {reader.line_num} is malformed)") from exc
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the tags CSV ({exc.strerror or type(exc).__name__})") from exc
     return rows
 
 

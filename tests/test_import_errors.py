@@ -92,7 +92,7 @@ def csv_unknown_class(tmp: Path) -> dict[str, Any]:
 def csv_bad_header(tmp: Path) -> dict[str, Any]:
     _base(tmp)
     return {"tags_csv": write(tmp / "t.csv", b"file,labels\nn.jpg,cat\n"),
-            "match": "needs the columns image,tags"}
+            "match": r"t\.csv: not a tags CSV \(its first line must name the columns image,tags\)$"}
 
 
 def mask_size(tmp: Path) -> dict[str, Any]:

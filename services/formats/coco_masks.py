@@ -51,7 +51,8 @@ def load_coco(path: Path) -> CocoDataset:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: cannot read JSON ({exc})") from exc
+        what = exc.strerror if isinstance(exc, OSError) else "not UTF-8 JSON"
+        raise UserError(f"{path}: cannot read JSON ({what})") from exc
     _require(isinstance(data, dict), path, "top level is not an object")
     for key in ("images", "annotations", "categories"):
         _require(isinstance(data.get(key), list), path, f"no '{key}' list")
@@ -73,8 +74,10 @@ def load_coco(path: Path) -> CocoDataset:
             )
             _require("segmentation" in ann, path, f"annotation {ann.get('id')} has no segmentation")
             image.annotations.append(ann)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"{path}: not a COCO instances file (bad or missing field {exc})") from exc
+    except KeyError as exc:
+        raise UserError(f"{path}: not a COCO instances file (missing field {exc})") from exc
+    except (TypeError, ValueError) as exc:  # the messages would quote the file's values
+        raise UserError(f"{path}: not a COCO instances file (a field has the wrong type)") from exc
     names = list(categories.values())
     duplicates = sorted({n for n in names if names.count(n) > 1})
     _require(not duplicates, path, f"category names {duplicates} are used twice")
