@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from services.errors import UserError
+from services.errors import UserError, environment_problem
 from services.exporting import FORMATS, SOURCES
 from slrnet.config import DEVICES, MODES
 
@@ -264,6 +264,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a full disk, a file deleted behind the database: one line, not a traceback
+        problem = environment_problem(exc)
+        if problem is None:
+            raise
+        logger.debug("%s failed", args.command, exc_info=True)
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -26,6 +26,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from jobs import runner
+from services.training_lock import pid_alive
 from storage import jobs as job_rows
 from storage.models import Job, utcnow
 
@@ -39,16 +40,6 @@ SWEEP_INTERVAL_S = 10.0
 SWEEP_INTERVAL_ENV = "SLRNET_SWEEP_INTERVAL_S"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by another user
-    return True
-
-
 def dead_local_worker(job: Job) -> bool:
     """True when ``job`` is held by a process on this host that is not running it any more."""
     host, _, pid_text = (job.worker or "").rpartition(":")
@@ -57,7 +48,7 @@ def dead_local_worker(job: Job) -> bool:
     pid = int(pid_text)
     if pid == os.getpid():
         return job.id not in runner.jobs_held_here()
-    return not _pid_alive(pid)
+    return not pid_alive(pid)
 
 
 def recover_jobs(studio: Studio, *, stale_after_s: float = STALE_AFTER_S) -> list[int]:

@@ -29,6 +29,7 @@ from jobs.kinds import (
     kind_of,
 )
 from jobs.views import JobView, get_job, load_view
+from services import training_lock
 from services.errors import UserError
 from services.lookups import resolve_project
 from services.train_plan import plan_training
@@ -58,6 +59,9 @@ def _check_no_active(session: Session, project: Project) -> None:
             f"a {KINDS[active.kind].noun} job for project {project.name!r} is already {active.status} "
             f"(job {active.id})"
         )
+    run = training_lock.live_training(session, project.id)  # e.g. a `launch.py train` elsewhere
+    if run is not None:
+        raise UserError(training_lock.describe(run, project.name))
 
 
 def _add_job(session: Session, params: JobParams, project: Project | None, message: str = "queued") -> int:

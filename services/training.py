@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 from PIL import Image as PILImage
 
+from services import training_lock
 from services.context import Studio
 from services.errors import UserError
 from services.lookups import resolve_project
@@ -36,6 +37,7 @@ from slrnet.data import Sample
 from slrnet.inference import Predictor
 from slrnet.metrics import SegmentationMeter
 from slrnet.train import (
+    CheckpointError,
     TrainingStopped,
     TrainProgress,
     default_budget,
@@ -249,26 +251,53 @@ def train(
 
 def _start_run(studio: Studio, data: _ProjectLabels, mode: str, model_config: ModelConfig,
                train_config: TrainConfig, resume: bool, job_id: int | None) -> tuple[int, str]:
+    """Take the project's training lock (see :mod:`services.training_lock`; UserError naming the
+    running training when another process trains the project) and the run to train: the newest
+    interrupted run of the same settings when resuming, else a new one."""
     config = _run_config(model_config, train_config)
+    owner = training_lock.owner_name()
     with studio.Session.begin() as session:
+        training_lock.take_over(session, resolve_project(session, data.project_id))
         previous = run_repo.latest_resumable_run(session, data.project_id) if resume else None
         if previous is not None and previous.config == config:
-            previous.status = "running"
-            previous.job_id = job_id or previous.job_id
+            run_repo.claim_run(session, previous, owner, job_id)
             logger.info("resuming run %d after epoch %d", previous.id, previous.epoch)
-            return previous.id, str(previous.checkpoint_path)
-        run = run_repo.create_run(session, data.project_id, mode=mode, backbone=model_config.backbone,
-                                  config=config, job_id=job_id)
-        path = f"{CHECKPOINT_DIR}/run-{run.id}.pt"
-        run_repo.set_checkpoint_path(session, run, path)
-        return run.id, path
+            run_id, path = previous.id, str(previous.checkpoint_path)
+        else:
+            run = run_repo.create_run(session, data.project_id, mode=mode, backbone=model_config.backbone,
+                                      config=config, job_id=job_id, owner=owner)
+            run_id, path = run.id, f"{CHECKPOINT_DIR}/run-{run.id}.pt"
+            run_repo.set_checkpoint_path(session, run, path)
+    training_lock.hold(studio, run_id)
+    return run_id, path
 
 
 def _end_run(studio: Studio, run_id: int, status: str, error: str | None = None) -> None:
+    """Mark a run this process trained failed / cancelled / interrupted (not one taken over)."""
+    training_lock.release(run_id)
     with studio.Session.begin() as session:
         run = run_repo.get_run(session, run_id)
-        if run is not None:
+        if run is not None and run.status == "running" and run.owner == training_lock.owner_name():
             run_repo.mark_ended(session, run, status, error)
+
+
+def _fit(studio: Studio, run_id: int, rel_path: str, notify: ProgressFn, **fit_args: Any) -> Any:
+    """``fit``; an unreadable checkpoint to resume from is set aside and the run starts afresh
+    (``notify`` tells the user)."""
+    checkpoint = studio.data_dir / rel_path
+    try:
+        return fit(checkpoint_path=checkpoint, **fit_args)
+    except CheckpointError as exc:
+        aside = checkpoint.with_name(checkpoint.name + ".unreadable")
+        checkpoint.replace(aside)
+        message = f"the checkpoint to resume from is unusable ({exc}); set aside as {aside.name}, " \
+                  "starting the run afresh"
+        logger.warning("run %d: %s", run_id, message)
+        notify(0.0, message, {"restarted": message})
+        with studio.Session.begin() as session:
+            run = run_repo.get_run(session, run_id)
+            run_repo.record_epoch(session, run, 0, {**run.metrics, "restarted": message})
+        return fit(checkpoint_path=checkpoint, **fit_args)
 
 
 def _train(studio: Studio, data: _ProjectLabels, choice: TrainPlan, samples: list[Sample],
@@ -293,12 +322,16 @@ def _train(studio: Studio, data: _ProjectLabels, choice: TrainPlan, samples: lis
                 run_repo.record_epoch(session, run, epoch, {"history": history, "final": means})
 
     torch.manual_seed(train_config.seed)
+
+    def stop() -> bool:  # also when another process took the run over (see services.training_lock)
+        return should_stop() or training_lock.lost(run_id)
+
     try:
         model = build_model(model_config)
-        result = fit(model, samples, model_config=model_config, train_config=train_config,
-                     class_names=data.class_names, checkpoint_path=studio.data_dir / rel_path, device=device,
-                     progress=_progress_adapter(progress) if main else None, should_stop=should_stop,
-                     on_epoch_end=on_epoch_end)
+        result = _fit(studio, run_id, rel_path, progress, model=model, samples=samples,
+                      model_config=model_config, train_config=train_config, class_names=data.class_names,
+                      device=device, progress=_progress_adapter(progress) if main else None,
+                      should_stop=stop, on_epoch_end=on_epoch_end)
     except TrainingStopped as exc:
         if main:
             _end_run(studio, run_id, "cancelled")
@@ -315,6 +348,7 @@ def _train(studio: Studio, data: _ProjectLabels, choice: TrainPlan, samples: lis
                "mode_reason": choice.reason}
     version = 0
     if main:
+        training_lock.release(run_id)
         with studio.Session.begin() as session:
             run = run_repo.get_run(session, run_id)
             run_repo.record_epoch(session, run, result.epochs_completed, metrics)

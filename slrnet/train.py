@@ -159,11 +159,18 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read: truncated, corrupt, unreadable, or not ours."""
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """The checkpoint dict, tensors on CPU."""
-    state = torch.load(Path(path), map_location="cpu", weights_only=False)
+    """The checkpoint dict, tensors on CPU; :class:`CheckpointError` when it cannot be read."""
+    try:
+        state = torch.load(Path(path), map_location="cpu", weights_only=False)
+    except Exception as exc:  # truncated zip, bad pickle, I/O error: all mean "unusable"
+        raise CheckpointError(f"{path} cannot be read ({type(exc).__name__}: {exc})") from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an SLRNet Studio checkpoint")
+        raise CheckpointError(f"{path} is not an SLRNet Studio checkpoint")
     return state
 
 

@@ -35,12 +35,12 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from storage.models import Base, Job
+from storage.models import Base, Job, Project, TrainingRun
 
 logger = logging.getLogger(__name__)
 
 DATABASE_URL_ENV = "SLRNET_DATABASE_URL"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_S = 30.0
 
 _version_metadata = MetaData()
@@ -159,7 +159,46 @@ def _v2_job_worker_heartbeat(conn: Connection) -> None:
         conn.exec_driver_sql(f"ALTER TABLE jobs ADD COLUMN {name} {ddl_type}")
 
 
+def _v3_run_owner_and_lock(conn: Connection) -> None:
+    """v2 -> v3: runs record their owner and heartbeat; at most one running run per project (the
+    older extra ones, left by two trainings of one project at once, become interrupted)."""
+    if not inspect(conn).has_table(TrainingRun.__tablename__):
+        TrainingRun.__table__.create(conn)  # with its index
+        return
+    for name in ("owner", "heartbeat_at"):
+        column = TrainingRun.__table__.c[name]
+        ddl_type = column.type.compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE training_runs ADD COLUMN {name} {ddl_type}")
+    runs = TrainingRun.__table__
+    rows = conn.execute(select(runs.c.id, runs.c.project_id).where(runs.c.status == "running")
+                        .order_by(runs.c.id.desc())).all()
+    newest: set[int] = set()
+    for run_id, project_id in rows:
+        if project_id in newest:
+            conn.execute(update(runs).where(runs.c.id == run_id).values(status="interrupted"))
+        newest.add(project_id)
+    for index in runs.indexes:
+        if index.name == "uq_training_runs_one_running":
+            index.create(conn)
+
+
 # (version reached, step) in ascending order; a step runs when the stored version is below it.
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (2, _v2_job_worker_heartbeat),
+    (3, _v3_run_owner_and_lock),
 ]
+
+
+def lock_project(session: Session, project_id: int) -> None:
+    """Serialize writers of one project's jobs or runs until the caller's transaction ends.
+
+    Call it first in a transaction that checks and then claims (a job slot, the running run).
+    PostgreSQL locks the project row; SQLite (whose driver starts transactions lazily, at the first
+    write) starts the transaction with ``BEGIN IMMEDIATE``, taking the database's write lock.
+    """
+    connection = session.connection()
+    if connection.dialect.name == "sqlite":
+        if not connection.connection.dbapi_connection.in_transaction:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        session.execute(select(Project.id).where(Project.id == project_id).with_for_update())

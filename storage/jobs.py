@@ -14,7 +14,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from storage.models import Job, Project, utcnow
+from storage.db import lock_project
+from storage.models import Job, utcnow
 
 ACTIVE_STATUSES = ("queued", "running")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled", "interrupted")
@@ -63,18 +64,9 @@ def active_job(session: Session, project_id: int, kinds: Iterable[str]) -> Job |
 
 
 def lock_project_jobs(session: Session, project_id: int) -> None:
-    """Serialize job submissions of a project until the caller's transaction ends.
-
-    Call it first in the transaction that checks for an active job and then adds one. PostgreSQL
-    locks the project row; SQLite (whose driver starts transactions lazily, at the first write)
-    starts the transaction with ``BEGIN IMMEDIATE``, taking the database's write lock for the check.
-    """
-    connection = session.connection()
-    if connection.dialect.name == "sqlite":
-        if not connection.connection.dbapi_connection.in_transaction:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
-    else:
-        session.execute(select(Project.id).where(Project.id == project_id).with_for_update())
+    """Serialize job submissions of a project until the caller's transaction ends (see
+    :func:`storage.db.lock_project`); call it first in the transaction that checks, then adds."""
+    lock_project(session, project_id)
 
 
 def running_jobs(session: Session) -> list[Job]:

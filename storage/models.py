@@ -23,11 +23,13 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -154,9 +156,17 @@ class TrainingRun(Base):
     ``status`` goes running -> trained (checkpoint final) -> published (pseudo-labels for every
     image written). Only published runs are "current": the UI and exports never show labels of a
     run that is not published.
+
+    A project has at most one ``running`` run (a unique partial index: the one-training-per-project
+    lock, across processes and machines). The running run's ``owner`` (``host:pid``) refreshes
+    ``heartbeat_at`` while it trains; a run whose owner is gone may be taken over.
     """
 
     __tablename__ = "training_runs"
+    __table_args__ = (
+        Index("uq_training_runs_one_running", "project_id", unique=True,
+              sqlite_where=text("status = 'running'"), postgresql_where=text("status = 'running'")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
@@ -169,6 +179,8 @@ class TrainingRun(Base):
     checkpoint_path: Mapped[str | None] = mapped_column(String(500), nullable=True)  # rel. to data dir
     epoch: Mapped[int] = mapped_column(Integer, default=0)  # last completed epoch
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(300), nullable=True)  # host:pid training it
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -2,28 +2,58 @@
 
 A run goes ``running`` -> ``trained`` (final checkpoint written, version assigned) -> ``published``
 (pseudo-labels of every image written); or ends ``failed`` / ``cancelled`` / ``interrupted``. Only
-the latest published run is the project's current model.
+the latest published run is the project's current model. A project has at most one ``running``
+run (a unique index); its ``owner`` keeps ``heartbeat_at`` fresh (:func:`heartbeat_run`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from storage.models import TrainingRun, utcnow
 
-RESUMABLE_STATUSES = ("running", "interrupted")
+RESUMABLE_STATUSES = ("interrupted",)  # a 'running' run is someone's until its owner is gone
 
 
 def create_run(session: Session, project_id: int, *, mode: str, backbone: str, config: dict[str, Any],
-               job_id: int | None = None) -> TrainingRun:
+               job_id: int | None = None, owner: str | None = None) -> TrainingRun:
+    """A new running run (``owner``: ``host:pid`` of the process training it). The project must
+    have no running run: the unique index refuses a second one at flush."""
+    now = utcnow()
     run = TrainingRun(project_id=project_id, mode=mode, backbone=backbone, config=config, metrics={},
-                      status="running", epoch=0, job_id=job_id)
+                      status="running", epoch=0, job_id=job_id, owner=owner, heartbeat_at=now)
     session.add(run)
     session.flush()
     return run
+
+
+def running_run(session: Session, project_id: int) -> TrainingRun | None:
+    """The project's running run (there is at most one), if any."""
+    stmt = select(TrainingRun).where(TrainingRun.project_id == project_id, TrainingRun.status == "running")
+    return session.scalars(stmt.limit(1)).first()
+
+
+def claim_run(session: Session, run: TrainingRun, owner: str, job_id: int | None = None) -> None:
+    """Make a stopped run running again, owned by ``owner`` (resume)."""
+    run.status = "running"
+    run.owner = owner
+    run.heartbeat_at = utcnow()
+    run.finished_at = None
+    run.job_id = job_id or run.job_id
+    session.flush()
+
+
+def heartbeat_run(session: Session, run_id: int, owner: str) -> bool:
+    """Refresh the heartbeat of a running run ``owner`` holds; False if it no longer holds it."""
+    result = session.execute(
+        update(TrainingRun)
+        .where(TrainingRun.id == run_id, TrainingRun.status == "running", TrainingRun.owner == owner)
+        .values(heartbeat_at=utcnow())
+    )
+    return result.rowcount == 1
 
 
 def get_run(session: Session, run_id: int) -> TrainingRun | None:
