@@ -33,33 +33,51 @@ def filter_choices(studio: Studio, project: str | None) -> list[tuple[str, str]]
     return [(f"{label} ({counts.get(value, 0)})", value) for label, value in FILTERS]
 
 
+STATUS_MARKS = {"tags": "🏷", "mask": "▣", "accepted": "☑", "pseudo": "◐", "none": "○"}
+
+
+def tile_caption(item: browse.ImageState) -> str:
+    """A gallery tile's status line: tagged / painted mask / accepted / pseudo-label confidence."""
+    marks = []
+    if item.tags:
+        marks.append(f"{STATUS_MARKS['tags']} {len(item.tags)}")
+    if item.mask_source == "human":
+        marks.append(f"{STATUS_MARKS['mask']} mask")
+    elif item.mask_source == "accepted":
+        marks.append(f"{STATUS_MARKS['accepted']} accepted")
+    if item.score is not None:
+        marks.append(f"{STATUS_MARKS['pseudo']} {item.score:.2f}")
+    return " ".join(marks or [f"{STATUS_MARKS['none']} unlabelled"]) + f" · {item.image.name}"
+
+
 @shows_user_errors
 def show_page(
     studio: Studio, project: str | None, image_filter: str | None, page: float | None
-) -> tuple[list[tuple[str, str]], list[int], str, int, Any]:
-    """(gallery thumbnails with captions, their image ids, page label, page number, filter update).
-
-    Only thumbnails (cached on disk, longest side 256 px) go to the browser, never full images.
-    """
+) -> dict[str, Any]:
+    """The gallery page: thumbnails with status captions, their image ids, the page label and
+    number, and the filter radio with counts. Only cached thumbnails (longest side 256 px) go to
+    the browser, never full images."""
     if not project:
-        return [], [], "No project.", 0, gr.update(choices=filter_choices(studio, None))
+        return {"gallery": [], "page_ids": [], "page_label": "No project.", "page": 0,
+                "filter": gr.update(choices=filter_choices(studio, None))}
     result = browse.browse_page(
         studio, project, image_filter or "all", page=int(page or 0), page_size=PAGE_SIZE
     )
-    tiles = [(str(studio.images.thumbnail(item.image.path)), item.caption()) for item in result.items]
+    tiles = [(str(studio.images.thumbnail(item.image.path)), tile_caption(item)) for item in result.items]
     first = result.page * PAGE_SIZE + 1
     label = (
         f"Images {first}–{first + len(tiles) - 1} of {result.total} · page {result.page + 1}/{result.pages}"
+        " · 🏷 tags ▣ painted mask ☑ accepted ◐ pseudo-label confidence"
         if tiles
         else "No image matches this filter."
     )
-    return (
-        tiles,
-        [item.image.id for item in result.items],
-        label,
-        result.page,
-        gr.update(choices=filter_choices(studio, project)),
-    )
+    return {
+        "gallery": tiles,
+        "page_ids": [item.image.id for item in result.items],
+        "page_label": label,
+        "page": result.page,
+        "filter": gr.update(choices=filter_choices(studio, project)),
+    }
 
 
 def page_step(page: float | None, step: int) -> int:

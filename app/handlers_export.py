@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
-
-import gradio as gr
+from typing import Any
 
 from app.errors import shows_user_errors
 from app.job_display import job_signature, job_status_markdown, progress_html
@@ -14,13 +13,27 @@ from jobs import submit
 from jobs.views import JobView, get_job
 from services.context import Studio
 from services.errors import UserError
+from services.exporting import results_path
 
 logger = logging.getLogger(__name__)
 
 
+def download_paths(job: JobView) -> list[str] | None:
+    """The files to download for a finished export job: the COCO JSON and its ``_results.json``
+    (the same regions as COCO results, with scores), or a zip of the VOC folder."""
+    path = download_path(job)
+    if path is None:
+        return None
+    files = [path]
+    results = results_path(path)
+    if path.suffix == ".json" and results.is_file():
+        files.append(results)
+    return [str(f) for f in files]
+
+
 def download_path(job: JobView) -> Path | None:
-    """The file to download for a finished export job: the COCO JSON, or a zip of the VOC folder
-    (made once, beside it)."""
+    """The main file to download for a finished export job: the COCO JSON, or a zip of the VOC
+    folder (made once, beside it)."""
     if job.status != "succeeded":
         return None
     out = Path(job.result.get("out") or job.params.get("out", ""))
@@ -40,29 +53,31 @@ def download_path(job: JobView) -> Path | None:
 @shows_user_errors
 def start_export(
     studio: Studio, fmt: str, project: str | None, source: str
-) -> tuple[str, str, str | None, int, tuple | None]:
-    """Queue an export as ``fmt`` ("coco" / "voc"); returns (status, progress, download (when it
-    already finished), job id, seen)."""
+) -> dict[str, Any]:
+    """Queue an export as ``fmt`` ("coco" / "voc"); the download shows once it has finished."""
     if not project:
         raise UserError("choose a project first")
     job = submit.submit_export(studio, project, fmt=fmt, source=source or "best")
-    path = download_path(job)
-    return (
-        job_status_markdown(job),
-        progress_html(job),
-        str(path) if path else None,
-        job.id,
-        job_signature(job),
-    )
+    return {
+        "status": job_status_markdown(job),
+        "progress": progress_html(job),
+        "download": download_paths(job),
+        "job": job.id,
+        "seen": job_signature(job),
+    }
 
 
-def poll_export(studio: Studio, job_id: int | None, seen: tuple | None) -> tuple:
-    """Timer tick: (status, progress, download file, seen) of the export started here."""
+def poll_export(studio: Studio, job_id: int | None, seen: tuple | None) -> dict[str, Any]:
+    """Timer tick: the status, progress and download of the export started here, when changed."""
     if job_id is None:
-        return gr.skip(), gr.skip(), gr.skip(), seen
+        return {}
     job = get_job(studio, job_id)
     signature = job_signature(job)
     if signature == seen:
-        return gr.skip(), gr.skip(), gr.skip(), seen
-    path = download_path(job)
-    return job_status_markdown(job), progress_html(job), (str(path) if path else None), signature
+        return {}
+    return {
+        "status": job_status_markdown(job),
+        "progress": progress_html(job),
+        "download": download_paths(job),
+        "seen": signature,
+    }

@@ -34,14 +34,20 @@ def poll_jobs(
     import_seen: tuple | None,
     export_job: int | None,
     export_seen: tuple | None,
-) -> tuple:
-    """Timer tick: (training display x6, import display x3, export display x4, timer update)."""
+) -> dict[str, Any]:
+    """Timer tick: what changed of the training (``train_*``), import (``import_*``) and export
+    (``export_*``) displays, the project summary, and whether the timer keeps ticking."""
     training = poll_training(studio, project, train_seen)
+    out: dict[str, Any] = {f"train_{k}": v for k, v in training.items() if k != "summary"}
+    if "summary" in training:
+        out["summary"] = training["summary"]
     imports = poll_imports(studio, project, import_jobs, import_seen)
-    export = poll_export(studio, export_job, export_seen)
-    summary = training[5] if training[5] != gr.skip() else imports[3]
-    active = any_active(studio, project, import_jobs, export_job)
-    return (*training[:5], summary, *imports[:3], *export, gr.Timer(active=active))
+    if imports[0] != gr.skip():
+        out.update(import_status=imports[0], import_progress=imports[1], summary=imports[3])
+    out["import_seen"] = imports[2]
+    out.update({f"export_{k}": v for k, v in poll_export(studio, export_job, export_seen).items()})
+    out["timer"] = gr.Timer(active=any_active(studio, project, import_jobs, export_job))
+    return out
 
 
 def start_polling() -> Any:

@@ -1,8 +1,17 @@
-"""Paint screen: gr.ImageEditor with one fixed brush colour per class; saving a full-size mask."""
+"""Paint screen: the canvas editor (app/static/painter.js) and saving its painting as a mask.
+
+Handlers return dicts of updates keyed by view names (``ui.py`` maps them to components):
+``load`` (the hidden textbox the editor reads its JSON document from), ``title``, ``session``
+(per-page state: the image, the token and mask version the painting started from, the starting
+labels), ``rest_background`` (reset on every image), ``start``, ``current_image``, ``status``.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import uuid
+from collections import OrderedDict
 from typing import Any
 
 import gradio as gr
@@ -10,9 +19,10 @@ import numpy as np
 
 from app.errors import shows_user_errors
 from app.handlers_projects import class_palette
-from app.overlay import palette_html
-from app.paint import apply_paint, editor_image
-from services import browse, labeling, review
+from app.overlay import resize_nearest, resize_rgb
+from app.paint import apply_paint, decode_painting, edit_size, editor_document
+from app.superpixels import superpixels
+from services import browse, labeling
 from services.context import Studio
 from services.errors import UserError
 from storage.label_maps import decode_label_png, encode_label_png
@@ -23,79 +33,122 @@ START_MASK = "my mask"
 START_PSEUDO = "model's pseudo-label"
 START_EMPTY = "nothing (unknown)"
 START_CHOICES = (START_MASK, START_PSEUDO, START_EMPTY)
+START_KINDS = {START_MASK: "mask", START_PSEUDO: "pseudo", START_EMPTY: "empty"}
+START_NAMES = {kind: name for name, kind in START_KINDS.items()}
+STILL_LOADING = "The image is still loading: wait until it shows in the editor, then save."
+OTHER_IMAGE = "The editor shows another image than the one this page opened; wait for it to load, then save."
+SUPERPIXEL_CACHE = 16
+
+_superpixel_cache: OrderedDict[tuple[str, tuple[int, int]], np.ndarray] = OrderedDict()
 
 
-def brush_for(colors: list[str], default: str) -> gr.Brush:
-    """The editor's brush: only the palette's colours, no free colour picker."""
-    return gr.Brush(colors=colors, default_color=default, color_mode="fixed")
+def cached_superpixels(sha256: str, small_rgb: np.ndarray) -> np.ndarray:
+    """Superpixel ids of a picture at its size, remembered for the last few images."""
+    key = (sha256, small_rgb.shape[:2])
+    ids = _superpixel_cache.get(key)
+    if ids is None:
+        ids = superpixels(small_rgb, small_rgb.shape[:2])
+        _superpixel_cache[key] = ids
+        while len(_superpixel_cache) > SUPERPIXEL_CACHE:
+            _superpixel_cache.popitem(last=False)
+    _superpixel_cache.move_to_end(key)
+    return ids
 
 
-def _start_labels(studio: Studio, image_id: int, start: str) -> np.ndarray | None:
-    """The label map painting starts from: the mask, the pseudo-label, or None (all unknown)."""
-    if start == START_MASK:
-        return labeling.get_mask(studio, image_id)
-    if start == START_PSEUDO:
-        pseudo = review.pseudo_label(studio, image_id)
-        if pseudo is None:
-            raise UserError("this image has no pseudo-label yet; train a model first")
-        return pseudo.labels
-    return None
+def _document(message: str, *, loading: bool = False) -> str:
+    return json.dumps({"token": uuid.uuid4().hex, "loading": loading, "message": message})
+
+
+def loading_view() -> dict[str, Any]:
+    """The first step of opening an image: the editor (and Save) are disabled until it has loaded."""
+    return {"load": _document("Loading…", loading=True), "title": "Loading…", "status": ""}
 
 
 @shows_user_errors
 def load_editor(
     studio: Studio, project: str | None, image_id: int | None, start: str | None
-) -> tuple[Any, str, str, dict | None]:
-    """(editor update, brush legend HTML, title, paint session) to paint ``image_id``.
-
-    The editor shows the image at most ``EDIT_MAX_SIDE`` wide with the starting labels blended
-    in; the session keeps those labels (PNG bytes), so each save applies the painting to the same
-    start at full size.
-    """
+) -> dict[str, Any]:
+    """Open ``image_id`` (none: the first image without a mask) in the editor, starting from
+    ``start``; per-image options (e.g. "unpainted pixels are background") start unticked."""
+    empty = {"session": None, "rest_background": False, "status": ""}
     if not project:
-        return gr.update(value=None), "", "Choose a project first.", None
+        return {**empty, "load": _document("Choose a project first."), "title": "Choose a project first."}
     if image_id is None:
-        first = browse.next_image(studio, project, "no_mask")
+        first = browse.next_image(studio, project, "no_mask") or browse.next_image(studio, project, "all")
         image_id = first.id if first is not None else None
     if image_id is None:
-        return gr.update(value=None), "", "No images yet: import some on the **Import** tab.", None
-    info = labeling.get_project(studio, project)
+        text = "No images yet: import some on the **Import** tab."
+        return {**empty, "load": _document("No images yet."), "title": text}
+    opened = labeling.edit_start(studio, image_id, START_KINDS.get(start or START_MASK, "mask"))
+    image, info = opened.image, opened.project
     palette = class_palette(info)
-    image = labeling.get_image(studio, image_id)
-    start = start or START_MASK
-    labels = _start_labels(studio, image_id, start)
-    if start == START_MASK and labels is None:
-        start = START_EMPTY
-    view = editor_image(studio.images.read_rgb(image.path), labels, palette)
+    full = (image.height, image.width)
+    size = edit_size(full)
+    rgb = resize_rgb(studio.images.read_rgb(image.path), size)
+    small_labels = None if opened.labels is None else resize_nearest(opened.labels, size)
+    token = uuid.uuid4().hex
+    background = next((c.index for c in info.classes if c.is_background), None)
+    document = editor_document(
+        token=token,
+        image_id=image.id,
+        version=opened.version,
+        name=image.name,
+        rgb=rgb,
+        start=small_labels,
+        superpixel_ids=cached_superpixels(image.sha256, rgb),
+        palette=palette,
+        background=background,
+    )
     session = {
-        "image_id": image_id,
-        "start": start,
-        "start_png": None if labels is None else encode_label_png(labels),
-        "full_size": list(view.full_size),
+        "image_id": image.id,
+        "token": token,
+        "version": opened.version,
+        "start": opened.start,
+        "start_png": None if opened.labels is None else encode_label_png(opened.labels),
+        "full_size": list(full),
+        "edit_size": list(size),
     }
-    first_class = next((c.color for c in info.classes if not c.is_background), palette.colors[0])
-    editor = gr.update(
-        value={"background": view.background, "layers": [], "composite": None},
-        brush=brush_for(palette.colors, first_class),
+    scale_note = f" · shown at {size[1]}×{size[0]}, saved at full size" if size != full else ""
+    title = (
+        f"**{image.name}** ({image.width}×{image.height}) · starting from {START_NAMES[opened.start]}"
+        f"{scale_note}"
     )
-    scale_note = (
-        f" · shown at {view.edit_size[1]}×{view.edit_size[0]}, saved at full size"
-        if view.edit_size != view.full_size
-        else ""
-    )
-    title = f"**{image.name}** ({image.width}×{image.height}) · starting from {start}{scale_note}"
-    legend = palette_html([(b.name, b.color) for b in palette.brushes])
-    return editor, legend, title, session
+    return {
+        **empty,
+        "load": json.dumps(document),
+        "title": title,
+        "session": session,
+        "start": START_NAMES[opened.start],
+        "current_image": image.id,
+    }
 
 
 def open_editor(
     studio: Studio, project: str | None, image_id: int | None, start: str | None, session: dict | None
-) -> tuple:
+) -> dict[str, Any]:
     """Entering the Paint tab: keep the open painting when it is of the chosen image (so unsaved
     strokes survive a look at another tab), else :func:`load_editor`."""
     if session is not None and (image_id is None or session["image_id"] == image_id):
-        return gr.skip(), gr.skip(), gr.skip(), session
+        return {}
     return load_editor(studio, project, image_id, start)
+
+
+def _painting(session: dict | None, payload: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """The editor's painting, checked to be of the image this page opened."""
+    if not session:
+        raise UserError("open an image in the editor first")
+    try:
+        sent = json.loads(payload or "{}")
+    except json.JSONDecodeError:
+        raise UserError("the editor sent no painting; reload the page") from None
+    if sent.get("loading") or "png" not in sent:
+        raise UserError(STILL_LOADING)
+    if sent.get("token") != session["token"] or sent.get("image_id") != session["image_id"]:
+        raise UserError(OTHER_IMAGE)
+    try:
+        return decode_painting(sent["png"], tuple(session["edit_size"]))
+    except ValueError as exc:
+        raise UserError(f"the editor sent a bad painting: {exc}") from None
 
 
 @shows_user_errors
@@ -103,42 +156,68 @@ def save_painting(
     studio: Studio,
     project: str | None,
     session: dict | None,
-    editor_value: dict | None,
+    payload: str | None,
     rest_is_background: bool,
-) -> str:
-    """Map the painted colours to classes, apply them at full size over the starting labels and
-    store the result as the image's mask."""
-    if not project or not session:
-        raise UserError("open an image in the editor first")
-    image_id = int(session["image_id"])
+) -> dict[str, Any]:
+    """Apply the painting at full size over the starting labels and store it as the image's mask,
+    unless the mask changed since the painting started (another tab, another user)."""
+    if not project:
+        raise UserError("choose a project first")
+    labels, painted = _painting(session, payload)
     info = labeling.get_project(studio, project)
-    palette = class_palette(info)
-    labels = None if session["start_png"] is None else decode_label_png(session["start_png"])
-    layers = [layer for layer in (editor_value or {}).get("layers") or [] if layer is not None]
     background = next((c.index for c in info.classes if c.is_background), None)
     if rest_is_background and background is None:
         raise UserError("this project has no background class")
+    start = None if session["start_png"] is None else decode_label_png(session["start_png"])
     mask = apply_paint(
+        start,
         labels,
-        layers,
-        palette,
+        painted,
         tuple(session["full_size"]),
         unpainted_background=background if rest_is_background else None,
     )
-    partial = labeling.save_mask(studio, image_id, mask)
-    known = int((mask != 255).sum())
-    logger.info("saved mask of image %d (%d labelled pixels)", image_id, known)
-    return f"Saved the mask: {known / mask.size:.1%} of the pixels labelled" + (
-        " (the rest unknown)." if partial else "."
+    saved = labeling.save_mask(studio, int(session["image_id"]), mask, expected_version=session["version"])
+    logger.info("saved mask of image %d (%.1f%% labelled)", session["image_id"], 100 * saved.labelled)
+    status = f"Saved the mask: {saved.labelled:.1%} of the pixels labelled" + (
+        " (the rest unknown)." if saved.is_partial else "."
     )
+    return {"status": status, "session": {**session, "version": saved.version}}
 
 
 @shows_user_errors
-def next_without_mask(studio: Studio, project: str | None, image_id: int | None) -> int | None:
-    """The next image (by name, wrapping) that has no mask yet."""
+def clear_mask(studio: Studio, project: str | None, session: dict | None) -> dict[str, Any]:
+    """Delete the open image's mask (refused when it changed since it was opened), then reopen the
+    image with nothing painted."""
+    if not project or not session:
+        raise UserError("open an image in the editor first")
+    existed = labeling.delete_mask(studio, int(session["image_id"]), expected_version=session["version"])
+    view = load_editor(studio, project, int(session["image_id"]), START_EMPTY)
+    view["status"] = "Deleted the mask." if existed else "The image had no mask."
+    return view
+
+
+@shows_user_errors
+def next_without_mask(studio: Studio, project: str | None, image_id: int | None) -> dict[str, Any]:
+    """The next image (by name, wrapping) that has no mask yet, opened from nothing."""
     if not project:
         raise UserError("choose a project first")
     following = browse.next_image(studio, project, "no_mask", after=image_id)
     if following is None:
         raise UserError("every image has a mask")
-    return following.id
+    return load_editor(studio, project, following.id, START_MASK)
+
+
+def save_and_next(
+    studio: Studio,
+    project: str | None,
+    session: dict | None,
+    payload: str | None,
+    rest_is_background: bool,
+) -> dict[str, Any]:
+    """Save the painting, then open the next image without a mask."""
+    saved = save_painting(studio, project, session, payload, rest_is_background)
+    try:
+        view = next_without_mask(studio, project, session["image_id"])
+    except gr.Error:
+        return {**saved, "status": saved["status"] + " Every image has a mask now."}
+    return {**view, "status": saved["status"]}

@@ -8,12 +8,12 @@ from typing import Any
 import gradio as gr
 
 from app.errors import shows_user_errors
-from app.overlay import palette_html
+from app.overlay import BACKGROUND_COLOR, bright_color, palette_html
 from app.paint import PaintPalette
 from services import labeling, review
 from services.context import Studio
 from services.errors import UserError
-from services.labeling import ProjectInfo
+from services.labeling import BACKGROUND, ProjectInfo
 from storage.label_maps import is_hex_color
 
 logger = logging.getLogger(__name__)
@@ -71,8 +71,8 @@ def project_summary(studio: Studio, project: str | None) -> str:
     """One line: image and label counts, and the current model version."""
     if not project:
         return "No project yet: create one on the **Projects** tab."
-    counts = labeling.image_counts(studio, project)
-    model = review.current_model(studio, project)
+    overview = review.project_overview(studio, project)
+    counts, model = overview.counts, overview.model
     model_text = f"model v{model.version} ({model.mode})" if model else "no model yet"
     return (
         f"**{counts['all']}** images · {counts['tagged']} tagged · {counts['has_mask']} with masks · "
@@ -80,40 +80,73 @@ def project_summary(studio: Studio, project: str | None) -> str:
     )
 
 
+TAB_IDS = ("projects", "import", "browse", "tag", "paint", "train", "review", "export")
+
+
 @shows_user_errors
-def load_projects(studio: Studio, current: str | None) -> tuple[Any, str]:
-    """Fill the project chooser (keeping ``current`` when it still exists) and the summary line."""
+def load_projects(studio: Studio, current: str | None, tab: str | None = None) -> dict[str, Any]:
+    """Fill the project chooser, keeping ``current`` (e.g. the project this browser chose before
+    a reload) when it still exists, and reopen tab ``tab`` when it is one."""
     names = project_names(studio)
     value = current if current in names else (names[0] if names else None)
-    return gr.update(choices=names, value=value), project_summary(studio, value)
+    out: dict[str, Any] = {
+        "project": gr.update(choices=names, value=value),
+        "summary": project_summary(studio, value),
+    }
+    if tab in TAB_IDS:
+        out["tabs"] = gr.Tabs(selected=tab)
+    return out
+
+
+def new_project_colors(names: list[str], colors: list[str | None], has_background: bool) -> list[str | None]:
+    """Colours for a new project's classes: the given ones, bright distinct defaults for the rest
+    (a leading "background" stays black)."""
+    out: list[str | None] = []
+    foreground = 0
+    for k, (name, color) in enumerate(zip(names, colors, strict=True)):
+        if has_background and k == 0 and name.lower() == BACKGROUND:
+            out.append(color or BACKGROUND_COLOR)
+            continue
+        out.append(color or bright_color(foreground))
+        foreground += 1
+    return out
 
 
 @shows_user_errors
-def create_project(studio: Studio, name: str, classes_text: str, has_background: bool) -> tuple[Any, str]:
-    """Create a project and choose it; returns the chooser update and a status line."""
+def create_project(studio: Studio, name: str, classes_text: str, has_background: bool) -> dict[str, Any]:
+    """Create a project and choose it."""
     names, colors = parse_class_lines(classes_text or "")
+    colors = new_project_colors(names, colors, has_background)
     info = labeling.create_project(studio, name, names, has_background=has_background, colors=colors)
     logger.info("created project %r with %d classes", info.name, len(info.classes))
-    return (
-        gr.update(choices=project_names(studio), value=info.name),
-        f"Created project **{info.name}** with {len(info.classes)} classes.",
-    )
+    return {
+        "project": gr.update(choices=project_names(studio), value=info.name),
+        "status": f"Created project **{info.name}** with {len(info.classes)} classes.",
+    }
 
 
 @shows_user_errors
-def show_project(studio: Studio, project: str | None) -> tuple[str, str, str]:
+def show_project(studio: Studio, project: str | None) -> dict[str, Any]:
     """The chosen project's class text, swatches and summary line."""
     if not project:
-        return "", "", project_summary(studio, None)
+        return {"classes_text": "", "swatches": "", "summary": project_summary(studio, None)}
     info = labeling.get_project(studio, project)
-    return format_class_lines(info), palette_preview(info), project_summary(studio, project)
+    return {
+        "classes_text": format_class_lines(info),
+        "swatches": palette_preview(info),
+        "summary": project_summary(studio, project),
+    }
 
 
 @shows_user_errors
-def save_classes(studio: Studio, project: str | None, classes_text: str) -> tuple[str, str, str]:
+def save_classes(studio: Studio, project: str | None, classes_text: str) -> dict[str, Any]:
     """Rename, recolour or add classes of the chosen project."""
     if not project:
         raise UserError("choose or create a project first")
     names, colors = parse_class_lines(classes_text or "")
     info = labeling.set_classes(studio, project, names, colors)
-    return format_class_lines(info), palette_preview(info), f"Saved {len(info.classes)} classes."
+    return {
+        "classes_text": format_class_lines(info),
+        "swatches": palette_preview(info),
+        "status": f"Saved {len(info.classes)} classes.",
+    }

@@ -1,4 +1,10 @@
-"""Review screen: the model's pseudo-label over the image, its legend; accept, correct, suggest next."""
+"""Review screen: the model's pseudo-label over the image, its legend; accept, correct, suggest
+next, previous / next image.
+
+One service call per event. The display-sized picture and labels are kept in the page's state
+(``cache``), so moving the opacity slider only blends them again. Handlers return dicts keyed by
+view names: ``current_image``, ``picture``, ``legend``, ``title``, ``cache``, ``status``.
+"""
 
 from __future__ import annotations
 
@@ -6,76 +12,84 @@ import logging
 from typing import Any
 
 import gradio as gr
-import numpy as np
 
 from app.errors import shows_user_errors
 from app.handlers_paint import START_PSEUDO
 from app.handlers_projects import class_palette
-from app.overlay import class_shares, fit_size, legend_html, overlay, resize_rgb
-from services import browse, labeling, review
+from app.overlay import blend, class_shares, fit_size, legend_html, resize_nearest, resize_rgb
+from services import review
 from services.context import Studio
 from services.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 DISPLAY_SIDE = 1024
+MASK_NOTES = {None: "", "human": " · has a painted mask", "accepted": " · accepted"}
+
+
+def _empty(title: str) -> dict[str, Any]:
+    return {"current_image": None, "picture": None, "legend": "", "title": title, "cache": None}
 
 
 @shows_user_errors
-def load_review(
-    studio: Studio, project: str | None, image_id: int | None, opacity: float
-) -> tuple[int | None, np.ndarray | None, str, str]:
-    """(image id, overlay picture, legend HTML, title) for reviewing ``image_id``; with no image
-    chosen, the one the model is least sure of."""
+def show(
+    studio: Studio, project: str | None, image_id: int | None, opacity: float, move: str = "stay"
+) -> dict[str, Any]:
+    """The review of ``image_id`` (none: the image the model is least sure of), or of the image
+    ``move`` ("suggest", "next", "previous") from it."""
     if not project:
-        return None, None, "", "Choose a project first."
-    if image_id is None:
-        suggested = review.suggest_next_to_label(studio, project)
-        image_id = suggested.id if suggested is not None else None
-    if image_id is None:
-        return None, None, "", "Nothing to review yet: press **Train on my labels** first."
-    image = labeling.get_image(studio, image_id)
-    info = labeling.get_project(studio, project)
-    rgb = studio.images.read_rgb(image.path)
-    pseudo = review.pseudo_label(studio, image_id)
-    if pseudo is None:
-        picture = resize_rgb(rgb, fit_size(rgb.shape[:2], DISPLAY_SIDE))
-        return image_id, picture, "", f"**{image.name}** has no pseudo-label yet: train a model first."
-    palette = class_palette(info)
-    picture = overlay(rgb, pseudo.labels, palette.lut(), opacity, DISPLAY_SIDE)
-    classes = [(c.index, c.name, c.color) for c in info.classes]
-    legend = legend_html(class_shares(pseudo.labels, classes, pseudo.confidence))
-    state = browse.image_state(studio, image_id)
-    mask_note = {None: "", "human": " · has a painted mask", "accepted": " · accepted"}[state.mask_source]
-    title = f"**{image.name}** · model v{pseudo.version} · confidence {pseudo.score:.2f}{mask_note}"
-    return image_id, picture, legend, title
+        return _empty("Choose a project first.")
+    view = review.review_view(studio, project, image_id, move=move)
+    if view is None:
+        return _empty("Nothing to review yet: press **Train on my labels** first.")
+    rgb = studio.images.read_rgb(view.image.path)
+    size = fit_size(rgb.shape[:2], DISPLAY_SIDE)
+    small = resize_rgb(rgb, size)
+    if view.pseudo is None:
+        return {**_empty(f"**{view.image.name}** has no pseudo-label yet: train a model first."),
+                "current_image": view.image.id, "picture": small}
+    palette = class_palette(view.project)
+    lut = palette.lut()
+    for c in view.project.classes:
+        if c.is_background:
+            lut[c.index, 3] = 0  # background is left as the photo, not painted black over it
+    labels = resize_nearest(view.pseudo.labels, size)
+    classes = [(c.index, c.name, c.color) for c in view.project.classes]
+    legend = legend_html(class_shares(view.pseudo.labels, classes, view.pseudo.confidence))
+    title = (
+        f"**{view.image.name}** · model v{view.pseudo.version} · confidence {view.pseudo.score:.2f}"
+        f"{MASK_NOTES[view.mask_source]}"
+    )
+    cache = {"rgb": small, "labels": labels, "lut": lut}
+    return {
+        "current_image": view.image.id,
+        "picture": blend(small, labels, lut, opacity),
+        "legend": legend,
+        "title": title,
+        "cache": cache,
+    }
+
+
+def reblend(cache: dict | None, opacity: float) -> dict[str, Any]:
+    """The opacity slider moved: blend the cached picture and labels again (no database, no disk)."""
+    if not cache:
+        return {}
+    return {"picture": blend(cache["rgb"], cache["labels"], cache["lut"], opacity)}
 
 
 @shows_user_errors
-def accept(studio: Studio, image_id: int | None) -> str:
-    """Store the pseudo-label as the image's mask as it is."""
+def accept(studio: Studio, project: str | None, image_id: int | None, opacity: float) -> dict[str, Any]:
+    """Store the pseudo-label as the image's mask as it is, then show the review again."""
     if image_id is None:
         raise UserError("choose an image to review first")
     partial = review.accept_pseudo_label(studio, image_id)
-    return "Accepted as the image's mask" + (" (uncertain pixels stay unknown)." if partial else ".")
+    status = "Accepted as the image's mask" + (" (uncertain pixels stay unknown)." if partial else ".")
+    return {**show(studio, project, image_id, opacity), "status": status}
 
 
 @shows_user_errors
-def suggest_next(studio: Studio, project: str | None, image_id: int | None) -> int | None:
-    """The unmasked image the model is least sure of (not the current one when others exist)."""
-    if not project:
-        raise UserError("choose a project first")
-    skip = () if image_id is None else (image_id,)
-    chosen = review.suggest_next_to_label(studio, project, skip=skip)
-    if chosen is None:
-        chosen = review.suggest_next_to_label(studio, project)
-    if chosen is None:
-        raise UserError("no image left to suggest: every image with a pseudo-label has a mask")
-    return chosen.id
-
-
-def correct_in_editor(image_id: int | None) -> tuple[Any, str, int | None]:
+def correct_in_editor(image_id: int | None) -> dict[str, Any]:
     """Open the reviewed image in the Paint tab, starting from its pseudo-label."""
     if image_id is None:
-        raise gr.Error("choose an image to review first")
-    return gr.Tabs(selected="paint"), START_PSEUDO, image_id
+        raise UserError("choose an image to review first")
+    return {"tab": gr.Tabs(selected="paint"), "start": START_PSEUDO, "current_image": image_id}

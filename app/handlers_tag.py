@@ -1,4 +1,10 @@
-"""Tag screen: which classes an image shows, as checkboxes; "save & next untagged"."""
+"""Tag screen: which classes an image shows, as checkboxes (keys 1–9 shown on the first nine, a
+search box for long class lists); save & next untagged, previous / next image.
+
+Every user event is one service call (one transaction). Handlers return dicts keyed by view
+names: ``current_image``, ``picture``, ``title``, ``classes`` (checkbox update), ``status``,
+``skipped`` (images saved with no tags in this page, so "next untagged" moves past them).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,8 @@ from typing import Any
 import gradio as gr
 
 from app.errors import shows_user_errors
-from services import browse, labeling
+from services import browse
+from services.browse import TagView
 from services.context import Studio
 from services.errors import UserError
 
@@ -17,70 +24,66 @@ logger = logging.getLogger(__name__)
 
 NO_IMAGES = "No images yet: import some on the **Import** tab."
 VIEW_SIZE = 1024  # the tag view shows a cached JPEG of at most this side, not the full image
+KEYED = 9  # classes 1..9 have a key
 
 
-def tag_choices(studio: Studio, project: str) -> list[tuple[str, int]]:
-    """(class name, class id) of the classes one can tag: all but background."""
-    info = labeling.get_project(studio, project)
-    return [(c.name, c.id) for c in info.classes if not c.is_background]
+def choice_label(position: int, name: str) -> str:
+    """A checkbox label: the first nine show their key, e.g. ``"1 · person"``."""
+    return f"{position + 1} · {name}" if position < KEYED else name
 
 
-@shows_user_errors
-def load_tag_view(
-    studio: Studio, project: str | None, image_id: int | None
-) -> tuple[int | None, str | None, str, Any]:
-    """(image id, picture path, title, checkbox update) for tagging ``image_id``; with no image
-    chosen, the first untagged image of the project."""
-    if not project:
-        return None, None, "Choose a project first.", gr.update(choices=[], value=[])
-    if image_id is None:
-        first = browse.next_image(studio, project, "untagged")
-        if first is None:
-            first = browse.next_image(studio, project, "all")
-        image_id = first.id if first is not None else None
-    if image_id is None:
-        return None, None, NO_IMAGES, gr.update(choices=[], value=[])
-    state = browse.image_state(studio, image_id)
+def _render(studio: Studio, view: TagView) -> dict[str, Any]:
+    choices = [(choice_label(k, name), class_id) for k, (name, class_id) in enumerate(view.classes)]
+    if view.state is None:
+        return {"current_image": None, "picture": None, "title": NO_IMAGES,
+                "classes": gr.update(choices=choices, value=[])}
+    state = view.state
     picture = str(studio.images.thumbnail(state.image.path, size=VIEW_SIZE))
-    tags = labeling.get_image_tags(studio, image_id)
-    title = f"**{state.image.name}** · " + (
-        f"tagged: {', '.join(state.tags)}" if state.tags else "not tagged yet"
-    )
-    return image_id, picture, title, gr.update(choices=tag_choices(studio, project), value=tags)
-
-
-def _save(studio: Studio, image_id: int | None, class_ids: Sequence[int] | None) -> list[int]:
-    if image_id is None:
-        raise UserError("no image to tag")
-    return labeling.set_image_tags(studio, image_id, [int(c) for c in class_ids or []])
+    tagged = f"tagged: {', '.join(state.tags)}" if state.tags else "not tagged yet"
+    title = f"**{state.image.name}** · {tagged}"
+    return {
+        "current_image": state.image.id,
+        "picture": picture,
+        "title": title,
+        "classes": gr.update(choices=choices, value=list(view.tag_ids)),
+    }
 
 
 @shows_user_errors
-def save_tags(studio: Studio, image_id: int | None, class_ids: Sequence[int] | None) -> str:
-    """Store the checked classes as the image's tags (none checked: the image is untagged)."""
-    saved = _save(studio, image_id, class_ids)
-    return f"Saved {len(saved)} tag(s)." if saved else "Saved: no tags (the image counts as untagged)."
+def show(studio: Studio, project: str | None, image_id: int | None, move: str = "stay") -> dict[str, Any]:
+    """The tag view of ``image_id`` (none: the first untagged image), or of the image ``move``
+    ("next", "previous", "next_untagged") from it."""
+    if not project:
+        return {"current_image": None, "picture": None, "title": "Choose a project first.",
+                "classes": gr.update(choices=[], value=[])}
+    return _render(studio, browse.tag_view(studio, project, image_id, move=move))
+
+
+def _ids(class_ids: Sequence[int] | None) -> list[int]:
+    return [int(c) for c in class_ids or []]
 
 
 @shows_user_errors
-def save_and_next(
-    studio: Studio, project: str | None, image_id: int | None, class_ids: Sequence[int] | None
-) -> tuple[int | None, str | None, str, Any, str]:
-    """Save the tags, then show the next untagged image."""
-    saved = _save(studio, image_id, class_ids)
-    status = f"Saved {len(saved)} tag(s)."
-    return (*next_untagged(studio, project, image_id), status)
-
-
-@shows_user_errors
-def next_untagged(
-    studio: Studio, project: str | None, image_id: int | None
-) -> tuple[int | None, str | None, str, Any]:
-    """The tag view of the next untagged image after the current one (by name, wrapping)."""
+def save(
+    studio: Studio,
+    project: str | None,
+    image_id: int | None,
+    class_ids: Sequence[int] | None,
+    skipped: list[int] | None,
+    move: str = "stay",
+) -> dict[str, Any]:
+    """Store the checked classes as the image's tags (none checked: untagged), then show the
+    image ``move`` from it; an image saved with no tags is skipped by "next untagged" from then on
+    in this page."""
     if not project:
         raise UserError("choose a project first")
-    following = browse.next_image(studio, project, "untagged", after=image_id)
-    if following is None:
-        gr.Info("Every image is tagged.")
-        return load_tag_view(studio, project, image_id)
-    return load_tag_view(studio, project, following.id)
+    if image_id is None:
+        raise UserError("no image to tag")
+    ids = _ids(class_ids)
+    skipped = [i for i in skipped or [] if i != image_id] + ([image_id] if not ids else [])
+    view = browse.tag_view(studio, project, image_id, save=ids, move=move, skip=skipped)
+    status = f"Saved {len(ids)} tag(s)." if ids else "Saved: no tags (the image counts as untagged)."
+    if view.every_image_tagged:
+        status += " Every other image is tagged."
+    out = _render(studio, view) if move != "stay" else {"title": _render(studio, view)["title"]}
+    return {**out, "status": status, "skipped": skipped}

@@ -9,7 +9,7 @@ import gradio as gr
 
 from app.errors import shows_user_errors
 from app.handlers_projects import project_summary
-from app.job_display import job_signature, job_status_markdown, loss_frame, progress_html
+from app.job_display import job_signature, job_status_markdown, loss_svg, progress_html
 from jobs import submit
 from jobs.views import JobView, list_jobs
 from services import train_plan
@@ -47,14 +47,15 @@ def _optional_int(value: float | None, name: str) -> int | None:
     return int(value)
 
 
-def job_outputs(job: JobView | None) -> tuple[str, str, Any, Any]:
-    """(status markdown, progress bar, loss plot value, cancel button update) of a job."""
-    return (
-        job_status_markdown(job),
-        progress_html(job),
-        loss_frame(job),
-        gr.update(interactive=bool(job and job.can_cancel)),
-    )
+def job_outputs(job: JobView | None) -> dict[str, Any]:
+    """The training display of a job: status, progress bar, loss chart, cancel button, seen."""
+    return {
+        "status": job_status_markdown(job),
+        "progress": progress_html(job),
+        "loss": loss_svg(job),
+        "cancel": gr.update(interactive=bool(job and job.can_cancel)),
+        "seen": job_signature(job),
+    }
 
 
 @shows_user_errors
@@ -66,11 +67,10 @@ def start_training(
     epochs: float | None,
     image_size: float | None,
     device: str | None = None,
-) -> tuple[str, str, Any, Any, tuple | None]:
+) -> dict[str, Any]:
     """Queue "Train on my labels" and show its first status; the timer follows it from there."""
     if not project:
         raise UserError("choose or create a project first")
-    plan = train_plan.plan_training(studio, project, mode or "auto")
     job = submit.submit_train_on_my_labels(
         studio,
         project,
@@ -80,25 +80,28 @@ def start_training(
         image_size=_optional_int(image_size, "image size"),
         device=device or "auto",
     )
-    logger.info("queued training job %d for %r in %s mode", job.id, project, plan.mode)
-    return (*job_outputs(job), job_signature(job))
+    logger.info("queued training job %d for %r", job.id, project)
+    return job_outputs(job)
 
 
-def poll_training(studio: Studio, project: str | None, seen: tuple | None) -> tuple:
-    """Timer tick: (job display..., seen, project summary), redrawn only when the newest
-    training job of the project changed."""
+def poll_training(studio: Studio, project: str | None, seen: tuple | None) -> dict[str, Any]:
+    """The training display of the project's newest training job, and the project summary;
+    nothing when it did not change since ``seen``."""
     job = latest_model_job(studio, project)
-    signature = job_signature(job)
-    if signature == seen:
-        return (gr.skip(),) * 6
-    return (*job_outputs(job), signature, project_summary(studio, project))
+    if job_signature(job) == seen:
+        return {}
+    return {**job_outputs(job), "summary": project_summary(studio, project)}
+
+
+def show_project_training(studio: Studio, project: str | None, mode: str) -> dict[str, Any]:
+    """The Train tab of the chosen project: its plan and its newest job (never another project's)."""
+    return {**job_outputs(latest_model_job(studio, project)), "plan": plan_markdown(studio, project, mode)}
 
 
 @shows_user_errors
-def cancel_training(studio: Studio, project: str | None) -> tuple[str, str, Any, Any, tuple | None]:
+def cancel_training(studio: Studio, project: str | None) -> dict[str, Any]:
     """Cancel the project's running or queued training job."""
     job = latest_model_job(studio, project)
     if job is None or not job.active:
         raise UserError("no training job is running")
-    job = submit.cancel_job(studio, job.id)
-    return (*job_outputs(job), job_signature(job))
+    return job_outputs(submit.cancel_job(studio, job.id))

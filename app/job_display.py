@@ -75,3 +75,52 @@ def job_signature(job: JobView | None) -> tuple | None:
         len(job.loss_curve),
         job.cancel_requested,
     )
+
+
+CHART_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+CHART_W, CHART_H, CHART_PAD = 640, 240, 36
+
+
+def loss_svg(job: JobView | None) -> str:
+    """The job's loss curve as an inline SVG line chart, one path per loss term with a legend.
+
+    Plain SVG drawn on the server: it shows the moment the poll delivers it, whichever tab is
+    visible (the Vega plot drew nothing while its tab was hidden or its data arrived empty)."""
+    frame = loss_frame(job)
+    if frame.empty:
+        return '<div class="loss-chart empty">No loss values yet.</div>'
+    x0, x1 = float(frame["x"].min()), float(frame["x"].max())
+    y0, y1 = min(0.0, float(frame["loss"].min())), float(frame["loss"].max())
+    x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
+    width, height = CHART_W - 2 * CHART_PAD, CHART_H - 2 * CHART_PAD
+
+    def point(x: float, y: float) -> str:
+        px = CHART_PAD + (x - x0) / (x1 - x0) * width
+        py = CHART_PAD + (1 - (y - y0) / (y1 - y0)) * height
+        return f"{px:.1f},{py:.1f}"
+
+    paths, legend = [], []
+    for k, (term, rows) in enumerate(frame.groupby("term", sort=False)):
+        color = CHART_COLORS[k % len(CHART_COLORS)]
+        points = [point(x, y) for x, y in zip(rows["x"], rows["loss"], strict=True)]
+        d = "M" + " L".join(points) if len(points) > 1 else f"M{points[0]} l1,0"
+        paths.append(
+            f'<path class="loss-line" data-term="{html.escape(str(term))}" d="{d}" fill="none" '
+            f'stroke="{color}" stroke-width="2"/>'
+        )
+        legend.append(
+            f'<text x="{CHART_PAD + 8 + 120 * k}" y="16" fill="{color}" font-size="12">'
+            f"■ {html.escape(str(term))}</text>"
+        )
+    left, right, top, bottom = CHART_PAD, CHART_PAD + width, CHART_PAD, CHART_PAD + height
+    axes = (
+        f'<line x1="{left}" y1="{bottom}" x2="{right}" y2="{bottom}" stroke="#888"/>'
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{bottom}" stroke="#888"/>'
+        f'<text x="4" y="{top + 4}" font-size="11" fill="#666">{y1:.3g}</text>'
+        f'<text x="4" y="{bottom}" font-size="11" fill="#666">{y0:.3g}</text>'
+        f'<text x="{right - 60}" y="{CHART_H - 8}" font-size="11" fill="#666">step {x1:.0f}</text>'
+    )
+    return (
+        f'<svg class="loss-chart" viewBox="0 0 {CHART_W} {CHART_H}" width="100%" role="img" '
+        f'aria-label="loss curve">{axes}{"".join(paths)}{"".join(legend)}</svg>'
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import colorsys
 import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -131,3 +132,26 @@ def palette_html(entries: Sequence[tuple[str, str]]) -> str:
         for name, color in entries
     )
     return f'<div class="palette">{items}</div>'
+
+
+# Bright, well-separated class colours for new projects made in the app (the storage default is
+# the dark PASCAL VOC scheme, kept for VOC compatibility): Kelly's colours of maximum contrast,
+# then golden-angle hues at alternating lightness.
+BRIGHT_COLORS = (
+    "#ffb300", "#803e75", "#ff6800", "#a6bdd7", "#c10020", "#cea262", "#817066", "#007d34",
+    "#f6768e", "#00538a", "#ff7a5c", "#53377a", "#ff8e00", "#b32851", "#f4c800", "#7f180d",
+    "#93aa00", "#593315", "#f13a13", "#232c16",
+)
+BACKGROUND_COLOR = "#000000"
+
+
+def bright_color(k: int) -> str:
+    """The ``k``-th (0-based) foreground colour of :data:`BRIGHT_COLORS`, then generated hues."""
+    if k < len(BRIGHT_COLORS):
+        return BRIGHT_COLORS[k]
+    j = k - len(BRIGHT_COLORS)
+    hue = (j * 0.618033988749895) % 1.0
+    value = (0.95, 0.75, 0.55)[j % 3]
+    saturation = (0.85, 0.6)[(j // 3) % 2]
+    r, g, b = colorsys.hsv_to_rgb(hue, saturation, value)
+    return f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"

@@ -18,13 +18,29 @@ table.legend td, table.legend th { padding: 2px 6px; text-align: left; }
 .job-progress-fill { height: 100%; background: var(--color-accent); }
 .job-progress.failed .job-progress-fill { background: #c0392b; }
 .job-progress.cancelled .job-progress-fill, .job-progress.interrupted .job-progress-fill { background: #999; }
+#tag-classes { max-height: 420px; overflow-y: auto; }
+.loss-chart.empty { color: var(--body-text-color-subdued); padding: 8px; }
 .job-progress span { position: absolute; inset: 0; text-align: center; line-height: 22px; font-size: 0.85em; }
 """
 
-# Tag screen shortcuts, active while it is visible and focus is not in a text field:
-# 1-9 toggle the k-th class, Enter saves and moves to the next untagged image, s saves, n skips.
+# Page script, run once: remembers the chosen tab (restored after a reload with the project), the
+# Tag screen's class search, and its shortcuts, active while it is visible and focus is not in a
+# text field: 1-9 toggle the k-th class, Enter saves and moves to the next untagged image, s
+# saves, n skips to the next untagged image, p goes back to the previous image.
 SHORTCUTS_JS = """
 () => {
+  document.addEventListener("click", (event) => {
+    const tab = event.target.closest && event.target.closest("#tabs button[role=tab]");
+    if (!tab) return;
+    try { localStorage.setItem("slrnet.tab", tab.textContent.trim().toLowerCase()); } catch (e) {}
+  });
+  document.addEventListener("input", (event) => {
+    if (!event.target.closest || !event.target.closest("#tag-search")) return;
+    const query = event.target.value.trim().toLowerCase();
+    document.querySelectorAll("#tag-classes label").forEach((label) => {
+      label.style.display = !query || label.textContent.toLowerCase().includes(query) ? "" : "none";
+    });
+  });
   document.addEventListener("keydown", (event) => {
     const view = document.getElementById("tag-view");
     if (!view || view.offsetParent === null) return;
@@ -43,6 +59,8 @@ SHORTCUTS_JS = """
       click("tag-save"); event.preventDefault();
     } else if (event.key === "n") {
       click("tag-next"); event.preventDefault();
+    } else if (event.key === "p") {
+      click("tag-previous"); event.preventDefault();
     }
   });
 }

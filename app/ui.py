@@ -1,14 +1,22 @@
 """The SLRNet Studio web app: ``build_ui(studio)`` makes the Blocks, ``launch(...)`` serves them.
 
-Screens (tabs): Projects, Import, Browse, Tag, Paint, Train, Review, Export. The handlers live in
-``app/handlers_*.py`` as plain functions of the studio and the inputs; per-user state (the chosen
-image, the open paint session, the jobs being followed) lives in ``gr.State``. Torch-free.
+Screens (tabs): Projects, Import, Browse, Tag, Paint, Train, Review, Export, each laid out by its
+own ``_build_<tab>`` function and wired by ``_wire_<tab>``. Handlers live in ``app/handlers_*.py``
+as top-level functions of the studio and the inputs that return dicts of updates keyed by view
+names; :func:`_on` maps those names to this page's components. Per-user state (the chosen image,
+the open paint session, the jobs being followed, the review cache) lives in ``gr.State``; the
+chosen project and tab are kept in the browser's localStorage so a reload comes back to them.
+The mask painter is our own canvas editor (app/static/painter.js), fed through hidden textboxes.
+Torch-free.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import gradio as gr
@@ -33,7 +41,28 @@ logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
 DEFAULT_CLASS_LINES = "person\ndog\ncat"
-EDITOR_BRUSH = gr.Brush(colors=["#800000"], color_mode="fixed")
+STATIC_DIR = Path(__file__).with_name("static")
+PAINTER_HELP = (
+    "**Keys:** 1–9 pick a class (shown on its button), U unknown · B brush · E eraser · R superpixel · "
+    "F relabel region · [ ] brush size · Ctrl+Z / Ctrl+Shift+Z undo / redo · wheel zoom · "
+    "space- or middle-drag pan · 0 fit. The eraser removes paint (the pixel keeps its starting "
+    "label); **unknown** marks pixels to ignore."
+)
+# The Save buttons of the painter send what the canvas holds instead of the hidden textbox.
+PAINT_PAYLOAD_JS = (
+    "(...args) => { args[2] = window.slrPainter ? window.slrPainter.payload() : ''; return args; }"
+)
+REMEMBER_PROJECT_JS = (
+    "(project) => { try { localStorage.setItem('slrnet.project', project || ''); } catch (e) {} }"
+)
+RESTORE_JS = (
+    "(project, tab) => { try { return [localStorage.getItem('slrnet.project') || project, "
+    "localStorage.getItem('slrnet.tab') || tab]; } catch (e) { return [project, tab]; } }"
+)
+DISABLE_IMPORT_JS = (
+    "() => { for (const id of ['import-upload', 'import-folder-btn']) { "
+    "const b = document.getElementById(id); if (b) b.disabled = true; } return []; }"
+)
 
 
 def _bind(fn: Any, *args: Any) -> Any:
@@ -43,379 +72,580 @@ def _bind(fn: Any, *args: Any) -> Any:
     return bound
 
 
+def _on(
+    event: Callable[..., Any],
+    fn: Callable[..., Mapping[str, Any]],
+    inputs: list[Any] | None,
+    outputs: Mapping[str, Any],
+    *bound: Any,
+    **options: Any,
+) -> Any:
+    """Wire ``event`` to a handler returning ``{view name: update}``: the names are looked up in
+    ``outputs`` (names it lacks are not shown by this event)."""
+
+    def run(*args: Any) -> dict[Any, Any]:
+        result = fn(*bound, *args)
+        return {outputs[name]: value for name, value in result.items() if name in outputs}
+
+    run.__name__ = getattr(fn, "__name__", "handler")
+    return event(run, inputs, list(outputs.values()), **options)
+
+
+# --- layout: one builder per tab ---------------------------------------------------------------
+
+
+def _build_projects() -> SimpleNamespace:
+    with gr.Tab("Projects", id="projects", elem_id="tab-projects"):
+        with gr.Row():
+            with gr.Column():
+                gr.Markdown("### New project")
+                name = gr.Textbox(label="Name", elem_id="new-project-name")
+                classes = gr.Textbox(
+                    label="Classes, one per line (optionally with a colour: cat #ff8800)",
+                    value=DEFAULT_CLASS_LINES,
+                    lines=6,
+                    elem_id="new-project-classes",
+                )
+                background = gr.Checkbox(
+                    label="Add a background class (index 0)", value=True, elem_id="new-project-bg"
+                )
+                create = gr.Button("Create project", variant="primary", elem_id="create-project")
+            with gr.Column():
+                gr.Markdown("### Classes of the chosen project")
+                classes_text = gr.Textbox(
+                    label="name #rrggbb, in label-value order", lines=8, elem_id="classes-text"
+                )
+                swatches = gr.HTML(elem_id="class-swatches")
+                save = gr.Button("Save classes", elem_id="save-classes")
+        status = gr.Markdown(elem_id="projects-status")
+    return SimpleNamespace(**locals())
+
+
+def _build_import() -> SimpleNamespace:
+    with gr.Tab("Import", id="import", elem_id="tab-import"):
+        with gr.Row():
+            with gr.Column():
+                uploads = gr.File(
+                    label="Images or .zip files",
+                    file_count="multiple",
+                    file_types=["image", ".zip"],
+                    elem_id="upload-files",
+                )
+                upload_btn = gr.Button("Import uploaded files", variant="primary", elem_id="import-upload")
+            with gr.Column():
+                folder = gr.Textbox(
+                    label="…or a folder / .zip on the server",
+                    placeholder="/data/photos",
+                    elem_id="import-folder",
+                )
+                with gr.Accordion("Labels to import with it (optional)", open=False):
+                    classes_file = gr.Textbox(label="Class file (one name per line)")
+                    tags_csv = gr.Textbox(label="Tags CSV (image,tags with ; between tags)")
+                    masks_dir = gr.Textbox(label="Masks folder (PNG class indices, 255 = unknown)")
+                    coco_json = gr.Textbox(label="COCO instances JSON")
+                folder_btn = gr.Button("Import folder", elem_id="import-folder-btn")
+        status = gr.Markdown("No import yet.", elem_id="import-status")
+        progress = gr.HTML(elem_id="import-progress")
+        jobs = gr.State([])
+        seen = gr.State(None)
+    return SimpleNamespace(**locals())
+
+
+def _build_browse() -> SimpleNamespace:
+    with gr.Tab("Browse", id="browse", elem_id="tab-browse") as tab:
+        image_filter = gr.Radio(
+            choices=list(handlers_browse.FILTERS), value="all", label="Show", elem_id="browse-filter"
+        )
+        gallery = gr.Gallery(
+            columns=8,
+            height=560,
+            allow_preview=False,
+            object_fit="cover",
+            format="jpeg",
+            elem_id="gallery",
+            show_label=False,
+        )
+        with gr.Row():
+            prev_btn = gr.Button("◀ Previous page", size="sm", elem_id="prev-page")
+            page_label = gr.Markdown(elem_id="page-label")
+            next_btn = gr.Button("Next page ▶", size="sm", elem_id="next-page")
+        page = gr.Number(value=0, visible=False, precision=0)
+        page_ids = gr.State([])
+        info = gr.Markdown(elem_id="browse-info")
+        with gr.Row():
+            to_tag = gr.Button("Tag it", size="sm", elem_id="to-tag")
+            to_paint = gr.Button("Paint it", size="sm", elem_id="to-paint")
+            to_review = gr.Button("Review it", size="sm", elem_id="to-review")
+    return SimpleNamespace(**locals())
+
+
+def _build_tag() -> SimpleNamespace:
+    with gr.Tab("Tag", id="tag", elem_id="tab-tag") as tab, gr.Row():
+        picture = gr.Image(
+            type="filepath", interactive=False, show_label=False, height=520, scale=3, elem_id="tag-picture"
+        )
+        with gr.Column(scale=2, elem_id="tag-view"):
+            title = gr.Markdown(elem_id="tag-title")
+            with gr.Row():
+                save_next = gr.Button(
+                    "Save & next untagged (Enter)", variant="primary", elem_id="tag-save-next"
+                )
+            with gr.Row():
+                previous = gr.Button("◀ Previous (p)", size="sm", elem_id="tag-previous")
+                save = gr.Button("Save (s)", size="sm", elem_id="tag-save")
+                skip = gr.Button("Skip to next untagged (n)", size="sm", elem_id="tag-next")
+            search = gr.Textbox(
+                placeholder="Search classes…", show_label=False, container=False, elem_id="tag-search"
+            )
+            classes = gr.CheckboxGroup(label="Classes in this image (keys 1–9 toggle)", elem_id="tag-classes")
+            status = gr.Markdown(elem_id="tag-status")
+            skipped = gr.State([])
+    return SimpleNamespace(**locals())
+
+
+def _build_paint() -> SimpleNamespace:
+    with gr.Tab("Paint", id="paint", elem_id="tab-paint") as tab:
+        title = gr.Markdown(elem_id="paint-title")
+        with gr.Row():
+            with gr.Column(scale=4):
+                gr.HTML('<div id="painter"></div>', elem_id="painter-host")
+            with gr.Column(scale=1, min_width=230):
+                start = gr.Radio(
+                    choices=list(handlers_paint.START_CHOICES),
+                    value=handlers_paint.START_MASK,
+                    label="Start from",
+                    elem_id="paint-start",
+                )
+                rest_background = gr.Checkbox(
+                    label="Unpainted pixels are background (this image)", value=False, elem_id="paint-rest-bg"
+                )
+                save = gr.Button("Save mask", variant="primary", elem_id="paint-save")
+                save_next = gr.Button("Save & next without mask", elem_id="paint-save-next")
+                next_btn = gr.Button("Next image without mask", elem_id="paint-next")
+                clear = gr.Button("Clear mask", variant="stop", size="sm", elem_id="paint-clear")
+                status = gr.Markdown(elem_id="paint-status")
+                gr.Markdown(PAINTER_HELP)
+        # what the canvas editor reads (JSON document of the image) and what Save sends
+        load = gr.Textbox(elem_id="paint-load", elem_classes=["slr-exchange"], show_label=False)
+        payload = gr.Textbox(elem_id="paint-payload", elem_classes=["slr-exchange"], show_label=False)
+        session = gr.State(None)
+    return SimpleNamespace(**locals())
+
+
+def _build_train() -> SimpleNamespace:
+    defaults = train_defaults()
+    with gr.Tab("Train", id="train", elem_id="tab-train") as tab:
+        plan = gr.Markdown(elem_id="train-plan")
+        with gr.Row():
+            train_btn = gr.Button("Train on my labels", variant="primary", elem_id="train-btn")
+            cancel = gr.Button("Cancel", variant="stop", interactive=False, elem_id="cancel-btn")
+        with gr.Accordion("Options", open=False), gr.Row():
+            mode = gr.Radio(choices=list(TRAIN_MODES), value=defaults.mode, label="Mode")
+            backbone = gr.Dropdown(
+                choices=[("default", ""), *[(b, b) for b in BACKBONES]],
+                value=defaults.backbone or "",
+                label="Backbone",
+            )
+            epochs = gr.Number(value=defaults.epochs, label="Epochs (empty: default)", precision=0)
+            image_size = gr.Number(
+                value=defaults.image_size, label="Image size (empty: default)", precision=0
+            )
+            device = gr.Radio(choices=list(DEVICES), value=defaults.device, label="Device")
+        status = gr.Markdown("No job yet.", elem_id="train-status")
+        progress = gr.HTML(elem_id="train-progress")
+        loss = gr.HTML(elem_id="loss-plot")
+        seen = gr.State(None)
+    del defaults
+    return SimpleNamespace(**locals())
+
+
+def _build_review() -> SimpleNamespace:
+    with gr.Tab("Review", id="review", elem_id="tab-review") as tab:
+        title = gr.Markdown(elem_id="review-title")
+        with gr.Row():
+            picture = gr.Image(
+                type="numpy",
+                format="png",
+                interactive=False,
+                show_label=False,
+                height=560,
+                scale=3,
+                elem_id="review-picture",
+            )
+            with gr.Column(scale=1, min_width=240):
+                with gr.Row():
+                    previous = gr.Button("◀ Previous", size="sm", elem_id="review-previous")
+                    next_btn = gr.Button("Next ▶", size="sm", elem_id="review-next")
+                opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity", elem_id="opacity")
+                legend = gr.HTML(elem_id="legend")
+                accept = gr.Button("Accept as mask", variant="primary", elem_id="accept-btn")
+                correct = gr.Button("Correct in editor", elem_id="correct-btn")
+                suggest = gr.Button("Suggest next image to label", elem_id="suggest-btn")
+                status = gr.Markdown(elem_id="review-status")
+        cache = gr.State(None)
+    return SimpleNamespace(**locals())
+
+
+def _build_export() -> SimpleNamespace:
+    with gr.Tab("Export", id="export", elem_id="tab-export"):
+        source = gr.Radio(
+            choices=[
+                ("masks, else pseudo-labels", "best"),
+                ("masks only", "human"),
+                ("pseudo-labels only", "model"),
+            ],
+            value="best",
+            label="Labels to export",
+            elem_id="export-source",
+        )
+        with gr.Row():
+            coco_btn = gr.Button("Export COCO (JSON, RLE masks)", variant="primary", elem_id="export-coco")
+            voc_btn = gr.Button("Export VOC (zip of PNGs)", elem_id="export-voc")
+        status = gr.Markdown(elem_id="export-status")
+        progress = gr.HTML(elem_id="export-progress")
+        download = gr.File(label="Download", interactive=False, file_count="multiple", elem_id="download")
+        job = gr.State(None)
+        seen = gr.State(None)
+    return SimpleNamespace(**locals())
+
+
+# --- wiring --------------------------------------------------------------------------------------
+
+
+def _views(ui: SimpleNamespace) -> SimpleNamespace:
+    """The output maps handlers' view names are looked up in."""
+    tag, paint, review = ui.tag, ui.paint, ui.review
+    return SimpleNamespace(
+        tag={
+            "current_image": ui.current_image,
+            "picture": tag.picture,
+            "title": tag.title,
+            "classes": tag.classes,
+            "status": tag.status,
+            "skipped": tag.skipped,
+        },
+        paint={
+            "load": paint.load,
+            "title": paint.title,
+            "session": paint.session,
+            "rest_background": paint.rest_background,
+            "start": paint.start,
+            "current_image": ui.current_image,
+            "status": paint.status,
+        },
+        review={
+            "current_image": ui.current_image,
+            "picture": review.picture,
+            "legend": review.legend,
+            "title": review.title,
+            "cache": review.cache,
+            "status": review.status,
+        },
+        browse={
+            "gallery": ui.browse.gallery,
+            "page_ids": ui.browse.page_ids,
+            "page_label": ui.browse.page_label,
+            "page": ui.browse.page,
+            "filter": ui.browse.image_filter,
+        },
+        train={
+            "status": ui.train.status,
+            "progress": ui.train.progress,
+            "loss": ui.train.loss,
+            "cancel": ui.train.cancel,
+            "seen": ui.train.seen,
+            "plan": ui.train.plan,
+            "summary": ui.summary,
+        },
+    )
+
+
+def _wire_projects(studio: Studio, ui: SimpleNamespace) -> None:
+    p = ui.projects
+    _on(
+        p.create.click,
+        handlers_projects.create_project,
+        [p.name, p.classes, p.background],
+        {"project": ui.project, "status": p.status},
+        studio,
+    )
+    _on(
+        p.save.click,
+        handlers_projects.save_classes,
+        [ui.project, p.classes_text],
+        {"classes_text": p.classes_text, "swatches": p.swatches, "status": p.status},
+        studio,
+    )
+
+
+def _wire_import(studio: Studio, ui: SimpleNamespace) -> None:
+    imp = ui.imp
+    outputs = [imp.status, imp.progress, imp.jobs]
+    for button, fn, inputs in (
+        (imp.upload_btn, handlers_import.import_uploads, [ui.project, imp.uploads]),
+        (
+            imp.folder_btn,
+            handlers_import.import_folder,
+            [ui.project, imp.folder, imp.classes_file, imp.tags_csv, imp.masks_dir, imp.coco_json],
+        ),
+    ):
+        # one click, one import: the buttons are disabled at once (in the browser) until it is queued,
+        # and the uploaded files are cleared once their import is queued
+        queued = button.click(None, None, None, js=DISABLE_IMPORT_JS).then(_bind(fn, studio), inputs, outputs)
+        queued.success(handlers_jobs.start_polling, None, [ui.timer])
+        if button is imp.upload_btn:
+            queued.success(lambda: None, None, [imp.uploads])
+        queued.then(lambda: (gr.update(interactive=True),) * 2, None, [imp.upload_btn, imp.folder_btn])
+
+
+def _wire_browse(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace) -> None:
+    b = ui.browse
+    show = [ui.project, b.image_filter, b.page]
+    _on(b.image_filter.input, lambda *a: handlers_browse.show_page(studio, a[0], a[1], 0), show, views.browse)
+    for button, step in ((b.prev_btn, -1), (b.next_btn, 1)):
+        _on(
+            button.click,
+            lambda *a, s=step: handlers_browse.show_page(
+                studio, a[0], a[1], handlers_browse.page_step(a[2], s)
+            ),
+            show,
+            views.browse,
+        )
+    b.gallery.select(handlers_browse.select_image, [b.page_ids], [ui.current_image]).then(
+        _bind(handlers_browse.describe_image, studio), [ui.current_image], [b.info]
+    )
+    _on(b.tab.select, handlers_browse.show_page, show, views.browse, studio)
+    _on(
+        b.to_tag.click(lambda: gr.Tabs(selected="tag"), None, [ui.tabs]).then,
+        handlers_tag.show,
+        [ui.project, ui.current_image],
+        views.tag,
+        studio,
+    )
+    _open_paint(studio, ui, views, b.to_paint.click)
+    _on(
+        b.to_review.click(lambda: gr.Tabs(selected="review"), None, [ui.tabs]).then,
+        handlers_review.show,
+        [ui.project, ui.current_image, ui.review.opacity],
+        views.review,
+        studio,
+    )
+
+
+def _open_paint(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace, trigger: Any) -> None:
+    """``trigger``: show the Paint tab in its loading state, then open the chosen image there."""
+    p = ui.paint
+    loading = trigger(lambda: gr.Tabs(selected="paint"), None, [ui.tabs])
+    loading = _on(loading.then, handlers_paint.loading_view, None, views.paint)
+    _on(
+        loading.then, handlers_paint.load_editor, [ui.project, ui.current_image, p.start], views.paint, studio
+    )
+
+
+def _wire_tag(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace) -> None:
+    t = ui.tag
+    inputs = [ui.project, ui.current_image, t.classes, t.skipped]
+    saved = _on(
+        t.save_next.click, lambda *a: handlers_tag.save(studio, *a, move="next_untagged"), inputs, views.tag
+    )
+    saved.success(_bind(handlers_projects.project_summary, studio), [ui.project], [ui.summary])
+    saved = _on(t.save.click, handlers_tag.save, inputs, views.tag, studio)
+    saved.success(_bind(handlers_projects.project_summary, studio), [ui.project], [ui.summary])
+    for button, move in ((t.skip, "next_untagged"), (t.previous, "previous")):
+        _on(
+            button.click,
+            lambda *a, m=move: handlers_tag.show(studio, *a, move=m),
+            [ui.project, ui.current_image],
+            views.tag,
+        )
+    _on(t.tab.select, handlers_tag.show, [ui.project, ui.current_image], views.tag, studio)
+
+
+def _wire_paint(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace) -> None:
+    p = ui.paint
+    load_inputs = [ui.project, ui.current_image, p.start]
+    loading = _on(p.start.input, handlers_paint.loading_view, None, views.paint)
+    _on(loading.then, handlers_paint.load_editor, load_inputs, views.paint, studio)
+    save_inputs = [ui.project, p.session, p.payload, p.rest_background]
+    saved = _on(
+        p.save.click, handlers_paint.save_painting, save_inputs, views.paint, studio, js=PAINT_PAYLOAD_JS
+    )
+    saved.success(_bind(handlers_projects.project_summary, studio), [ui.project], [ui.summary])
+    saved = _on(
+        p.save_next.click, handlers_paint.save_and_next, save_inputs, views.paint, studio, js=PAINT_PAYLOAD_JS
+    )
+    saved.success(_bind(handlers_projects.project_summary, studio), [ui.project], [ui.summary])
+    loading = _on(p.next_btn.click, handlers_paint.loading_view, None, views.paint)
+    _on(loading.then, handlers_paint.next_without_mask, [ui.project, ui.current_image], views.paint, studio)
+    cleared = _on(p.clear.click, handlers_paint.clear_mask, [ui.project, p.session], views.paint, studio)
+    cleared.success(_bind(handlers_projects.project_summary, studio), [ui.project], [ui.summary])
+    _on(
+        p.tab.select,
+        handlers_paint.open_editor,
+        [ui.project, ui.current_image, p.start, p.session],
+        views.paint,
+        studio,
+    )
+
+
+def _wire_train(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace) -> None:
+    t = ui.train
+    t.mode.change(_bind(handlers_train.plan_markdown, studio), [ui.project, t.mode], [t.plan])
+    started = _on(
+        t.train_btn.click,
+        handlers_train.start_training,
+        [ui.project, t.mode, t.backbone, t.epochs, t.image_size, t.device],
+        views.train,
+        studio,
+    )
+    started.success(handlers_jobs.start_polling, None, [ui.timer])
+    _on(t.cancel.click, handlers_train.cancel_training, [ui.project], views.train, studio)
+    shown = _on(t.tab.select, handlers_train.show_project_training, [ui.project, t.mode], views.train, studio)
+    shown.then(_bind(handlers_jobs.follow_jobs, studio), ui.followed, [ui.timer])
+
+
+def _wire_review(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace) -> None:
+    r = ui.review
+    inputs = [ui.project, ui.current_image, r.opacity]
+    _on(r.opacity.release, handlers_review.reblend, [r.cache, r.opacity], views.review)
+    accepted = _on(r.accept.click, handlers_review.accept, inputs, views.review, studio)
+    accepted.success(_bind(handlers_projects.project_summary, studio), [ui.project], [ui.summary])
+    for button, move in ((r.suggest, "suggest"), (r.next_btn, "next"), (r.previous, "previous")):
+        _on(button.click, lambda *a, m=move: handlers_review.show(studio, *a, move=m), inputs, views.review)
+    corrected = _on(
+        r.correct.click,
+        handlers_review.correct_in_editor,
+        [ui.current_image],
+        {"tab": ui.tabs, "start": ui.paint.start, "current_image": ui.current_image},
+    )
+    loading = _on(corrected.success, handlers_paint.loading_view, None, views.paint)
+    _on(
+        loading.then,
+        handlers_paint.load_editor,
+        [ui.project, ui.current_image, ui.paint.start],
+        views.paint,
+        studio,
+    )
+    _on(r.tab.select, handlers_review.show, inputs, views.review, studio)
+
+
+def _wire_export(studio: Studio, ui: SimpleNamespace) -> None:
+    e = ui.export
+    outputs = {
+        "status": e.status,
+        "progress": e.progress,
+        "download": e.download,
+        "job": e.job,
+        "seen": e.seen,
+    }
+    for button, fmt in ((e.coco_btn, "coco"), (e.voc_btn, "voc")):
+        started = _on(
+            button.click, handlers_export.start_export, [ui.project, e.source], outputs, studio, fmt
+        )
+        started.success(handlers_jobs.start_polling, None, [ui.timer])
+
+
+def _wire_page(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace) -> None:
+    """The page-wide events: restoring project and tab, choosing a project, the job timer."""
+    restored = _on(
+        ui.demo.load,
+        handlers_projects.load_projects,
+        [ui.project, ui.restore_tab],
+        {"project": ui.project, "summary": ui.summary, "tabs": ui.tabs},
+        studio,
+        js=RESTORE_JS,
+    )
+    restored.then(_bind(handlers_jobs.follow_jobs, studio), ui.followed, [ui.timer])
+    ui.project.change(None, [ui.project], None, js=REMEMBER_PROJECT_JS)
+    chosen = _on(
+        ui.project.change,
+        handlers_projects.show_project,
+        [ui.project],
+        {"classes_text": ui.projects.classes_text, "swatches": ui.projects.swatches, "summary": ui.summary},
+        studio,
+    )
+    chosen = chosen.then(
+        lambda: (None, None, 0, None),
+        None,
+        [ui.current_image, ui.paint.session, ui.browse.page, ui.review.cache],
+    )
+    chosen = _on(
+        chosen.then,
+        handlers_browse.show_page,
+        [ui.project, ui.browse.image_filter, ui.browse.page],
+        views.browse,
+        studio,
+    )
+    chosen = _on(
+        chosen.then, handlers_train.show_project_training, [ui.project, ui.train.mode], views.train, studio
+    )
+    chosen.then(_bind(handlers_jobs.follow_jobs, studio), ui.followed, [ui.timer])
+    imp, exp, train = ui.imp, ui.export, ui.train
+    _on(
+        ui.timer.tick,
+        handlers_jobs.poll_jobs,
+        [ui.project, train.seen, imp.jobs, imp.seen, exp.job, exp.seen],
+        {
+            **{f"train_{k}": v for k, v in views.train.items() if k not in ("plan", "summary")},
+            "summary": ui.summary,
+            "import_status": imp.status,
+            "import_progress": imp.progress,
+            "import_seen": imp.seen,
+            "export_status": exp.status,
+            "export_progress": exp.progress,
+            "export_download": exp.download,
+            "export_seen": exp.seen,
+            "timer": ui.timer,
+        },
+        studio,
+        show_progress="hidden",
+    )
+
+
 def build_ui(studio: Studio) -> gr.Blocks:
     """The app's Blocks for ``studio`` (not launched)."""
-    defaults = train_defaults()
     with gr.Blocks(title="SLRNet Studio", analytics_enabled=False) as demo:
-        current_image = gr.State(None)  # image id chosen in Browse / Tag / Review
-        page_ids = gr.State([])
-        paint_session = gr.State(None)
-        import_jobs = gr.State([])
-        import_seen = gr.State(None)
-        export_job = gr.State(None)
-        export_seen = gr.State(None)
-        train_seen = gr.State(None)
-
+        current_image = gr.State(None)  # image id chosen in Browse / Tag / Paint / Review
         with gr.Row(elem_id="header"):
             gr.Markdown("## SLRNet Studio", elem_id="title")
             project = gr.Dropdown(label="Project", choices=[], elem_id="project", scale=2)
             summary = gr.Markdown(elem_id="summary")
-
+        restore_tab = gr.Textbox(elem_id="restore-tab", elem_classes=["slr-exchange"], show_label=False)
         with gr.Tabs(elem_id="tabs") as tabs:
-            with gr.Tab("Projects", id="projects", elem_id="tab-projects"):
-                with gr.Row():
-                    with gr.Column():
-                        gr.Markdown("### New project")
-                        new_name = gr.Textbox(label="Name", elem_id="new-project-name")
-                        new_classes = gr.Textbox(
-                            label="Classes, one per line (optionally with a colour: cat #ff8800)",
-                            value=DEFAULT_CLASS_LINES,
-                            lines=6,
-                            elem_id="new-project-classes",
-                        )
-                        new_background = gr.Checkbox(
-                            label="Add a background class (index 0)", value=True, elem_id="new-project-bg"
-                        )
-                        create_btn = gr.Button("Create project", variant="primary", elem_id="create-project")
-                    with gr.Column():
-                        gr.Markdown("### Classes of the chosen project")
-                        classes_text = gr.Textbox(
-                            label="name #rrggbb, in label-value order", lines=8, elem_id="classes-text"
-                        )
-                        class_swatches = gr.HTML(elem_id="class-swatches")
-                        save_classes_btn = gr.Button("Save classes", elem_id="save-classes")
-                projects_status = gr.Markdown(elem_id="projects-status")
-
-            with gr.Tab("Import", id="import", elem_id="tab-import"):
-                with gr.Row():
-                    with gr.Column():
-                        uploads = gr.File(
-                            label="Images or .zip files",
-                            file_count="multiple",
-                            file_types=["image", ".zip"],
-                            elem_id="upload-files",
-                        )
-                        upload_btn = gr.Button(
-                            "Import uploaded files", variant="primary", elem_id="import-upload"
-                        )
-                    with gr.Column():
-                        folder = gr.Textbox(
-                            label="…or a folder / .zip on the server",
-                            placeholder="/data/photos",
-                            elem_id="import-folder",
-                        )
-                        with gr.Accordion("Labels to import with it (optional)", open=False):
-                            classes_file = gr.Textbox(label="Class file (one name per line)")
-                            tags_csv = gr.Textbox(label="Tags CSV (image,tags with ; between tags)")
-                            masks_dir = gr.Textbox(label="Masks folder (PNG class indices, 255 = unknown)")
-                            coco_json = gr.Textbox(label="COCO instances JSON")
-                        folder_btn = gr.Button("Import folder", elem_id="import-folder-btn")
-                import_status = gr.Markdown("No import yet.", elem_id="import-status")
-                import_progress = gr.HTML(elem_id="import-progress")
-
-            with gr.Tab("Browse", id="browse", elem_id="tab-browse") as browse_tab:
-                image_filter = gr.Radio(
-                    choices=list(handlers_browse.FILTERS), value="all", label="Show", elem_id="browse-filter"
-                )
-                gallery = gr.Gallery(
-                    columns=8,
-                    height=560,
-                    allow_preview=False,
-                    object_fit="cover",
-                    format="jpeg",
-                    elem_id="gallery",
-                    show_label=False,
-                )
-                with gr.Row():
-                    prev_btn = gr.Button("◀ Previous page", size="sm", elem_id="prev-page")
-                    page_label = gr.Markdown(elem_id="page-label")
-                    next_btn = gr.Button("Next page ▶", size="sm", elem_id="next-page")
-                page = gr.Number(value=0, visible=False, precision=0)
-                browse_info = gr.Markdown(elem_id="browse-info")
-                with gr.Row():
-                    to_tag = gr.Button("Tag it", size="sm", elem_id="to-tag")
-                    to_paint = gr.Button("Paint it", size="sm", elem_id="to-paint")
-                    to_review = gr.Button("Review it", size="sm", elem_id="to-review")
-
-            with gr.Tab("Tag", id="tag", elem_id="tab-tag") as tag_tab, gr.Row():
-                tag_picture = gr.Image(
-                    type="filepath", interactive=False, show_label=False, height=520, elem_id="tag-picture"
-                )
-                with gr.Column(elem_id="tag-view"):
-                    tag_title = gr.Markdown(elem_id="tag-title")
-                    tag_classes = gr.CheckboxGroup(
-                        label="Classes in this image (keys 1–9 toggle)", elem_id="tag-classes"
-                    )
-                    save_next_btn = gr.Button(
-                        "Save & next untagged (Enter)", variant="primary", elem_id="tag-save-next"
-                    )
-                    with gr.Row():
-                        save_tags_btn = gr.Button("Save (s)", elem_id="tag-save")
-                        next_untagged_btn = gr.Button("Skip to next untagged (n)", elem_id="tag-next")
-                    tag_status = gr.Markdown(elem_id="tag-status")
-
-            with gr.Tab("Paint", id="paint", elem_id="tab-paint") as paint_tab:
-                paint_title = gr.Markdown(elem_id="paint-title")
-                with gr.Row():
-                    editor = gr.ImageEditor(
-                        type="numpy",
-                        image_mode="RGBA",
-                        format="png",  # lossless: WebP would change the class colours
-                        sources=(),
-                        transforms=(),
-                        layers=False,
-                        brush=EDITOR_BRUSH,
-                        eraser=gr.Eraser(),
-                        show_label=False,
-                        height=600,
-                        scale=4,
-                        elem_id="editor",
-                    )
-                    with gr.Column(scale=1, min_width=220):
-                        paint_legend = gr.HTML(elem_id="paint-legend")
-                        gr.Markdown(
-                            "Brush colours are classes; **unknown** marks pixels to ignore. "
-                            "The eraser removes paint (the pixel keeps its starting label)."
-                        )
-                        start = gr.Radio(
-                            choices=list(handlers_paint.START_CHOICES),
-                            value=handlers_paint.START_MASK,
-                            label="Start from",
-                            elem_id="paint-start",
-                        )
-                        rest_background = gr.Checkbox(
-                            label="Unpainted pixels are background", value=False, elem_id="paint-rest-bg"
-                        )
-                        save_paint_btn = gr.Button("Save mask", variant="primary", elem_id="paint-save")
-                        next_unmasked_btn = gr.Button("Next image without mask", elem_id="paint-next")
-                        paint_status = gr.Markdown(elem_id="paint-status")
-
-            with gr.Tab("Train", id="train", elem_id="tab-train") as train_tab:
-                plan = gr.Markdown(elem_id="train-plan")
-                with gr.Row():
-                    train_btn = gr.Button("Train on my labels", variant="primary", elem_id="train-btn")
-                    cancel_btn = gr.Button("Cancel", variant="stop", interactive=False, elem_id="cancel-btn")
-                with gr.Accordion("Options", open=False), gr.Row():
-                    mode = gr.Radio(choices=list(TRAIN_MODES), value=defaults.mode, label="Mode")
-                    backbone = gr.Dropdown(
-                        choices=[("default", ""), *[(b, b) for b in BACKBONES]],
-                        value=defaults.backbone or "",
-                        label="Backbone",
-                    )
-                    epochs = gr.Number(value=defaults.epochs, label="Epochs (empty: default)", precision=0)
-                    image_size = gr.Number(
-                        value=defaults.image_size, label="Image size (empty: default)", precision=0
-                    )
-                    device = gr.Radio(choices=list(DEVICES), value=defaults.device, label="Device")
-                train_status = gr.Markdown("No job yet.", elem_id="train-status")
-                train_progress = gr.HTML(elem_id="train-progress")
-                loss_plot = gr.LinePlot(
-                    x="x",
-                    y="loss",
-                    color="term",
-                    title="Loss",
-                    x_title="step",
-                    height=280,
-                    elem_id="loss-plot",
-                )
-
-            with gr.Tab("Review", id="review", elem_id="tab-review") as review_tab:
-                review_title = gr.Markdown(elem_id="review-title")
-                with gr.Row():
-                    review_picture = gr.Image(
-                        type="numpy",
-                        format="png",
-                        interactive=False,
-                        show_label=False,
-                        height=560,
-                        scale=3,
-                        elem_id="review-picture",
-                    )
-                    with gr.Column(scale=1, min_width=240):
-                        opacity = gr.Slider(
-                            0, 1, value=0.5, step=0.05, label="Overlay opacity", elem_id="opacity"
-                        )
-                        legend = gr.HTML(elem_id="legend")
-                        accept_btn = gr.Button("Accept as mask", variant="primary", elem_id="accept-btn")
-                        correct_btn = gr.Button("Correct in editor", elem_id="correct-btn")
-                        suggest_btn = gr.Button("Suggest next image to label", elem_id="suggest-btn")
-                        review_status = gr.Markdown(elem_id="review-status")
-
-            with gr.Tab("Export", id="export", elem_id="tab-export"):
-                source = gr.Radio(
-                    choices=[
-                        ("masks, else pseudo-labels", "best"),
-                        ("masks only", "human"),
-                        ("pseudo-labels only", "model"),
-                    ],
-                    value="best",
-                    label="Labels to export",
-                    elem_id="export-source",
-                )
-                with gr.Row():
-                    coco_btn = gr.Button(
-                        "Export COCO (JSON, RLE masks)", variant="primary", elem_id="export-coco"
-                    )
-                    voc_btn = gr.Button("Export VOC (zip of PNGs)", elem_id="export-voc")
-                export_status = gr.Markdown(elem_id="export-status")
-                export_progress = gr.HTML(elem_id="export-progress")
-                download = gr.File(label="Download", interactive=False, elem_id="download")
-
+            projects = _build_projects()
+            imp = _build_import()
+            browse = _build_browse()
+            tag = _build_tag()
+            paint = _build_paint()
+            train = _build_train()
+            review = _build_review()
+            export = _build_export()
         timer = gr.Timer(POLL_SECONDS, active=False)  # ticks only while a followed job is active
-
-        # --- wiring -------------------------------------------------------------------------
-        tag_view = [current_image, tag_picture, tag_title, tag_classes]
-        editor_view = [editor, paint_legend, paint_title, paint_session]
-        review_view = [current_image, review_picture, legend, review_title]
-        browse_view = [gallery, page_ids, page_label, page, image_filter]
-
-        load_tag = _bind(handlers_tag.load_tag_view, studio)
-        load_editor = _bind(handlers_paint.load_editor, studio)
-        load_review = _bind(handlers_review.load_review, studio)
-        show_page = _bind(handlers_browse.show_page, studio)
-        plan_md = _bind(handlers_train.plan_markdown, studio)
-        summarize = _bind(handlers_projects.project_summary, studio)
-        follow = _bind(handlers_jobs.follow_jobs, studio)
-        followed = [project, import_jobs, export_job]
-
-        demo.load(_bind(handlers_projects.load_projects, studio), [project], [project, summary]).then(
-            follow, followed, [timer]
-        )
-        project.change(
-            _bind(handlers_projects.show_project, studio), [project], [classes_text, class_swatches, summary]
-        ).then(lambda: (None, None, 0), None, [current_image, paint_session, page]).then(
-            show_page, [project, image_filter, page], browse_view
-        ).then(plan_md, [project, mode], [plan])
-
-        create_btn.click(
-            _bind(handlers_projects.create_project, studio),
-            [new_name, new_classes, new_background],
-            [project, projects_status],
-        )
-        save_classes_btn.click(
-            _bind(handlers_projects.save_classes, studio),
-            [project, classes_text],
-            [classes_text, class_swatches, projects_status],
-        )
-
-        upload_btn.click(
-            _bind(handlers_import.import_uploads, studio),
-            [project, uploads],
-            [import_status, import_progress, import_jobs],
-        ).success(handlers_jobs.start_polling, None, [timer])
-        folder_btn.click(
-            _bind(handlers_import.import_folder, studio),
-            [project, folder, classes_file, tags_csv, masks_dir, coco_json],
-            [import_status, import_progress, import_jobs],
-        ).success(handlers_jobs.start_polling, None, [timer])
-
-        image_filter.input(lambda: 0, None, [page]).then(
-            show_page, [project, image_filter, page], browse_view
-        )
-        prev_btn.click(lambda p: handlers_browse.page_step(p, -1), [page], [page]).then(
-            show_page, [project, image_filter, page], browse_view
-        )
-        next_btn.click(lambda p: handlers_browse.page_step(p, 1), [page], [page]).then(
-            show_page, [project, image_filter, page], browse_view
-        )
-        gallery.select(handlers_browse.select_image, [page_ids], [current_image]).then(
-            _bind(handlers_browse.describe_image, studio), [current_image], [browse_info]
-        )
-        to_tag.click(lambda: gr.Tabs(selected="tag"), None, [tabs]).then(
-            load_tag, [project, current_image], tag_view
-        )
-        to_paint.click(lambda: gr.Tabs(selected="paint"), None, [tabs]).then(
-            load_editor, [project, current_image, start], editor_view
-        )
-        to_review.click(lambda: gr.Tabs(selected="review"), None, [tabs]).then(
-            load_review, [project, current_image, opacity], review_view
-        )
-
-        save_next_btn.click(
-            _bind(handlers_tag.save_and_next, studio),
-            [project, current_image, tag_classes],
-            [*tag_view, tag_status],
-        ).success(summarize, [project], [summary])
-        save_tags_btn.click(
-            _bind(handlers_tag.save_tags, studio), [current_image, tag_classes], [tag_status]
-        ).success(summarize, [project], [summary])
-        next_untagged_btn.click(_bind(handlers_tag.next_untagged, studio), [project, current_image], tag_view)
-
-        start.input(load_editor, [project, current_image, start], editor_view)
-        save_paint_btn.click(
-            _bind(handlers_paint.save_painting, studio),
-            [project, paint_session, editor, rest_background],
-            [paint_status],
-        ).success(summarize, [project], [summary])
-        next_unmasked_btn.click(
-            _bind(handlers_paint.next_without_mask, studio), [project, current_image], [current_image]
-        ).then(lambda: handlers_paint.START_MASK, None, [start]).then(
-            load_editor, [project, current_image, start], editor_view
-        )
-
-        mode.change(plan_md, [project, mode], [plan])
-        train_outputs = [train_status, train_progress, loss_plot, cancel_btn, train_seen]
-        train_btn.click(
-            _bind(handlers_train.start_training, studio),
-            [project, mode, backbone, epochs, image_size, device],
-            train_outputs,
-        ).success(handlers_jobs.start_polling, None, [timer])
-        cancel_btn.click(_bind(handlers_train.cancel_training, studio), [project], train_outputs)
-
-        opacity.release(load_review, [project, current_image, opacity], review_view)
-        accept_btn.click(_bind(handlers_review.accept, studio), [current_image], [review_status]).success(
-            load_review, [project, current_image, opacity], review_view
-        ).then(summarize, [project], [summary])
-        correct_btn.click(
-            handlers_review.correct_in_editor, [current_image], [tabs, start, current_image]
-        ).then(load_editor, [project, current_image, start], editor_view)
-        suggest_btn.click(
-            _bind(handlers_review.suggest_next, studio), [project, current_image], [current_image]
-        ).then(load_review, [project, current_image, opacity], review_view)
-
-        export_outputs = [export_status, export_progress, download, export_job, export_seen]
-        for button, fmt in ((coco_btn, "coco"), (voc_btn, "voc")):
-            button.click(
-                _bind(handlers_export.start_export, studio, fmt), [project, source], export_outputs
-            ).success(handlers_jobs.start_polling, None, [timer])
-
-        timer.tick(
-            _bind(handlers_jobs.poll_jobs, studio),
-            [project, train_seen, import_jobs, import_seen, export_job, export_seen],
-            [
-                *train_outputs,
-                summary,
-                import_status,
-                import_progress,
-                import_seen,
-                export_status,
-                export_progress,
-                download,
-                export_seen,
-                timer,
-            ],
-            show_progress="hidden",
-        )
-
-        browse_tab.select(show_page, [project, image_filter, page], browse_view)
-        tag_tab.select(load_tag, [project, current_image], tag_view)
-        paint_tab.select(
-            _bind(handlers_paint.open_editor, studio),
-            [project, current_image, start, paint_session],
-            editor_view,
-        )
-        train_tab.select(plan_md, [project, mode], [plan]).then(
-            _bind(handlers_train.poll_training, studio), [project, gr.State(None)], [*train_outputs, summary]
-        ).then(follow, followed, [timer])
-        review_tab.select(load_review, [project, current_image, opacity], review_view)
+        ui = SimpleNamespace(**locals())
+        ui.followed = [project, imp.jobs, export.job]
+        views = _views(ui)
+        _wire_projects(studio, ui)
+        _wire_import(studio, ui)
+        _wire_browse(studio, ui, views)
+        _wire_tag(studio, ui, views)
+        _wire_paint(studio, ui, views)
+        _wire_train(studio, ui, views)
+        _wire_review(studio, ui, views)
+        _wire_export(studio, ui)
+        _wire_page(studio, ui, views)
     return demo
+
+
+def page_head() -> str:
+    """The page's extra ``<head>``: the painter's script (app/static/painter.js), inlined."""
+    return f"<script>{(STATIC_DIR / 'painter.js').read_text(encoding='utf-8')}</script>"
 
 
 def launch_options(
     studio: Studio, host: str = "127.0.0.1", port: int = 7860, auth: str | None = None
 ) -> dict[str, Any]:
-    """The ``Blocks.launch`` arguments of the app: where it listens, the optional login, its CSS
-    and shortcuts, and which files it may serve (cached thumbnails, finished exports)."""
+    """The ``Blocks.launch`` arguments of the app: where it listens, the optional login, its CSS,
+    scripts and shortcuts, and which files it may serve (cached thumbnails, finished exports)."""
     exports = studio.data_dir / EXPORTS_DIR
     exports.mkdir(parents=True, exist_ok=True)
     # Thumbnails are content-addressed and never change: serve them in place, uncopied.
@@ -426,8 +656,9 @@ def launch_options(
         "auth": parse_auth(auth),
         "auth_message": "SLRNet Studio: sign in" if auth else None,
         "allowed_paths": [str(exports)],
-        "css": CSS,
+        "css": CSS + (STATIC_DIR / "painter.css").read_text(encoding="utf-8"),
         "js": SHORTCUTS_JS,
+        "head": page_head(),
         "ssr_mode": False,
         "show_error": True,
         "footer_links": ["settings"],

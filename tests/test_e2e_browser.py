@@ -1,6 +1,8 @@
 """End to end in headless Chromium: the real ``launch.py serve`` with its job consumer, driven
 through the browser: create a project, upload coco128 photos, tag one with the keyboard, paint a
-mask stroke, train the tiny backbone, review and accept the overlay, download COCO and VOC.
+mask with the canvas painter (hotkeys, undo, the superpixel tool; the stored mask checked pixel
+by pixel), saving while loading, two pages on one image, train the tiny backbone (the loss chart
+drawn while it runs), review and accept the overlay, download COCO (+ results) and VOC.
 
 Needs the Debian ``chromium`` package at /usr/bin/chromium (``make test`` installs it) and the
 ``playwright`` Python package; no browser is downloaded. Screenshots of each screen go to
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -28,6 +31,7 @@ from services import browse, labeling, review
 from services.context import Studio
 from storage.models import IGNORE_INDEX
 from tests.conftest import REPO_ROOT
+from tests.ui_support import project_images
 
 pytestmark = pytest.mark.browser
 
@@ -43,7 +47,7 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts"
 PHOTOS = ["000000000009.jpg", "000000000025.jpg", "000000000030.jpg", "000000000034.jpg"]
-TRAIN_OPTIONS = {"backbone": "tiny", "epochs": 1, "image_size": 64, "device": "cpu"}
+TRAIN_OPTIONS = {"backbone": "tiny", "epochs": 3, "image_size": 64, "device": "cpu"}
 STEP_MS = 20_000
 TRAIN_MS = 240_000
 
@@ -132,8 +136,40 @@ def _open_tab(page: object, name: str) -> None:
     page.get_by_role("tab", name=name).click()
 
 
+def _painter_ready(page: object, name: str) -> None:
+    """Wait until the painter shows image ``name`` and its tools are enabled."""
+    from playwright.sync_api import expect
+
+    expect(page.locator("#paint-title")).to_contain_text(name)
+    page.wait_for_function("() => window.slrPainter && window.slrPainter.state.ready")
+    expect(page.locator("#paint-save")).to_be_enabled()
+
+
+def _at(page: object, x: float, y: float) -> tuple[float, float]:
+    """The page point over image pixel (x, y) of the painter (at its current zoom)."""
+    return tuple(page.evaluate("([x, y]) => window.slrPainter.clientPoint(x, y)", [x, y]))
+
+
+def _stroke(page: object, points: list[tuple[float, float]]) -> None:
+    page.mouse.move(*_at(page, *points[0]))
+    page.mouse.down()
+    for point in points[1:]:
+        page.mouse.move(*_at(page, *point), steps=4)
+    page.mouse.up()
+
+
+def _painted(page: object) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, painted) the painter holds, at its edit size."""
+    state = page.evaluate(
+        "() => { const s = window.slrPainter.state; return {w: s.W, h: s.H, "
+        "edit: Array.from(s.edit), painted: Array.from(s.painted)}; }"
+    )
+    shape = (state["h"], state["w"])
+    return (np.array(state["edit"], np.uint8).reshape(shape), np.array(state["painted"], bool).reshape(shape))
+
+
 def test_label_train_review_export_loop(
-    server: tuple[str, Path], page: object, coco128: Path, tmp_path: Path
+    server: tuple[str, Path], page: object, browser: object, coco128: Path, tmp_path: Path
 ) -> None:
     from playwright.sync_api import expect
 
@@ -141,7 +177,7 @@ def test_label_train_review_export_loop(
     url, data = server
     studio = Studio.open(data)
     try:
-        # Projects: create one with three classes (plus background)
+        # Projects: create one with three classes (plus background), bright default colours
         page.goto(url)
         expect(page.locator("#summary")).to_contain_text("No project yet")  # the page has loaded
         page.fill("#new-project-name textarea", "e2e")
@@ -149,39 +185,39 @@ def test_label_train_review_export_loop(
         page.click("#create-project")
         expect(page.locator("#projects-status")).to_contain_text("Created project")
         expect(page.locator("#classes-text textarea")).to_have_value(
-            "background #000000\nperson #800000\ngiraffe #008000\nzebra #808000"
+            "background #000000\nperson #ffb300\ngiraffe #803e75\nzebra #ff6800"
         )
         _shot(page, "projects")
 
-        # Import: upload four coco128 photos
+        # Import: upload four coco128 photos; a double click queues one import
         _open_tab(page, "Import")
         page.set_input_files("#upload-files input[type=file]", [str(coco128 / "images" / n) for n in PHOTOS])
         expect(page.locator("#upload-files")).to_contain_text(Path(PHOTOS[-1]).stem)
-        page.click("#import-upload")
+        page.dblclick("#import-upload")
         expect(page.locator("#import-status")).to_contain_text("succeeded")
         expect(page.locator("#summary")).to_contain_text("4 images")
         _shot(page, "import")
-        ids = {i.name: i.id for i in labeling.list_images(studio, "e2e", limit=None).items}
+        ids = {i.name: i.id for i in project_images(studio, "e2e")}
         assert sorted(ids) == PHOTOS
+        with studio.Session.begin() as session:
+            from storage.models import Job
 
-        # Browse: four thumbnails; click the giraffe photo
+            assert session.query(Job).filter(Job.kind == "import").count() == 1
+
+        # Browse: four thumbnails with a status line; click the giraffe photo
         _open_tab(page, "Browse")
         expect(page.locator("#gallery img")).to_have_count(4)
-        assert all(
-            "/thumbs/" in src
-            for src in page.locator("#gallery img").evaluate_all(
-                "imgs => imgs.map(i => decodeURIComponent(i.src))"
-            )
-        )
+        expect(page.locator("#gallery")).to_contain_text("unlabelled")
         page.locator("#gallery img").nth(1).click()
         expect(page.locator("#browse-info")).to_contain_text(PHOTOS[1])
         _shot(page, "browse")
 
-        # Tag: keyboard only; "2" toggles the second class (giraffe), Enter saves & moves on
+        # Tag: keyboard only; keys shown on the boxes; "2" toggles giraffe, Enter saves & moves on
         page.click("#to-tag")
         expect(page.locator("#tag-title")).to_contain_text(PHOTOS[1])
         boxes = page.locator("#tag-classes input[type=checkbox]")
         expect(boxes).to_have_count(3)
+        expect(page.locator("#tag-classes")).to_contain_text("2 · giraffe")
         page.keyboard.press("2")
         expect(boxes.nth(1)).to_be_checked()
         _shot(page, "tag")
@@ -190,38 +226,78 @@ def test_label_train_review_export_loop(
         expect(page.locator("#tag-title")).to_contain_text(PHOTOS[2])  # the next untagged image
         giraffe = labeling.get_project(studio, "e2e").classes[2]
         assert labeling.get_image_tags(studio, ids[PHOTOS[1]]) == [giraffe.id]
+        page.keyboard.press("p")  # back to the previous image
+        expect(page.locator("#tag-title")).to_contain_text(PHOTOS[1])
 
-        # Paint: pick the giraffe colour, one horizontal stroke through the middle, save
+        # Paint the chosen image: two classes by hotkey, one undone stroke, one superpixel click;
+        # then check the stored mask pixel by pixel
         _open_tab(page, "Paint")
-        expect(page.locator("#paint-title")).to_contain_text(PHOTOS[2])
-        expect(page.locator("#paint-legend")).to_contain_text("unknown (ignore)")
-        page.click("#editor button[aria-label='Color']")
-        page.locator("#editor button.color[style*='rgb(0, 128, 0)']").click()
-        canvas = page.locator("#editor canvas").first.bounding_box()
-        x, y = canvas["x"] + canvas["width"] / 2, canvas["y"] + canvas["height"] / 2
-        page.mouse.move(x - 150, y)
-        page.mouse.down()
-        for dx in (-75, 0, 75, 150):
-            page.mouse.move(x + dx, y)
-        page.mouse.up()
+        _painter_ready(page, PHOTOS[1])
+        expect(page.locator("#painter")).to_contain_text("unknown (ignore)")
+        page.keyboard.press("2")  # person
+        _stroke(page, [(100, 100), (300, 100)])
+        page.keyboard.press("3")  # giraffe
+        _stroke(page, [(100, 300), (300, 300)])
+        _stroke(page, [(400, 50), (400, 400)])  # a mistake ...
+        page.keyboard.press("Control+z")  # ... undone
+        page.keyboard.press("r")  # superpixel tool, still giraffe
+        page.mouse.click(*_at(page, 550, 420))
+        labels, painted = _painted(page)
+        spx = page.evaluate("() => window.slrPainter.state.spx[420 * window.slrPainter.state.W + 550]")
+        _shot(page, "paint")
         page.click("#paint-save")
         expect(page.locator("#paint-status")).to_contain_text("Saved the mask")
-        _shot(page, "paint")
-        mask = labeling.get_mask(studio, ids[PHOTOS[2]])
-        image = labeling.get_image(studio, ids[PHOTOS[2]])
-        assert mask.shape == (image.height, image.width)  # stored at full resolution
-        assert set(np.unique(mask)) == {giraffe.index, IGNORE_INDEX}  # the brush colour, by value
-        row, col = image.height // 2, image.width // 2
-        assert mask[row, col] == giraffe.index and mask[row, col - 60] == giraffe.index
-        assert mask[5, 5] == IGNORE_INDEX and mask[row - 60, col] == IGNORE_INDEX
+        mask = labeling.get_mask(studio, ids[PHOTOS[1]])
+        image = labeling.get_image(studio, ids[PHOTOS[1]])
+        assert mask.shape == (image.height, image.width) == labels.shape  # shown at full size
+        np.testing.assert_array_equal(mask, np.where(painted, labels, IGNORE_INDEX))  # pixel by pixel
+        person, giraffe_value = 1, 2
+        assert mask[100, 200] == person and mask[300, 200] == giraffe_value
+        assert mask[200, 400] == IGNORE_INDEX  # the undone stroke left nothing
+        assert mask[420, 550] == giraffe_value and spx >= 0
+        assert set(np.unique(mask)) == {person, giraffe_value, IGNORE_INDEX}
 
-        # Train: a fresh page (the editor's canvas keeps software-rendered Chromium busy)
+        # Saving while loading is impossible: Save is disabled until the next image has loaded
+        page.click("#paint-next")
+        page.wait_for_function("() => window.slrPainter.state.loading")
+        expect(page.locator("#paint-save")).to_be_disabled()
+        assert "loading" in page.evaluate("() => window.slrPainter.payload()")
+        _painter_ready(page, PHOTOS[2])
+        assert labeling.get_mask(studio, ids[PHOTOS[2]]) is None
+
+        # Two pages on one image: the second save is refused with a clear message
+        other = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        other.goto(url)
+        expect(other.locator("#summary")).to_contain_text("4 images")
+        _open_tab(other, "Browse")
+        other.locator("#gallery img").nth(2).click()
+        expect(other.locator("#browse-info")).to_contain_text(PHOTOS[2])
+        other.click("#to-paint")
+        _painter_ready(other, PHOTOS[2])
+        _stroke(other, [(50, 50), (200, 50)])
+        other.click("#paint-save")
+        expect(other.locator("#paint-status")).to_contain_text("Saved the mask")
+        _stroke(page, [(50, 150), (200, 150)])
+        page.click("#paint-save")
+        expect(page.get_by_test_id("toast-body").first).to_contain_text("changed since you opened it")
+        kept = labeling.get_mask(studio, ids[PHOTOS[2]])
+        assert kept[50, 100] != IGNORE_INDEX and kept[150, 100] == IGNORE_INDEX  # the first save stands
+        _shot(page, "paint-conflict")
+        other.context.close()
+
+        # Train: the loss chart draws its lines while the job runs
         page.reload()
         expect(page.locator("#summary")).to_contain_text("1 tagged")
+        expect(page.locator("#paint-title")).to_be_visible()  # the reload came back to the Paint tab
         _open_tab(page, "Train")
         expect(page.locator("#train-plan")).to_contain_text("Will train in ssss_tags mode")
         page.click("#train-btn")
+        line = page.locator("#loss-plot path.loss-line").first
+        expect(line).to_have_attribute("d", re.compile(r"^M[\d.]+,[\d.]+ L"), timeout=TRAIN_MS)
+        running = page.locator("#train-status").inner_text()
+        _shot(page, "train-running")
         expect(page.locator("#train-status")).to_contain_text("succeeded", timeout=TRAIN_MS)
+        assert "succeeded" not in running, "the chart only drew after the training had ended"
         expect(page.locator("#summary")).to_contain_text("model v1")
         expect(page.locator("#train-progress")).to_contain_text("100%")
         _shot(page, "train")
@@ -245,32 +321,34 @@ def test_label_train_review_export_loop(
 
         # Correct in editor: the Paint tab opens on the pseudo-label; saving keeps it as the start
         page.click("#correct-btn")
-        expect(page.locator("#paint-title")).to_contain_text(f"{corrected} ")
+        _painter_ready(page, f"{corrected} ")
         expect(page.locator("#paint-title")).to_contain_text("starting from model's pseudo-label")
         page.click("#paint-save")
         expect(page.locator("#paint-status")).to_contain_text("Saved the mask")
         pseudo = review.pseudo_label(studio, ids[corrected])
         np.testing.assert_array_equal(labeling.get_mask(studio, ids[corrected]), pseudo.labels)
 
-        # Export: COCO JSON and VOC zip downloads
+        # Export: COCO JSON with its _results.json, and the VOC zip
         page.reload()
         _open_tab(page, "Export")
         page.click("#export-coco")
         link = page.locator("#download a")
-        expect(link).to_have_attribute("download", "e2e-coco-3.json", timeout=STEP_MS)
+        expect(link).to_have_count(2)
+        expect(link.first).to_have_attribute("download", re.compile(r"e2e-coco-\d+\.json"))
+        expect(link.nth(1)).to_have_attribute("download", re.compile(r"e2e-coco-\d+_results\.json"))
         with page.expect_download() as download:
-            link.click()
+            link.first.click()
         coco = json.loads(Path(download.value.path()).read_text())
         assert len(coco["images"]) == 4
         assert {a["category_id"] for a in coco["annotations"]} <= {1, 2, 3}
-        assert any(a["image_id"] == ids[PHOTOS[2]] for a in coco["annotations"])
+        assert any(a["image_id"] == ids[PHOTOS[1]] for a in coco["annotations"])
         _shot(page, "export")
         page.click("#export-voc")
-        expect(link).to_have_attribute("download", "e2e-voc-4.zip", timeout=STEP_MS)
+        expect(link.first).to_have_attribute("download", re.compile(r"e2e-voc-\d+\.zip"))
         with page.expect_download() as download:
-            link.click()
+            link.first.click()
         with zipfile.ZipFile(download.value.path()) as zf:
             names = set(zf.namelist())
-        assert "classes.txt" in names and f"{Path(PHOTOS[2]).stem}.png" in names
+        assert "classes.txt" in names and f"{Path(PHOTOS[1]).stem}.png" in names
     finally:
         studio.close()

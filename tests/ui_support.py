@@ -10,6 +10,8 @@ from PIL import Image as PILImage
 from services import labeling
 from services.context import Studio
 from services.importing import import_dataset
+from services.labeling import ImageInfo, image_info
+from services.lookups import resolve_project
 from storage import runs as run_repo
 from storage.images import all_images
 from storage.labels import put_pseudo_label
@@ -39,9 +41,15 @@ def make_project(studio: Studio, tmp_path: Path, count: int = 5, size: tuple[int
     return PROJECT
 
 
+def project_images(studio: Studio, project: str | int = PROJECT) -> list[ImageInfo]:
+    """The project's images by name (a test helper: the app pages them through services.browse)."""
+    with studio.Session.begin() as session:
+        return [image_info(i) for i in all_images(session, resolve_project(session, project).id)]
+
+
 def image_ids(studio: Studio, project: str = PROJECT) -> dict[str, int]:
     """Image name -> id."""
-    return {i.name: i.id for i in labeling.list_images(studio, project, limit=None).items}
+    return {i.name: i.id for i in project_images(studio, project)}
 
 
 def publish_pseudo_labels(studio: Studio, scores: dict[str, float], project: str = PROJECT) -> int:
