@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+EXTRAS_STAMP := $(VENV)/.installed-extras
 
 .PHONY: run test lint bench clean
 
@@ -13,15 +14,27 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $(STAMP)
 
+# Optional drivers (PostgreSQL, Redis) for several machines; the multimachine tests use them.
+$(EXTRAS_STAMP): requirements-extras.txt $(STAMP)
+	$(PY) -m pip install --quiet -r requirements-extras.txt && touch $(EXTRAS_STAMP) \
+	  || echo "note: the drivers of requirements-extras.txt could not be installed; the multimachine tests will be skipped"
+
 run: $(STAMP)
 	$(PY) launch.py serve
 
-# The browser tests drive the Debian chromium package (never a downloaded browser); they are
-# skipped when it is missing and cannot be installed here.
-test: $(STAMP)
-	@command -v chromium >/dev/null 2>&1 || { apt-get install -y -qq chromium >/dev/null 2>&1 \
-	  || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; }; } \
+# The browser tests drive the Debian chromium package (never a downloaded browser), the multimachine
+# tests the Debian redis-server and postgresql packages (servers started on loopback ports in a
+# temporary folder); each is skipped when its package is missing and cannot be installed here.
+APT_INSTALL = apt-get install -y -qq $(1) >/dev/null 2>&1 \
+	  || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $(1) >/dev/null 2>&1; }
+
+test: $(STAMP) $(EXTRAS_STAMP)
+	@command -v chromium >/dev/null 2>&1 || { $(call APT_INSTALL,chromium); } \
 	  || echo "note: chromium could not be installed; the browser tests will be skipped"
+	@command -v redis-server >/dev/null 2>&1 || { $(call APT_INSTALL,redis-server); } \
+	  || echo "note: redis-server could not be installed; the multimachine tests will be skipped"
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(call APT_INSTALL,postgresql); } \
+	  || echo "note: postgresql could not be installed; the multimachine tests will be skipped"
 	$(PY) -m pytest
 
 lint: $(STAMP)

@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 QUEUE_URL_ENV = "SLRNET_QUEUE_URL"
 QUEUE_FILE = "queue.db"
 SQLITE_BUSY_TIMEOUT_S = 30.0
+SCHEMA_LOCK_KEY = 7271002  # pg advisory lock serializing huey's table creation (storage.db uses 7271001)
 
 # Unbound until bind(): a message enqueued before that would be lost, so enqueue_job refuses.
 compute = Huey("slrnet-compute", results=False, storage_class=BlackHoleStorage)
@@ -46,6 +47,21 @@ QUEUES = {"compute": compute, "local": local}
 
 _lock = threading.Lock()
 _studio: Studio | None = None
+
+
+class LockedPostgresStorage(PostgresStorage):
+    """huey's PostgreSQL storage, creating its tables under an advisory lock.
+
+    ``CREATE TABLE IF NOT EXISTS`` is not safe against itself: when ``serve`` and two workers start
+    together, all but one can fail with a UniqueViolation (on ``huey_kv``'s type). The lock makes
+    the others wait, then find the tables there.
+    """
+
+    def initialize_schema(self) -> None:
+        with self.db(commit=True, close=True) as cursor:
+            cursor.execute("select pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
+            for statement in self.ddl:
+                cursor.execute(statement)
 
 
 def make_storage(name: str, data_dir: Path, url: str | None) -> BaseStorage:
@@ -58,7 +74,7 @@ def make_storage(name: str, data_dir: Path, url: str | None) -> BaseStorage:
         return RedisStorage(name, url=url)
     if scheme.startswith("postgres"):
         _require("psycopg", "psycopg", url)
-        return PostgresStorage(name, dsn=re.sub(r"^[a-z]+(\+\w+)?://", "postgresql://", url))
+        return LockedPostgresStorage(name, dsn=re.sub(r"^[a-z]+(\+\w+)?://", "postgresql://", url))
     raise UserError(f"{QUEUE_URL_ENV}={url!r}: expected a redis://... or postgresql://... URL")
 
 
