@@ -13,7 +13,7 @@ import os
 import stat
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -87,15 +87,17 @@ def _check_suffix(name: str, origin: str) -> None:
         raise UserError(f"{origin}: not an image file (supported: {supported})")
 
 
-def _folder_sources(root: Path) -> list[ImageSource]:
+def _folder_sources(root: Path, shown: str | None = None) -> list[ImageSource]:
+    """``shown``: what messages call the folder instead of its path (an upload's staging folder)."""
     sources = []
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
         if _skipped(rel.parts) or not path.is_file():
             continue
-        _check_suffix(path.name, str(path))
+        origin = str(path) if shown is None else f"{shown}{rel.as_posix()}"
+        _check_suffix(path.name, origin)
         sources.append(
-            ImageSource(name=path.name, origin=str(path), size=path.stat().st_size,
+            ImageSource(name=path.name, origin=origin, size=path.stat().st_size,
                         open=lambda p=path: p.open("rb"))
         )
     return sources
@@ -105,41 +107,41 @@ def _safe_member_path(info: zipfile.ZipInfo, archive: Path) -> PurePosixPath:
     name = info.filename.replace("\\", "/")
     parts = PurePosixPath(name).parts
     if name.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
-        raise UserError(f"{archive}: entry {info.filename!r} escapes the archive's folder")
+        raise UserError(f"{archive.name}: entry {info.filename!r} escapes the archive's folder")
     if stat.S_ISLNK(info.external_attr >> 16):
-        raise UserError(f"{archive}: entry {info.filename!r} is a symbolic link")
+        raise UserError(f"{archive.name}: entry {info.filename!r} is a symbolic link")
     return PurePosixPath(name)
 
 
-def _check_amplification(archive: Path, infos: list[zipfile.ZipInfo]) -> None:
+def _check_amplification(archive: Path, infos: list[zipfile.ZipInfo], shown: str) -> None:
     """Refuse archives whose directory declares too much, or too much per compressed byte."""
     total = sum(i.file_size for i in infos)
     if total > MAX_ARCHIVE_BYTES:
         raise UserError(
-            f"{archive}: the archive unpacks to {total} bytes, over the limit of {MAX_ARCHIVE_BYTES}"
+            f"{shown}: the archive unpacks to {total} bytes, over the limit of {MAX_ARCHIVE_BYTES}"
         )
     packed = max(1, archive.stat().st_size)
     if total > SMALL_BYTES and total > MAX_RATIO * packed:
         raise UserError(
-            f"{archive}: the archive unpacks to {total} bytes, over {MAX_RATIO} times its size (a zip bomb?)"
+            f"{shown}: the archive unpacks to {total} bytes, over {MAX_RATIO} times its size (a zip bomb?)"
         )
     for i in infos:
         if i.file_size > SMALL_BYTES and i.file_size > MAX_RATIO * max(1, i.compress_size):
             raise UserError(
-                f"{archive}: entry {i.filename!r} unpacks to {i.file_size} bytes, over {MAX_RATIO} "
+                f"{shown}: entry {i.filename!r} unpacks to {i.file_size} bytes, over {MAX_RATIO} "
                 "times its compressed size (a zip bomb?)"
             )
 
 
-def _zip_sources(archive: Path, zf: zipfile.ZipFile) -> list[ImageSource]:
+def _zip_sources(archive: Path, zf: zipfile.ZipFile, shown: str | None = None) -> list[ImageSource]:
     sources = []
     infos = zf.infolist()
-    _check_amplification(archive, infos)
+    _check_amplification(archive, infos, shown or str(archive))
     for info in sorted(infos, key=lambda i: i.filename):
         member = _safe_member_path(info, archive)
         if info.is_dir() or _skipped(member.parts):
             continue
-        origin = f"{archive}:{info.filename}"
+        origin = f"{shown or archive}:{info.filename}"
         _check_suffix(member.name, origin)
         sources.append(
             ImageSource(name=member.name, origin=origin, size=info.file_size, open=lambda i=info: zf.open(i))
@@ -170,4 +172,27 @@ def open_sources(path: Path) -> Iterator[list[ImageSource]]:
         sources = _zip_sources(path, zf)
         if not sources:
             raise UserError(f"no images found in {path}")
+        yield sources
+
+
+UPLOAD_IMAGES = "images"  # inside a staged upload: the loose images; the zips lie next to it
+
+
+@contextmanager
+def open_upload_sources(folder: Path) -> Iterator[list[ImageSource]]:
+    """The images of one staged upload (its loose images and every zip's), as one import.
+    Messages name the uploaded files, never the staging folder."""
+    with ExitStack() as stack:
+        sources: list[ImageSource] = []
+        images = folder / UPLOAD_IMAGES
+        if images.is_dir():
+            sources += _folder_sources(images, shown="")
+        for archive in sorted(folder.glob("*.zip")):
+            try:
+                zf = stack.enter_context(zipfile.ZipFile(archive))
+            except (zipfile.BadZipFile, OSError) as exc:
+                raise UserError(f"{archive.name}: not a readable zip archive ({exc})") from exc
+            sources += _zip_sources(archive, zf, shown=archive.name)
+        if not sources:
+            raise UserError("no images in the upload")
         yield sources

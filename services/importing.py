@@ -14,10 +14,12 @@ import csv
 import dataclasses
 import functools
 import logging
+import shutil
 import time
+import uuid
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from PIL import Image as PILImage
 from services.context import Studio
 from services.errors import UserError
 from services.formats.coco_masks import CocoDataset, load_coco, rasterize
-from services.import_sources import ImageSource, open_sources
+from services.import_sources import UPLOAD_IMAGES, ImageSource, open_sources, open_upload_sources
 from services.labeling import MAX_CLASSES, full_class_list, label_map_problem
 from services.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
 from storage import images as image_repo
@@ -36,6 +38,7 @@ from storage import projects as project_repo
 from storage.errors import ConcurrentChange, concurrent_changes
 from storage.files import (
     HEADER_BYTES,
+    IMAGE_SUFFIXES,
     ImageFileError,
     ImageMeta,
     header_size,
@@ -49,6 +52,8 @@ from storage.models import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 
+UPLOADS_DIR = "uploads"  # under the data dir: uploads staged until their import job has run
+STALE_UPLOAD_S = 86400.0  # a staged upload this old belongs to a job that never ran (cancelled, lost)
 ORPHAN_MIN_AGE_S = 3600.0  # an unreferenced stored file younger than this may belong to a running import
 
 _MASK_MODES = frozenset({"L", "P", "I", "I;16"})
@@ -498,10 +503,15 @@ def import_dataset(
     masks_dir: str | Path | None = None,
     coco_json: str | Path | None = None,
     max_pixels: int | None = None,
+    staged_upload: bool = False,
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
 ) -> ImportReport:
     """Import the images of a folder or .zip into ``project`` (created if missing).
+
+    With ``staged_upload`` (implied for any folder directly under ``<data dir>/uploads/``),
+    ``path`` is a folder made by :func:`stage_upload`: its images and zips are imported as one,
+    and the folder is deleted when the import ends, however it ends.
 
     Classes come from ``classes_file`` (one name per line; with ``has_background`` a "background"
     class is index 0 and line k is index k, without it line k (0-based) is index k) or, failing
@@ -510,6 +520,33 @@ def import_dataset(
     unknown); ``coco_json`` is a COCO instances file rasterised into masks. Images already in the
     project (same content) are skipped and keep their masks; tags are added, never duplicated.
     """
+    if staged_upload or Path(path).resolve().parent == (studio.data_dir / UPLOADS_DIR).resolve():
+        staged = _staged_folder(studio, path)
+        try:
+            return _import(studio, staged, project, classes_file, has_background, tags_csv, masks_dir,
+                           coco_json, max_pixels, progress, should_stop, upload=True)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+            logger.debug("removed staged upload %s", staged.name)
+    return _import(studio, Path(path), project, classes_file, has_background, tags_csv, masks_dir,
+                   coco_json, max_pixels, progress, should_stop, upload=False)
+
+
+def _import(
+    studio: Studio,
+    path: Path,
+    project: str,
+    classes_file: str | Path | None,
+    has_background: bool,
+    tags_csv: str | Path | None,
+    masks_dir: str | Path | None,
+    coco_json: str | Path | None,
+    max_pixels: int | None,
+    progress: ProgressFn | None,
+    should_stop: StopFn | None,
+    *,
+    upload: bool,
+) -> ImportReport:
     progress = progress or no_progress
     should_stop = should_stop or never_stop
     max_pixels = studio.max_pixels if max_pixels is None else max_pixels
@@ -518,7 +555,7 @@ def import_dataset(
     project = project.strip()
     if not project or len(project) > 200:
         raise UserError("a project name must have 1 to 200 characters")
-    source = Path(path).expanduser()
+    source = path.expanduser()
     if not source.exists():
         raise UserError(f"import path {source} does not exist")
     classes_path = _existing_path(classes_file, "class file")
@@ -538,7 +575,7 @@ def import_dataset(
     sweep_unreferenced_files(studio)
     try:
         _existing_entries(studio, project, plan)
-        with open_sources(source) as sources:
+        with (open_upload_sources if upload else open_sources)(source) as sources:
             progress(0.0, f"reading {len(sources)} images", {})
             _scan_images(studio, sources, plan, report, created, max_pixels, progress, should_stop)
             if tags_path is not None:
@@ -563,3 +600,71 @@ def import_dataset(
     progress(1.0, report.summary(), {})
     logger.info("import: %s", report.summary())
     return report
+
+
+def _unique_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``stem-2.ext``, ``stem-3.ext``, ... if an earlier file of the upload has it."""
+    candidate, n = name, 1
+    while candidate.lower() in taken:
+        n += 1
+        candidate = f"{Path(name).stem}-{n}{Path(name).suffix}"
+    taken.add(candidate.lower())
+    return candidate
+
+
+def stage_upload(studio: Studio, files: Sequence[Path]) -> Path:
+    """Copy uploaded files into a fresh ``<data dir>/uploads/<id>/`` (they must outlive the
+    browser's upload cache until the import job has run) and return that folder: images under
+    names unique within the upload (a second ``a.jpg`` becomes ``a-2.jpg``), zips as they are.
+    Import it with ``import_dataset(..., staged_upload=True)``, which deletes it at the end."""
+    if not files:
+        raise UserError("choose some images or a .zip to upload first")
+    others = [p.name for p in files if p.suffix.lower() not in (*IMAGE_SUFFIXES, ".zip")]
+    if others:
+        raise UserError(f"not an image or a .zip: {', '.join(others[:5])}")
+    discard_stale_uploads(studio)
+    target = studio.data_dir / UPLOADS_DIR / uuid.uuid4().hex
+    (target / UPLOAD_IMAGES).mkdir(parents=True)
+    try:
+        image_names: set[str] = set()
+        zip_names: set[str] = set()
+        for path in files:
+            if path.suffix.lower() == ".zip":
+                shutil.copyfile(path, target / _unique_name(path.name, zip_names))
+            else:
+                shutil.copyfile(path, target / UPLOAD_IMAGES / _unique_name(path.name, image_names))
+    except OSError as exc:
+        shutil.rmtree(target, ignore_errors=True)
+        raise UserError(f"could not keep the uploaded files ({exc.strerror or type(exc).__name__})") from exc
+    return target
+
+
+def discard_upload(studio: Studio, staged: Path) -> None:
+    """Delete a staged upload whose import will not run (say, queueing it failed)."""
+    shutil.rmtree(_staged_folder(studio, staged), ignore_errors=True)
+
+
+def discard_stale_uploads(studio: Studio, *, older_than_s: float = STALE_UPLOAD_S) -> int:
+    """Delete staged uploads older than ``older_than_s`` (their job was cancelled while queued,
+    or its process was killed); returns how many."""
+    root = studio.data_dir / UPLOADS_DIR
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for folder in root.glob("*") if root.is_dir() else ():
+        try:
+            if folder.is_dir() and folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
+
+
+def _staged_folder(studio: Studio, path: str | Path) -> Path:
+    uploads = (studio.data_dir / UPLOADS_DIR).resolve()
+    staged = Path(path).resolve()
+    if staged.parent != uploads:
+        raise UserError("not a staged upload")
+    if not staged.is_dir():
+        raise UserError("the uploaded files are gone (the upload was cleaned up): upload them again")
+    return staged

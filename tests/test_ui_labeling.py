@@ -101,10 +101,10 @@ def test_uploaded_images_and_zips_are_imported(studio: Studio, tmp_path: Path, i
         for path in zipped:
             zf.write(path, f"z/{path.name}")
     _status, _bar, job_ids = handlers_import.import_uploads(studio, PROJECT, [*map(str, loose), str(archive)])
-    assert len(job_ids) == 2
+    assert len(job_ids) == 1  # one upload, one all-or-nothing job
     assert labeling.image_counts(studio, PROJECT)["all"] == 5
     polled = handlers_import.poll_imports(studio, PROJECT, job_ids, None)
-    assert polled[0].count("succeeded") == 2 and 'aria-valuenow="100"' in polled[1]
+    assert polled[0].count("succeeded") == 1 and 'aria-valuenow="100"' in polled[1]
     assert "**5** images" in polled[3]
     assert handlers_import.poll_imports(studio, PROJECT, job_ids, polled[2])[0] == gr.skip()
     assert list((studio.data_dir / "uploads").iterdir()) == []  # staged copies removed once imported
@@ -125,6 +125,7 @@ def test_server_folder_import_with_tags(studio: Studio, tmp_path: Path, immediat
     folder = write_images(tmp_path / "photos", 3)[0].parent
     tags = tmp_path / "tags.csv"
     tags.write_text("image,tags\nimg0.png,cat;dog\nimg2.png,dog\n")
+    studio.import_roots = (tmp_path.resolve(),)  # serve --import-root
     status, _, _ = handlers_import.import_folder(studio, PROJECT, str(folder), "", str(tags), "", "")
     assert "succeeded" in status
     counts = labeling.image_counts(studio, PROJECT)
