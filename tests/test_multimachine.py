@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -171,6 +172,32 @@ class Process:
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(30)
         self._log.close()
+
+
+def test_queue_tables_are_created_once_when_many_processes_start_together(
+    postgres: Postgres, tmp_path: Path
+) -> None:
+    # huey's own PostgresStorage: CREATE TABLE IF NOT EXISTS from several connections at once
+    # failed with UniqueViolation (pg_type of huey_kv) in all but one.
+    from jobs import queue
+
+    url = postgres.createdb("queue_race")
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            queue.make_storage("slrnet-compute", tmp_path, url).close()
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
 
 
 @pytest.mark.parametrize("queue_on", ["redis", "postgres"])
