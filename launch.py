@@ -50,6 +50,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not train or predict in this process (leave it to `launch.py worker`s)",
     )
+    p.add_argument(
+        "--import-root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder the web UI may import from on the server (repeatable; also $SLRNET_IMPORT_ROOTS); "
+        "none: the UI imports uploads only",
+    )
+    p.add_argument(
+        "--allowed-hosts",
+        action="append",
+        default=[],
+        metavar="NAMES",
+        help="comma-separated host names the server answers to besides localhost and --host "
+        "(a name users type, e.g. studio.lab.org; .lab.org for subdomains; * for any)",
+    )
 
     p = sub.add_parser("import", help="import a folder or .zip of images, with optional labels")
     _add_common(p)
@@ -106,12 +122,18 @@ def serve(args: argparse.Namespace) -> int:
     imports/exports run here, training waits for a ``launch.py worker``)."""
     from app.ui import launch
     from jobs.consumers import start_embedded_consumer
+    from serve_security import guard_middleware
     from services.context import Studio
+    from services.import_sources import IMPORT_ROOTS_ENV, parse_import_roots
 
+    auth = args.auth or os.environ.get("SLRNET_AUTH")
+    import_roots = parse_import_roots(args.import_root, os.environ.get(IMPORT_ROOTS_ENV))
+    middleware = guard_middleware(args.host, args.allowed_hosts, login=bool(auth))
     with Studio.open(args.data) as studio:
+        studio.import_roots = import_roots
         consumers = start_embedded_consumer(studio, compute=not args.no_worker)
         try:
-            launch(studio, host=args.host, port=args.port, auth=args.auth or os.environ.get("SLRNET_AUTH"))
+            launch(studio, host=args.host, port=args.port, auth=auth, middleware=middleware)
         finally:
             consumers.stop()
     return 0

@@ -665,10 +665,16 @@ def launch_options(
     }
 
 
-def launch(studio: Studio, host: str = "127.0.0.1", port: int = 7860, auth: str | None = None) -> None:
+def launch(
+    studio: Studio, host: str = "127.0.0.1", port: int = 7860, auth: str | None = None,
+    middleware: list[Any] | None = None,
+) -> None:
     """Serve the app until interrupted. ``auth`` is ``"user:password"`` (from ``--auth`` or
-    ``$SLRNET_AUTH``) to require a login, e.g. on a shared server; bind 0.0.0.0 only with it."""
+    ``$SLRNET_AUTH``) to require a login, e.g. on a shared server; bind 0.0.0.0 only with it.
+    ``middleware``: Starlette middleware for the server (``serve_security``, from launch.py)."""
     options = launch_options(studio, host, port, auth)
+    if middleware:
+        options["app_kwargs"] = {"middleware": middleware}
     if host not in ("127.0.0.1", "localhost") and options["auth"] is None:
         logger.warning("serving on %s without a login: anyone who can reach it can use it (see --auth)", host)
     demo = build_ui(studio)
