@@ -56,7 +56,7 @@ UPLOADS_DIR = "uploads"  # under the data dir: uploads staged until their import
 STALE_UPLOAD_S = 86400.0  # a staged upload this old belongs to a job that never ran (cancelled, lost)
 ORPHAN_MIN_AGE_S = 3600.0  # an unreferenced stored file younger than this may belong to a running import
 
-_MASK_MODES = frozenset({"L", "P", "I", "I;16"})
+_MASK_MODES = frozenset({"1", "L", "P", "I", "I;16"})  # "1": a 1-bit PNG, read as 0/1
 
 
 @dataclass
@@ -379,6 +379,8 @@ def _load_mask(path: Path, entry: _Entry, num_classes: int) -> np.ndarray:
             if im.mode not in _MASK_MODES:
                 raise UserError(f"{path}: a mask must be an indexed or grayscale PNG, got mode {im.mode}")
             label_map = np.array(im)
+            if im.mode == "1":
+                label_map = label_map.astype(np.uint8)
     except UserError:
         raise
     except Exception as exc:  # PIL raises many types for broken files
@@ -394,6 +396,10 @@ def _plan_masks(
 ) -> None:
     files = {p.stem: p for p in sorted(masks_dir.iterdir()) if p.suffix.lower() == ".png" and p.is_file()}
     todo = [(n, e) for n, e in plan.by_name.items() if e.in_import and Path(n).stem in files]
+    if not todo:
+        raise UserError(
+            f"masks folder {masks_dir}: none of its {len(files)} PNG files is named like an imported image"
+        )
     used: set[str] = set()
     done: set[str] = set()  # by content: a duplicate's mask under another name is not read again
     for i, (name, entry) in enumerate(todo):

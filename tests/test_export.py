@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -253,3 +255,16 @@ def test_export_does_not_import_torch() -> None:
     code = "import sys, services.exporting, launch; sys.exit('torch' in sys.modules)"
     repo_root = Path(launch.__file__).resolve().parent
     assert subprocess.run([sys.executable, "-c", code], cwd=repo_root).returncode == 0
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_exports_get_the_permissions_of_the_umask(labelled: Studio, tmp_path: Path, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        export_project(labelled, "p", tmp_path / "out.json", fmt="coco", source="best")
+        export_project(labelled, "p", tmp_path / "voc", fmt="voc", source="best")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out.json").stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "voc").stat().st_mode) == 0o777 & ~umask
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "voc").iterdir()} == {0o666 & ~umask}

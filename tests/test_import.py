@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image as PILImage
 from pycocotools import mask as mask_utils
 
 from services import labeling
@@ -185,3 +187,18 @@ def test_cancel_leaves_nothing(studio: Studio, dataset: Path) -> None:
     with pytest.raises(Cancelled):
         _import(studio, dataset, should_stop=lambda: True)
     assert snapshot(studio) == before
+
+
+def test_one_bit_png_masks_are_read_as_zero_and_one(studio: Studio, tmp_path: Path) -> None:
+    write(tmp_path / "imgs" / "a.jpg", image_bytes(16, 8, seed=1))
+    bits = np.zeros((8, 16), bool)
+    bits[2:5, 3:9] = True
+    buf = io.BytesIO()
+    PILImage.fromarray(bits).convert("1").save(buf, format="PNG")
+    write(tmp_path / "m" / "a.png", buf.getvalue())
+    classes = write(tmp_path / "c.txt", b"cat\n")
+    masks = tmp_path / "m"
+    report = import_dataset(studio, tmp_path / "imgs", project="b", classes_file=classes, masks_dir=masks)
+    assert report.masks_added == 1
+    mask = labeling.get_mask(studio, images_of(studio, "b")[0].id)
+    np.testing.assert_array_equal(mask, bits.astype(np.uint8))

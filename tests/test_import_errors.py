@@ -115,6 +115,18 @@ def mask_rgb(tmp: Path) -> dict[str, Any]:
     return {"masks_dir": tmp / "m", "match": "indexed or grayscale PNG, got mode RGB"}
 
 
+def masks_match_nothing(tmp: Path) -> dict[str, Any]:
+    _base(tmp)
+    write(tmp / "m" / "other.png", label_png(np.zeros((24, 32), np.uint8)))
+    return {"masks_dir": tmp / "m", "match": r"none of its 1 PNG files is named like an imported image"}
+
+
+def masks_folder_empty(tmp: Path) -> dict[str, Any]:
+    _base(tmp)
+    (tmp / "m").mkdir()
+    return {"masks_dir": tmp / "m", "match": r"none of its 0 PNG files"}
+
+
 def missing_path(tmp: Path) -> dict[str, Any]:
     return {"path": tmp / "nowhere", "match": "import path .*nowhere does not exist"}
 
@@ -222,6 +234,7 @@ CASES = [
     missing_path, missing_classes, missing_tags, missing_masks, missing_coco, other_classes, masks_and_coco,
     labels_without_classes, coco_bad_json, coco_unknown_category, coco_size_mismatch, name_clash,
     coco_nan_polygon, coco_inf_polygon, coco_rle_overrun, coco_compressed_rle_overrun,
+    masks_match_nothing, masks_folder_empty,
 ]
 
 
