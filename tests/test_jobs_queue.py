@@ -104,9 +104,15 @@ def test_ui_facing_job_modules_do_not_import_torch() -> None:
 @pytest.mark.parametrize(
     ("url", "package"), [("redis://localhost:6379/0", "redis"), ("postgresql+psycopg://db/studio", "psycopg")]
 )
-def test_a_queue_url_without_its_client_says_what_to_install(tmp_path: Path, url: str, package: str) -> None:
-    if importlib.util.find_spec(package) is not None:
-        pytest.skip(f"{package} is installed")
+def test_a_queue_url_without_its_client_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, package: str
+) -> None:
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name: str, *args: object) -> object:
+        return None if name == package else real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)  # as if the driver were missing
     with pytest.raises(UserError, match=f"pip install {package}"):
         queue.make_storage("slrnet-compute", tmp_path, url)
 

@@ -188,7 +188,7 @@ def test_run_repository_versions_and_current(studio: Studio, project: dict[str, 
         with pytest.raises(ValueError):
             run_repo.mark_published(session, b)  # not trained yet
         assert run_repo.mark_trained(session, b) == 1
-        a = run_repo.create_run(session, pid, mode="wsss", backbone="tiny", config={})  # one running at a time
+        a = run_repo.create_run(session, pid, mode="wsss", backbone="tiny", config={})  # one running at once
         assert run_repo.mark_trained(session, a) == 2
         run_repo.mark_published(session, a)
         assert run_repo.latest_published_run(session, pid).id == a.id
