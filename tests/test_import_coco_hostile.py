@@ -73,9 +73,10 @@ def _cli_import(tmp_path: Path, polygon: list, rss_file: Path) -> subprocess.Com
             "categories": [{"id": 1, "name": "cat"}]}
     (tmp_path / "i.json").write_text(json.dumps(coco))  # json writes NaN / Infinity literally
     code = (
-        "import resource, sys, launch\n"
+        "import sys, launch\n"
         "code = launch.main(sys.argv[2:])\n"
-        "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n"
+        "peak = [line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')]\n"
+        "open(sys.argv[1], 'w').write(peak[0] if peak else '0')\n"
         "sys.exit(code)\n"
     )
     return subprocess.run(
