@@ -47,6 +47,16 @@ class Backbone(nn.Module):
         """(B, 3, H, W) -> (low (B, low_channels, H/4, W/4), deep (B, deep_channels, H/os, W/os))."""
         raise NotImplementedError
 
+    def low_modules(self) -> list[nn.Module]:
+        """The layers up to the stride-4 features (frozen by `freeze_low`)."""
+        raise NotImplementedError
+
+    def freeze_low(self) -> None:
+        """Stop training the layers up to stride 4: generic edge filters that ImageNet already
+        taught, and the most expensive part of the backward pass (full and half resolution)."""
+        for module in self.low_modules():
+            module.requires_grad_(False)
+
 
 BackboneBuilder = Callable[[int, bool, str | None], Backbone]
 BACKBONES: dict[str, BackboneBuilder] = {}
@@ -144,6 +154,9 @@ class MobileNetV2Backbone(Backbone):
         low = self.low(x)
         return low, self.deep(low)
 
+    def low_modules(self) -> list[nn.Module]:
+        return [self.low]
+
 
 @register_backbone("mobilenet_v2")
 def _mobilenet_v2(output_stride: int, pretrained: bool, weights_path: str | None) -> Backbone:
@@ -174,6 +187,9 @@ class ResNetBackbone(Backbone):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         low = self.layer1(self.stem(x))
         return low, self.layer4(self.layer3(self.layer2(low)))
+
+    def low_modules(self) -> list[nn.Module]:
+        return [self.stem, self.layer1]
 
 
 def _resnet(depth: int, output_stride: int, pretrained: bool, weights_path: str | None) -> Backbone:
@@ -302,6 +318,9 @@ class WideResNet38(Backbone):
         x = self.b7(self.b6(x))
         return low, F.relu(self.bn7(x))
 
+    def low_modules(self) -> list[nn.Module]:
+        return [self.conv1a, self.b2, self.b2_1, self.b2_2, self.b3, self.b3_1, self.b3_2]
+
 
 @register_backbone("wideresnet38")
 def _wideresnet38(output_stride: int, pretrained: bool, weights_path: str | None) -> Backbone:
@@ -341,6 +360,9 @@ class TinyBackbone(Backbone):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         low = self.low(x)
         return low, self.deep(low)
+
+    def low_modules(self) -> list[nn.Module]:
+        return [self.low]
 
 
 @register_backbone("tiny")

@@ -16,6 +16,10 @@ BackboneName = Literal["mobilenet_v2", "resnet50", "resnet101", "wideresnet38", 
 BackgroundKind = Literal["auto", "constant", "explicit"]
 
 MODES: tuple[str, ...] = ("wsss", "ssss", "ssss_tags")
+BACKBONES: tuple[str, ...] = ("mobilenet_v2", "resnet50", "resnet101", "wideresnet38", "tiny")
+# Pixels whose top class probability is below this are "uncertain" (255) in every pseudo-label:
+# the same in `predict` and in every benchmark.
+UNCERTAIN_BELOW = 0.2
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")  # what slrnet.train.resolve_device accepts
 
 
@@ -40,6 +44,10 @@ class ModelConfig:
             directly); "explicit": a learnt channel (SLRNet's semi-supervised variant). "auto" picks
             constant for wsss and explicit for the settings with pixel masks.
         feature_channels: width of the decoder and of the low-rank module (256 in the paper).
+        freeze_low: do not train the backbone up to stride 4 (`Backbone.freeze_low`; the official
+            code freezes WideResNet-38's stem and b2 only). The CPU-sized model sets it.
+        separable_head: depthwise-separable 3x3 convs in the decoder and heads (False in the paper;
+            the CPU-sized model, see `cpu_model_defaults`).
         view_scale: scale of the second view w.r.t. the crop (0.5 in the paper's configuration).
         view_flip: randomly flip the second view horizontally (per image).
         low_rank_iters: T, iterations of the dictionary update (1 in the paper).
@@ -57,6 +65,8 @@ class ModelConfig:
     has_background: bool = True
     background: BackgroundKind = "auto"
     feature_channels: int = 256
+    separable_head: bool = False
+    freeze_low: bool = False
     view_scale: float = 0.5
     view_flip: bool = False
     low_rank_iters: int = 1
@@ -128,6 +138,8 @@ class TrainConfig:
         lr, momentum, weight_decay: SGD; each parameter group scales `lr` by its `lr_mult`
             (new layers ×10).
         poly_power, min_lr_ratio: lr × (floor + (1 - floor)(1 - t/T)^power), T = all steps.
+        feature_resolution_losses: pixel losses on the stride-4 logit grid instead of the crop
+            (`slrnet.modes.compute_losses`); the CPU default.
         amp: mixed precision on CUDA (ignored on CPU).
         num_workers: data-loading processes per rank.
         seed: runs with equal configs and seeds give equal weights (on CPU).
@@ -146,6 +158,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     poly_power: float = 0.9
     min_lr_ratio: float = 0.01
+    feature_resolution_losses: bool = False
     amp: bool = True
     num_workers: int = 0
     seed: int = 0
@@ -174,9 +187,14 @@ class InferenceConfig:
             model was trained with tags), "known", "predicted" or "none".
         tag_threshold: sigmoid score above which a class counts as predicted present.
         pamr: refine the probabilities with PAMR (the paper's pseudo-label refinement).
+        pamr_scale: PAMR runs on the resized image scaled by this (1: at the predicted size; the
+            CPU default refines at half size, then upsamples: 4x fewer pixels to propagate).
         uncertain_below: label pixels whose top probability is below this as 255 (uncertain).
-        background_power: the background probability is raised to this power before the argmax
-            (None: 3 for wsss, 1 otherwise, as the official SLRNet inference's `bg_pow`).
+            One value for `predict` and every benchmark (UNCERTAIN_BELOW).
+        background_power: after renormalising over the kept classes, the background probability
+            is raised to this power and renormalised again (official SLRNet `bg_pow`: 3 for VOC
+            tags, 1 for COCO). 1 unless a benchmark on held-out data says otherwise
+            (benchmarks/RESULTS.md).
     """
 
     size: int | None = None
@@ -185,11 +203,16 @@ class InferenceConfig:
     class_filter: Literal["auto", "known", "predicted", "none"] = "auto"
     tag_threshold: float = 0.5
     pamr: bool = True
-    uncertain_below: float = 0.2
-    background_power: float | None = None
+    pamr_scale: float = 1.0
+    uncertain_below: float = UNCERTAIN_BELOW
+    background_power: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.scales or any(s <= 0 for s in self.scales):
             raise ValueError(f"scales must be positive, got {self.scales}")
         if self.class_filter not in ("auto", "known", "predicted", "none"):
             raise ValueError(f"unknown class_filter {self.class_filter!r}")
+        if not 0.0 < self.pamr_scale <= 1.0:
+            raise ValueError(f"pamr_scale must be in (0, 1], got {self.pamr_scale}")
+        if self.background_power <= 0:
+            raise ValueError(f"background_power must be positive, got {self.background_power}")

@@ -47,8 +47,7 @@ class Predictor:
         self.class_names = list(class_names)
         self.config = config or InferenceConfig()
         self.size = self.config.size or default_size
-        power = self.config.background_power
-        self.background_power = power if power is not None else (3.0 if model_config.mode == "wsss" else 1.0)
+        self.background_power = self.config.background_power
         self.pamr = PAMR(model_config.pamr_iters, model_config.pamr_dilations).to(self.device)
 
     @classmethod
@@ -113,13 +112,25 @@ class Predictor:
         tag_scores /= len(self.config.scales)
 
         keep = self._filter(tag_scores, known_tags)
+        # Renormalise over the kept classes first: with many classes the kept ones hold a small
+        # share of the softmax mass, and a power applied before that would crush background.
         probs = probs * keep.view(1, -1, 1, 1)
+        probs = probs / probs.sum(1, keepdim=True).clamp_min(1e-8)
         if self.model_config.has_background and self.background_power != 1.0:
             probs[:, 0] = probs[:, 0] ** self.background_power
-        probs = probs / probs.sum(1, keepdim=True).clamp_min(1e-8)
+            probs = probs / probs.sum(1, keepdim=True).clamp_min(1e-8)
         if self.config.pamr:  # over the kept classes only: PAMR's cost grows with the channels
             kept = keep.nonzero().squeeze(1)
-            refined = self.pamr(base_image, probs[:, kept])
+            grid = base
+            if self.config.pamr_scale < 1.0:
+                grid = (max(1, round(base[0] * self.config.pamr_scale)),
+                        max(1, round(base[1] * self.config.pamr_scale)))
+            guide = base_image if grid == base else F.interpolate(
+                base_image, size=grid, mode="bilinear", align_corners=False, antialias=True)
+            refined = self.pamr(guide, F.interpolate(probs[:, kept], size=grid, mode="bilinear",
+                                                     align_corners=False))
+            if grid != base:
+                refined = F.interpolate(refined, size=base, mode="bilinear", align_corners=False)
             probs = torch.zeros_like(probs)
             probs[:, kept] = refined / refined.sum(1, keepdim=True).clamp_min(1e-8)
         if base != (height, width):

@@ -60,22 +60,25 @@ class SLRNet(nn.Module):
         low_rank_iters: T (1).
         low_rank_temperature: τ of the code softmax (1.0).
         gate_rate: stochastic gate rate (0.3).
+        separable_head: depthwise-separable 3x3 convs in the decoder and heads (the CPU-sized
+            model; the paper's head uses full 3x3 convs).
     """
 
     def __init__(self, backbone: Backbone, num_classes: int, constant_background: bool,
                  channels: int = 256, view_scale: float = 0.5, view_flip: bool = False,
-                 low_rank_iters: int = 1, low_rank_temperature: float = 1.0, gate_rate: float = 0.3) -> None:
+                 low_rank_iters: int = 1, low_rank_temperature: float = 1.0, gate_rate: float = 0.3,
+                 separable_head: bool = False) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.view_scale = view_scale
         self.view_flip = view_flip
         self.backbone = backbone
         self.decoder = Decoder(backbone.low_channels, backbone.deep_channels, backbone.output_stride,
-                               channels)
-        self.aux_head = AuxHead(num_classes, constant_background, channels)
+                               channels, separable_head)
+        self.aux_head = AuxHead(num_classes, constant_background, channels, separable_head)
         self.low_rank = LowRankReconstruction(channels, low_rank_iters, low_rank_temperature)
         self.seg_head = SegmentationHead(backbone.low_channels, num_classes, constant_background,
-                                         channels, gate_rate)
+                                         channels, gate_rate, separable_head)
         self._init_new_layers()
 
     def _init_new_layers(self) -> None:
@@ -184,6 +187,8 @@ class SLRNet(nn.Module):
 def build_model(cfg: ModelConfig) -> SLRNet:
     """Build SLRNet from a `ModelConfig` (loads backbone weights when `cfg.pretrained`)."""
     backbone = build_backbone(cfg.backbone, cfg.output_stride, cfg.pretrained, cfg.backbone_weights)
+    if cfg.freeze_low:
+        backbone.freeze_low()
     return SLRNet(
         backbone,
         num_classes=cfg.num_classes,
@@ -194,4 +199,5 @@ def build_model(cfg: ModelConfig) -> SLRNet:
         low_rank_iters=cfg.low_rank_iters,
         low_rank_temperature=cfg.low_rank_temperature,
         gate_rate=cfg.gate_rate,
+        separable_head=cfg.separable_head,
     )

@@ -93,30 +93,47 @@ def _present_classes(cfg: ModelConfig, batch: dict[str, Tensor]) -> Tensor:
 
 
 @torch.no_grad()
-def pseudo_label_targets(cfg: ModelConfig, outs: dict[str, Tensor], image: Tensor, present: Tensor) -> Tensor:
-    """PAMR-refined pseudo-labels of a training batch: (B, H, W) int64, 255 = ignored."""
+def pseudo_label_targets(cfg: ModelConfig, outs: dict[str, Tensor], image: Tensor, present: Tensor,
+                         size: tuple[int, int] | None = None) -> Tensor:
+    """PAMR-refined pseudo-labels of a training batch: (B, H, W) int64, 255 = ignored.
+
+    Each image is refined over its own allowed classes (tags + background; every class for an
+    untagged image), renormalised to sum to 1 over them first: with many classes the raw softmax
+    mass of the few allowed ones is far below the cut-off floor, and nothing would be labelled
+    (official COCO rule: normalise before thresholding). ``size``: the label grid, (H, W) of the
+    crop by default; the stride-4 feature grid when the losses are computed there.
+    """
     spec = MODE_SPECS[cfg.mode]
     probs = (outs["probs"] + outs["probs_view2"]) / 2.0
     if cfg.has_background and spec.background_power != 1.0:
         probs = torch.cat([probs[:, :1].pow(spec.background_power), probs[:, 1:]], dim=1)
-    # PAMR treats channels independently and make_pseudo_labels zeroes absent classes, so refining
-    # only the classes present somewhere in the batch gives the same labels at a fraction of the
-    # cost (a tagged COCO batch holds a handful of its 81 classes).
-    channels = present.any(dim=0).nonzero().squeeze(1)
-    if channels.numel() == 0:
-        return torch.full_like(image[:, 0], IGNORE_INDEX, dtype=torch.int64)
-    small = F.interpolate(image.to(probs.dtype), size=probs.shape[-2:], mode="bilinear", align_corners=True)
-    refined = PAMR(cfg.pamr_iters, cfg.pamr_dilations)(small, probs[:, channels])
-    refined = F.interpolate(refined, size=image.shape[-2:], mode="bilinear", align_corners=True)
-    keeps_background = cfg.has_background and bool(channels[0] == 0)
-    labels = make_pseudo_labels(refined, present[:, channels], spec.cutoff_top, spec.cutoff_low,
-                                spec.background_factor, keeps_background)
-    ignored = labels == IGNORE_INDEX
-    return torch.where(ignored, labels, channels[labels.clamp_max(len(channels) - 1)])
+    grid = probs.shape[-2:]
+    size = tuple(size or image.shape[-2:])
+    small = F.interpolate(image.to(probs.dtype), size=grid, mode="bilinear", align_corners=True)
+    pamr = PAMR(cfg.pamr_iters, cfg.pamr_dilations)
+    labels = torch.full((probs.shape[0], *size), IGNORE_INDEX, dtype=torch.int64, device=probs.device)
+    for i in range(probs.shape[0]):
+        # PAMR treats channels independently, so refining only the image's allowed classes gives
+        # the same labels at a fraction of the cost (an MSRC image has 2-3 of its 21 classes).
+        channels = present[i].nonzero().squeeze(1)
+        if channels.numel() == 0:
+            continue
+        allowed = probs[i:i + 1, channels]
+        allowed = allowed / allowed.sum(dim=1, keepdim=True).clamp_min(1e-6)
+        refined = pamr(small[i:i + 1], allowed)
+        if refined.shape[-2:] != size:
+            refined = F.interpolate(refined, size=size, mode="bilinear", align_corners=True)
+        keeps_background = cfg.has_background and bool(channels[0] == 0)
+        local = make_pseudo_labels(refined, torch.ones_like(channels, dtype=torch.bool)[None],
+                                   spec.cutoff_top, spec.cutoff_low, spec.background_factor,
+                                   keeps_background)[0]
+        labels[i] = torch.where(local == IGNORE_INDEX, local, channels[local.clamp_max(len(channels) - 1)])
+    return labels
 
 
 def compute_losses(cfg: ModelConfig, outs: dict[str, Tensor], batch: dict[str, Tensor],
-                   use_pseudo_labels: bool, weights: LossWeights | None = None) -> dict[str, Tensor]:
+                   use_pseudo_labels: bool, weights: LossWeights | None = None,
+                   feature_resolution: bool = False) -> dict[str, Tensor]:
     """The training objective of `cfg.mode` for one batch.
 
     Args:
@@ -127,12 +144,17 @@ def compute_losses(cfg: ModelConfig, outs: dict[str, Tensor], batch: dict[str, T
             "has_mask" (B,) bool.
         use_pseudo_labels: add the pseudo-label CE (after warm-up, `pseudo_labels_active`).
         weights: loss coefficients (default `LossWeights()`).
+        feature_resolution: compute the pixel losses on the stride-4 logit grid (masks
+            subsampled, pseudo-labels made there) instead of upsampling the logits to the crop:
+            16x fewer pixels through softmax, CE and their backward (the CPU default; the
+            official code works at crop resolution).
 
     Returns:
         Scalar tensors: the mode's terms by name ("cls", "mask_ce", "mask_consistency",
         "code_consistency", "pseudo"; "pseudo" is 0 while `use_pseudo_labels` is False) and
-        "total", their weighted sum. Each term sums per-image losses over the images it applies
-        to and divides by the batch size, so every image weighs the same.
+        "total", their weighted sum. "mask_ce" is the mean over the masked images of the batch
+        (official: the labelled loss is a mean over labelled images); the other terms sum
+        per-image losses over the images they apply to and divide by the batch size.
     """
     w = weights or LossWeights()
     spec = MODE_SPECS[cfg.mode]
@@ -148,6 +170,11 @@ def compute_losses(cfg: ModelConfig, outs: dict[str, Tensor], batch: dict[str, T
             per_image = per_image * applies.to(per_image.dtype)
         return per_image.sum() / b
 
+    grid = outs["seg_logits"].shape[-2:]
+    mask = batch["mask"]
+    if feature_resolution and mask.shape[-2:] != grid:
+        mask = F.interpolate(mask[:, None].float(), size=grid, mode="nearest")[:, 0].long()
+
     def two_views_and_aux(loss_fn: Callable[[Tensor, Tensor], Tensor], target: Tensor) -> Tensor:
         return (loss_fn(outs["seg_logits"], target) + loss_fn(outs["seg_logits_view2"], target)
                 + w.aux * loss_fn(outs["aux_logits"], target))
@@ -160,12 +187,13 @@ def compute_losses(cfg: ModelConfig, outs: dict[str, Tensor], batch: dict[str, T
                      + w.aux * L.classification_loss(outs["cls_logits_aux"][:, fg], tags))
         terms["cls"] = batch_mean(per_image, has_tags)
     if spec.use_mask_ce:
-        terms["mask_ce"] = batch_mean(two_views_and_aux(L.masked_ce, batch["mask"]), has_mask)
+        per_image = two_views_and_aux(L.masked_ce, mask) * has_mask.to(image.dtype)
+        terms["mask_ce"] = per_image.sum() / has_mask.sum().clamp_min(1)
     terms["mask_consistency"] = batch_mean(
         L.mask_consistency(outs["probs"][:, fg], outs["probs_view2"][:, fg], present[:, fg]))
     terms["code_consistency"] = batch_mean(L.code_consistency(outs["codes"], outs["codes_view2"]))
     if use_pseudo_labels:
-        target = pseudo_label_targets(cfg, outs, image, present)
+        target = pseudo_label_targets(cfg, outs, image, present, size=grid if feature_resolution else None)
         terms["pseudo"] = batch_mean(two_views_and_aux(L.balanced_ce, target), ~has_mask)
     else:
         terms["pseudo"] = outs["seg_logits"].new_zeros(())

@@ -248,7 +248,8 @@ def train_one_epoch(
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
             outs = step_model(batch["image"])
-            losses = compute_losses(model_config, outs, batch, use_pseudo, weights=train_config.loss_weights)
+            losses = compute_losses(model_config, outs, batch, use_pseudo, weights=train_config.loss_weights,
+                                    feature_resolution=train_config.feature_resolution_losses)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(losses["total"]).backward()
         scaler.step(optimizer)

@@ -88,9 +88,41 @@ def test_from_checkpoint_gives_the_same_predictions(tmp_path: Path, image: np.nd
 
 
 def test_background_power_shrinks_background(image: np.ndarray) -> None:
-    plain = make_predictor(pamr=False, background_power=1.0).predict(image)
-    default = make_predictor(pamr=False).predict(image)  # wsss: the official bg_pow of 3
-    assert make_predictor(mode="ssss").background_power == 1.0
-    assert np.allclose(default.probs.sum(0), 1.0, atol=1e-4)
-    assert (default.probs[0] <= plain.probs[0] + 1e-6).all()
-    assert (default.probs[0] < plain.probs[0]).any()
+    plain = make_predictor(pamr=False).predict(image)
+    assert make_predictor().background_power == 1.0  # the default, whatever the mode
+    cubed = make_predictor(pamr=False, background_power=3.0).predict(image)
+    assert np.allclose(cubed.probs.sum(0), 1.0, atol=1e-4)
+    assert (cubed.probs[0] <= plain.probs[0] + 1e-6).all()
+    assert (cubed.probs[0] < plain.probs[0]).any()
+
+
+def test_background_wins_after_renormalising_over_the_kept_classes() -> None:
+    """81 classes, one tagged: background must be compared with the tagged class alone. Cubing
+    the raw softmax share (~1/81) before renormalising made background lose everywhere."""
+    k = 81
+    cfg = ModelConfig(num_classes=k, mode="wsss", backbone="tiny", pretrained=False, feature_channels=16)
+
+    class Flat(torch.nn.Module):  # background logit 1.5; the tagged class 3.0 on the left sixth
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            b, _, h, w = x.shape
+            logits = torch.zeros(b, k, h // 4, w // 4)
+            logits[:, 0] = 1.5
+            logits[:, 5, :, : w // 12] = 3.0
+            return {"seg_logits": logits, "cls_logits": torch.zeros(b, k)}
+
+    predictor = Predictor(Flat(), cfg, [str(i) for i in range(k)],
+                          config=InferenceConfig(pamr=False, flip=False, background_power=3.0),
+                          default_size=64)
+    tags = np.zeros(k, dtype=np.float32)
+    tags[5] = 1.0
+    pred = predictor.predict(np.zeros((64, 64, 3), dtype=np.uint8), known_tags=tags)
+    assert (pred.labels[:, 40:] == 0).all()      # background where the tagged class is absent
+    assert (pred.labels[:, :12] == 5).all()
+
+
+def test_pamr_at_reduced_scale_keeps_shapes_and_probabilities(image: np.ndarray) -> None:
+    pred = make_predictor(pamr_scale=0.5).predict(image)
+    assert pred.probs.shape == (K, *image.shape[:2])
+    assert np.allclose(pred.probs.sum(0), 1.0, atol=1e-4)
+    with pytest.raises(ValueError):
+        InferenceConfig(pamr_scale=0.0)

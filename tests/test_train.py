@@ -154,9 +154,9 @@ def test_warmup_turns_on_pseudo_labels_exactly_after_warmup_epochs(tmp_path: Pat
     seen: list[bool] = []
     real = train_mod.compute_losses
 
-    def spy(cfg, outs, batch, use_pseudo_labels, weights=None):
+    def spy(cfg, outs, batch, use_pseudo_labels, **kwargs):
         seen.append(use_pseudo_labels)
-        return real(cfg, outs, batch, use_pseudo_labels, weights=weights)
+        return real(cfg, outs, batch, use_pseudo_labels, **kwargs)
 
     monkeypatch.setattr(train_mod, "compute_losses", spy)
     run_fit(tmp_path / "c.pt", small_train_config(epochs=3, warmup_epochs=2))
