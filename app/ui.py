@@ -550,7 +550,7 @@ def _wire_page(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace) -> N
     restored = _on(
         ui.demo.load,
         handlers_projects.load_projects,
-        [ui.project, ui.restore_tab],
+        [ui.restore_project, ui.restore_tab],
         {"project": ui.project, "summary": ui.summary, "tabs": ui.tabs},
         studio,
         js=RESTORE_JS,
@@ -610,6 +610,10 @@ def build_ui(studio: Studio) -> gr.Blocks:
             gr.Markdown("## SLRNet Studio", elem_id="title")
             project = gr.Dropdown(label="Project", choices=[], elem_id="project", scale=2)
             summary = gr.Markdown(elem_id="summary")
+        # what the browser remembers (localStorage) of the last project and tab, read on load
+        restore_project = gr.Textbox(
+            elem_id="restore-project", elem_classes=["slr-exchange"], show_label=False
+        )
         restore_tab = gr.Textbox(elem_id="restore-tab", elem_classes=["slr-exchange"], show_label=False)
         with gr.Tabs(elem_id="tabs") as tabs:
             projects = _build_projects()
@@ -666,7 +670,10 @@ def launch_options(
 
 
 def launch(
-    studio: Studio, host: str = "127.0.0.1", port: int = 7860, auth: str | None = None,
+    studio: Studio,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    auth: str | None = None,
     middleware: list[Any] | None = None,
 ) -> None:
     """Serve the app until interrupted. ``auth`` is ``"user:password"`` (from ``--auth`` or

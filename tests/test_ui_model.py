@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 from app import handlers_export, handlers_jobs, handlers_review, handlers_train
 from app.handlers_paint import START_PSEUDO
+from app.job_display import loss_frame
 from jobs import queue
 from jobs.views import get_job
 from services import labeling
@@ -68,9 +70,8 @@ def test_train_button_queues_a_job_and_the_timer_follows_it(
     studio: Studio, project: str, queued_jobs: None
 ) -> None:
     _tag(studio, project, "img0.png", 1)
-    status, _bar, _curve, cancel, seen = handlers_train.start_training(
-        studio, project, "auto", "tiny", 1, 64, "cpu"
-    )
+    shown = handlers_train.start_training(studio, project, "auto", "tiny", 1, 64, "cpu")
+    status, cancel, seen = shown["status"], shown["cancel"], shown["seen"]
     assert "queued" in status and "Train on my labels" in status
     assert cancel["interactive"] is True
     job = handlers_train.latest_model_job(studio, project)
@@ -82,11 +83,11 @@ def test_train_button_queues_a_job_and_the_timer_follows_it(
         64,
     )
     assert options["device"] == "cpu"
-    assert handlers_train.poll_training(studio, project, seen) == (gr.skip(),) * 6
+    assert handlers_train.poll_training(studio, project, seen) == {}  # nothing changed: no redraw
     with pytest.raises(gr.Error, match="already queued"):
         handlers_train.start_training(studio, project, "auto", "", None, None)
-    status, _, _, cancel, _ = handlers_train.cancel_training(studio, project)
-    assert "cancelled" in status and cancel["interactive"] is False
+    cancelled = handlers_train.cancel_training(studio, project)
+    assert "cancelled" in cancelled["status"] and cancelled["cancel"]["interactive"] is False
     assert get_job(studio, job.id).status == "cancelled"
 
 
@@ -106,13 +107,19 @@ def test_poll_draws_the_loss_curve_and_eta(studio: Studio, project: str, queued_
                 {"fraction": 0.5, "step": 2, "total": 1.0, "cls": 0.7},
             ],
         }
-    status, bar, curve, _cancel, _seen, summary = handlers_train.poll_training(studio, project, None)
-    assert "running" in status and "epoch 1/2" in status and "about 2 min left" in status
-    assert 'aria-valuenow="50"' in bar
-    assert sorted(curve["term"].unique()) == ["cls", "total"]
+    shown = handlers_jobs.poll_jobs(studio, project, None, [], None, None, None)
+    assert "running" in shown["train_status"] and "epoch 1/2" in shown["train_status"]
+    assert "about 2 min left" in shown["train_status"]
+    assert 'aria-valuenow="50"' in shown["train_progress"]
+    # the chart is plain SVG, one drawn path per loss term, in the very tick that got the points
+    lines = re.findall(r'<path class="loss-line" data-term="(\w+)" d="M([\d.]+),([\d.]+) L([\d.]+),([\d.]+)"',
+                       shown["train_loss"])
+    assert sorted(term for term, *_ in lines) == ["cls", "total"]
+    total = next(points for term, *points in lines if term == "total")
+    assert float(total[1]) < float(total[3])  # the loss fell: the line goes down (larger y)
+    assert "**5** images" in shown["summary"] and shown["timer"].active is True
+    curve = loss_frame(handlers_train.latest_model_job(studio, project))
     assert curve[curve.term == "total"]["loss"].tolist() == [2.0, 1.0]
-    assert curve["x"].tolist()[:2] == [1.0, 1.0]
-    assert "**5** images" in summary
 
 
 def test_train_refuses_bad_options(studio: Studio, project: str, queued_jobs: None) -> None:
