@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services import labeling
+from services import browse, labeling
 from services.context import Studio
 from services.errors import UserError
 from storage import images as image_repo
@@ -93,11 +93,11 @@ def test_masks(studio: Studio) -> None:
     project = labeling.create_project(studio, "p", ["cat"])  # classes 0..1
     image = _add_images(studio, project.id, 1, width=5, height=2)[0]
     full = np.array([[0, 1, 1, 0, 0], [1, 1, 0, 0, 0]], np.int64)
-    assert labeling.save_mask(studio, image, full) is False
+    assert labeling.save_mask(studio, image, full).is_partial is False
     assert np.array_equal(labeling.get_mask(studio, image), full)
     partial = full.copy()
     partial[:, :2] = 255
-    assert labeling.save_mask(studio, image, partial) is True
+    assert labeling.save_mask(studio, image, partial).is_partial is True
     for bad, match in [
         (np.zeros((5, 2), np.uint8), "mask is 2x5 but its image is 5x2"),
         (np.full((2, 5), 2, np.uint8), r"values \[2\] are not class indices"),
@@ -112,20 +112,38 @@ def test_masks(studio: Studio) -> None:
     assert labeling.get_mask(studio, image) is None and labeling.delete_mask(studio, image) is False
 
 
-def test_list_images_pages_and_counts(studio: Studio) -> None:
+def test_browse_pages_and_counts(studio: Studio) -> None:
     project = labeling.create_project(studio, "p", ["cat"])
     ids = _add_images(studio, project.id, 7)
     labeling.set_image_tags(studio, ids[6], [project.classes[1].id])
-    page = labeling.list_images(studio, "p", offset=2, limit=3)
-    assert [i.name for i in page.items] == ["im2.jpg", "im3.jpg", "im4.jpg"] and page.total == 7
-    untagged = labeling.list_images(studio, project.id, "untagged", limit=None)
+    page = browse.browse_page(studio, "p", page=1, page_size=3)
+    assert [i.image.name for i in page.items] == ["im3.jpg", "im4.jpg", "im5.jpg"] and page.total == 7
+    untagged = browse.browse_page(studio, project.id, "untagged", page_size=100)
     assert untagged.total == 6 and len(untagged.items) == 6
     assert labeling.image_counts(studio, "p")["tagged"] == 1
     assert labeling.get_image(studio, ids[0]).path == "images/0"
     with pytest.raises(UserError, match="unknown image filter"):
-        labeling.list_images(studio, "p", "pretty")
-    with pytest.raises(UserError, match="must not be negative"):
-        labeling.list_images(studio, "p", offset=-1)
+        browse.browse_page(studio, "p", "pretty")
+
+
+def test_a_save_from_a_stale_version_is_refused_and_changes_nothing(studio: Studio) -> None:
+    project = labeling.create_project(studio, "p", ["cat"])
+    image = _add_images(studio, project.id, 1, width=5, height=2)[0]
+    opened = labeling.edit_start(studio, image, "mask")
+    assert opened.start == "empty" and opened.labels is None and opened.version == ""
+    first = labeling.save_mask(studio, image, np.ones((2, 5), np.uint8), expected_version=opened.version)
+    assert first.version and first.version != opened.version and first.labelled == 1.0
+    # a second tab that opened the image before the first save tries to save: refused
+    with pytest.raises(UserError, match="changed since you opened it"):
+        labeling.save_mask(studio, image, np.zeros((2, 5), np.uint8), expected_version=opened.version)
+    assert (labeling.get_mask(studio, image) == 1).all()
+    # the first tab saves again from the version its save returned: accepted
+    again = labeling.save_mask(studio, image, np.zeros((2, 5), np.uint8), expected_version=first.version)
+    assert again.version != first.version
+    assert labeling.edit_start(studio, image, "mask").version == again.version
+    with pytest.raises(UserError, match="changed since you opened it"):
+        labeling.delete_mask(studio, image, expected_version=first.version)
+    assert labeling.delete_mask(studio, image, expected_version=again.version) is True
 
 
 def test_low_confidence_filter_uses_the_published_run(studio: Studio) -> None:
@@ -142,5 +160,5 @@ def test_low_confidence_filter_uses_the_published_run(studio: Studio) -> None:
         for image_id, score in zip(ids, [0.8, 0.1, 0.3], strict=True):
             put_pseudo_label(session, image_id, run.id, np.zeros((3, 4), np.uint8),
                              np.full((3, 4), score, np.float32))
-    page = labeling.list_images(studio, "p", "low_confidence")
-    assert [i.id for i in page.items] == [ids[1], ids[2]] and page.total == 2
+    page = browse.browse_page(studio, "p", "low_confidence")
+    assert [i.image.id for i in page.items] == [ids[1], ids[2]] and page.total == 2
