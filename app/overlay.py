@@ -140,7 +140,7 @@ def palette_html(entries: Sequence[tuple[str, str]]) -> str:
 BRIGHT_COLORS = (
     "#ffb300", "#803e75", "#ff6800", "#a6bdd7", "#c10020", "#cea262", "#817066", "#007d34",
     "#f6768e", "#00538a", "#ff7a5c", "#53377a", "#ff8e00", "#b32851", "#f4c800", "#7f180d",
-    "#93aa00", "#593315", "#f13a13", "#232c16",
+    "#93aa00", "#00b3b3", "#f13a13", "#3cb44b",
 )
 BACKGROUND_COLOR = "#000000"
 

@@ -5,13 +5,27 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.overlay import blend, class_shares, color_lut, fit_size, legend_html, overlay, resize_nearest
+from app.overlay import (
+    blend,
+    bright_color,
+    class_shares,
+    color_lut,
+    fit_size,
+    legend_html,
+    overlay,
+    resize_nearest,
+)
 from app.paint import (
     PaintPalette,
     apply_paint,
-    editor_image,
-    painted_labels,
+    brush_entries,
+    color_distance,
+    data_url,
+    decode_painting,
+    edit_size,
+    editor_document,
 )
+from app.superpixels import encode_ids, superpixels
 from storage.label_maps import default_palette, hex_to_rgb
 from storage.models import IGNORE_INDEX
 
@@ -23,12 +37,13 @@ def palette() -> PaintPalette:
     return PaintPalette.from_classes(CLASSES)
 
 
-def _layer(shape: tuple[int, int]) -> np.ndarray:
-    return np.zeros((*shape, 4), dtype=np.uint8)
-
-
-def _paint(layer: np.ndarray, region: tuple[slice, slice], color: str, alpha: int = 255) -> None:
-    layer[region] = (*hex_to_rgb(color), alpha)
+def _painting(labels: np.ndarray, painted: np.ndarray) -> str:
+    """The RGBA PNG data URL the canvas editor sends: red = label, green = 255 where painted."""
+    rgba = np.zeros((*labels.shape, 4), np.uint8)
+    rgba[..., 0] = np.where(painted, labels, 0)
+    rgba[..., 1] = np.where(painted, 255, 0)
+    rgba[..., 3] = 255
+    return data_url(rgba)
 
 
 def test_palette_has_one_brush_per_class_plus_unknown(palette: PaintPalette) -> None:
@@ -37,9 +52,10 @@ def test_palette_has_one_brush_per_class_plus_unknown(palette: PaintPalette) -> 
     assert unknown not in {c for _, _, c in CLASSES}
 
 
-def test_palette_refuses_colours_too_alike_to_tell_apart() -> None:
-    with pytest.raises(ValueError, match="too alike"):
-        PaintPalette.from_classes([(0, "a", "#800000"), (1, "b", "#820101")])
+def test_palette_allows_alike_colours_since_painting_is_by_value() -> None:
+    palette = PaintPalette.from_classes([(0, "a", "#800000"), (1, "b", "#820101")])
+    entries = brush_entries(palette)
+    assert [(e["value"], e["key"]) for e in entries] == [(0, "1"), (1, "2"), (IGNORE_INDEX, "u")]
 
 
 def test_unknown_brush_avoids_a_class_that_took_its_colour() -> None:
@@ -53,84 +69,85 @@ def test_default_palette_of_coco_sized_projects_is_paintable() -> None:
     assert len(palette.brushes) == 82
 
 
-def test_colours_map_to_classes_by_value_not_by_layer_order(palette: PaintPalette) -> None:
-    first, second = _layer((10, 10)), _layer((10, 10))
-    _paint(first, (slice(0, 5), slice(0, 10)), "#008000")  # dog, in the first layer
-    _paint(second, (slice(5, 10), slice(0, 10)), "#800000")  # cat, in the second layer
-    labels, painted = painted_labels([first, second], palette)
-    assert painted.all()
-    assert (labels[:5] == 2).all() and (labels[5:] == 1).all()
-    swapped, _ = painted_labels([second, first], palette)
-    np.testing.assert_array_equal(labels, swapped)
+def test_the_editors_png_decodes_to_labels_and_painted_pixels() -> None:
+    labels = np.array([[0, 1, 2], [255, 7, 0]], np.uint8)
+    painted = np.array([[True, True, False], [True, False, False]])
+    got, got_painted = decode_painting(_painting(labels, painted), (2, 3))
+    np.testing.assert_array_equal(got_painted, painted)
+    np.testing.assert_array_equal(got, np.where(painted, labels, IGNORE_INDEX))
+    with pytest.raises(ValueError, match="expected 4x2"):
+        decode_painting(_painting(labels, painted), (2, 4))
+    with pytest.raises(ValueError, match="not a PNG"):
+        decode_painting("data:image/jpeg;base64,AAAA", (2, 3))
 
 
-def test_transparent_and_stray_colours_are_not_paint(palette: PaintPalette) -> None:
-    layer = _layer((4, 4))
-    _paint(layer, (slice(0, 1), slice(None)), "#800000", alpha=40)  # faint: not painted
-    _paint(layer, (slice(1, 2), slice(None)), "#3366ff")  # no brush has this colour
-    _paint(layer, (slice(2, 3), slice(None)), "#810101")  # within tolerance of cat
-    labels, painted = painted_labels([layer], palette)
-    assert not painted[:2].any()
-    assert (labels[2] == 1).all() and painted[2].all()
-    assert not painted[3].any()
-
-
-def test_unknown_brush_paints_ignore_and_background_brush_paints_zero(palette: PaintPalette) -> None:
-    layer = _layer((2, 2))
-    _paint(layer, (slice(0, 1), slice(None)), palette.brushes[-1].color)
-    _paint(layer, (slice(1, 2), slice(None)), "#000000")
-    result = apply_paint(np.full((2, 2), 1, np.uint8), [layer], palette, (2, 2))
-    assert (result[0] == IGNORE_INDEX).all()
-    assert (result[1] == 0).all()
-
-
-def test_paint_goes_over_the_start_and_erased_pixels_keep_it(palette: PaintPalette) -> None:
+def test_paint_goes_over_the_start_and_erased_pixels_keep_it() -> None:
     start = np.full((6, 6), 2, np.uint8)
-    layer = _layer((6, 6))
-    _paint(layer, (slice(0, 3), slice(0, 3)), "#800000")
-    result = apply_paint(start, [layer], palette, (6, 6))
-    assert (result[:3, :3] == 1).all()
-    assert (result[3:, :] == 2).all() and (result[:, 3:] == 2).all()
+    labels = np.full((6, 6), IGNORE_INDEX, np.uint8)
+    painted = np.zeros((6, 6), bool)
+    labels[:3, :3], painted[:3, :3] = 1, True
+    painted[4, 4] = True  # painted "unknown"
+    result = apply_paint(start, labels, painted, (6, 6))
+    assert (result[:3, :3] == 1).all() and result[4, 4] == IGNORE_INDEX
+    assert (result[3:, :4] == 2).all() and (result[:, 5] == 2).all()
 
 
-def test_rest_is_background_fills_only_unknown_pixels(palette: PaintPalette) -> None:
-    layer = _layer((4, 4))
-    _paint(layer, (slice(0, 2), slice(None)), "#008000")
-    result = apply_paint(None, [layer], palette, (4, 4), unpainted_background=0)
+def test_rest_is_background_fills_only_unknown_pixels() -> None:
+    labels = np.full((4, 4), 2, np.uint8)
+    painted = np.zeros((4, 4), bool)
+    painted[:2] = True
+    result = apply_paint(None, labels, painted, (4, 4), unpainted_background=0)
     assert (result[:2] == 2).all() and (result[2:] == 0).all()
-    untouched = apply_paint(None, [layer], palette, (4, 4))
-    assert (untouched[2:] == IGNORE_INDEX).all()
+    assert (apply_paint(None, labels, painted, (4, 4))[2:] == IGNORE_INDEX).all()
 
 
-def test_large_images_are_edited_downscaled_and_saved_full_size(palette: PaintPalette) -> None:
+def test_large_images_are_edited_downscaled_and_saved_full_size() -> None:
     full = (1500, 2100)
-    rgb = np.zeros((*full, 3), np.uint8)
-    view = editor_image(rgb, None, palette, max_side=700)
-    assert view.edit_size == (500, 700)
-    layer = _layer(view.edit_size)
-    _paint(layer, (slice(100, 200), slice(350, 700)), "#008000")  # right half of a band
-    result = apply_paint(None, [layer], palette, full)
-    assert result.shape == full
+    size = edit_size(full, 700)
+    assert size == (500, 700)
+    labels = np.full(size, IGNORE_INDEX, np.uint8)
+    painted = np.zeros(size, bool)
+    labels[100:200, 350:700], painted[100:200, 350:700] = 2, True
+    result = apply_paint(None, labels, painted, full)
     rows, cols = np.nonzero(result == 2)
     # nearest-neighbour: exactly the band, 3x bigger, with hard edges and no other value
     assert (rows.min(), rows.max(), cols.min(), cols.max()) == (300, 599, 1050, 2099)
     assert set(np.unique(result)) == {2, IGNORE_INDEX}
 
 
-def test_editor_background_shows_the_start_labels_blended(palette: PaintPalette) -> None:
-    rgb = np.full((20, 20, 3), 200, np.uint8)
-    start = np.full((20, 20), IGNORE_INDEX, np.uint8)
-    start[:10] = 2
-    view = editor_image(rgb, start, palette)
-    assert (view.background[15] == 200).all()  # unknown: the photo as it is
-    assert view.background[5, 5, 1] > view.background[5, 5, 0]  # tinted green (dog)
+def test_superpixels_follow_colour_edges_and_cover_the_picture() -> None:
+    rgb = np.zeros((60, 80, 3), np.uint8)
+    rgb[:, 40:] = (250, 30, 30)  # a red right half: no superpixel may straddle the edge
+    rgb[20:40, 10:30] = (30, 30, 250)  # a blue square
+    ids = superpixels(rgb, (60, 80), segments=24)
+    assert ids.shape == (60, 80) and ids.min() == 0 and len(np.unique(ids)) > 10
+    for k in np.unique(ids):
+        colours = {tuple(c) for c in rgb[ids == k]}
+        assert len(colours) == 1, f"superpixel {k} mixes {colours}"
+    encoded = encode_ids(ids.astype(np.int32) + 300)
+    np.testing.assert_array_equal(encoded[..., 0].astype(int) + 256 * encoded[..., 1].astype(int), ids + 300)
 
 
-def test_editor_layer_of_another_size_is_resized(palette: PaintPalette) -> None:
-    layer = _layer((5, 5))
-    _paint(layer, (slice(None), slice(None)), "#800000")
-    labels, painted = painted_labels([layer, _layer((10, 10))], palette)
-    assert labels.shape == (5, 5) and (labels == 1).all() and painted.all()
+def test_the_editor_document_carries_image_labels_superpixels_and_keys(palette: PaintPalette) -> None:
+    rgb = np.full((4, 6, 3), 90, np.uint8)
+    start = np.full((4, 6), 1, np.uint8)
+    doc = editor_document(token="t", image_id=3, version="v", name="a.png", rgb=rgb, start=start,
+                          superpixel_ids=np.zeros((4, 6), np.int32), palette=palette, background=0)
+    assert (doc["width"], doc["height"], doc["image_id"], doc["version"]) == (6, 4, 3, "v")
+    assert doc["image"].startswith("data:image/jpeg;base64,")
+    assert doc["labels"].startswith("data:image/png;base64,")
+    assert [c["key"] for c in doc["classes"]] == ["1", "2", "3", "u"]
+    with pytest.raises(ValueError, match="one size"):
+        editor_document(token="t", image_id=3, version="v", name="a.png", rgb=rgb, start=start[:2],
+                        superpixel_ids=np.zeros((4, 6), np.int32), palette=palette, background=0)
+
+
+def test_new_projects_get_bright_distinct_colours() -> None:
+    colors = [bright_color(k) for k in range(80)]
+    assert len(set(colors)) == 80
+    assert min(color_distance(a, b) for i, a in enumerate(colors) for b in colors[i + 1 :]) > 16
+    # the dark VOC pair the issue named is gone: person and truck no longer near-black reds
+    assert all(max(hex_to_rgb(c)) >= 100 for c in colors)
 
 
 def test_resize_nearest_never_mixes_values() -> None:
