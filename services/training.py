@@ -1,6 +1,5 @@
 """Services that train SLRNet on a project's labels, publish its pseudo-labels and score them.
 
-* :func:`choose_mode` — the supervision mode the labels call for, with a one-line reason.
 * :func:`train` — one training run (resuming an interrupted one with the same settings); the
   finished run gets the next model version but is not current until published.
 * :func:`predict` — pseudo-labels of every image with a trained run, then marks it published.
@@ -33,7 +32,7 @@ from services.lookups import resolve_project
 from services.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
 from services.train_plan import LabelCounts, TrainPlan, plan_for_counts
 from slrnet.config import InferenceConfig, ModelConfig, TrainConfig
-from slrnet.data import Sample
+from slrnet.data import ImageCache, Sample
 from slrnet.inference import Predictor
 from slrnet.metrics import SegmentationMeter
 from slrnet.train import (
@@ -43,8 +42,11 @@ from slrnet.train import (
     default_budget,
     default_mask_repeat,
     default_warmup,
+    epochs_for_budget,
     fit,
+    load_checkpoint,
     resolve_device,
+    seconds_per_image,
 )
 from storage import labels as label_repo
 from storage import runs as run_repo
@@ -56,6 +58,16 @@ from storage.projects import list_classes
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
+
+# The CPU default (what `launch.py train` and "Train on my labels" pick with no options): a run
+# sized to a wall-time budget from a measured step, and the CPU-sized model. See
+# benchmarks/RESULTS.md ("CPU defaults") for the measurements behind each value.
+CPU_TRAIN_BUDGET_S = 240.0
+WARM_START_BUDGET_SHARE = 0.5  # a warm-started round trains for half the budget
+CPU_IMAGE_SIZE = 224
+CPU_MODEL = {"feature_channels": 64, "separable_head": True, "freeze_low": True}
+CPU_TRAIN = {"feature_resolution_losses": True}
+CPU_INFERENCE = InferenceConfig(pamr_scale=0.5)
 
 
 @dataclass(frozen=True)
@@ -90,11 +102,6 @@ class _ProjectLabels:
 
 
 # --- mode ---------------------------------------------------------------------------------------
-
-
-def choose_mode(studio: Studio, project: str = "default", requested: str = "auto") -> TrainPlan:
-    """The mode the project's labels call for (or the requested one, when the labels allow it)."""
-    return _plan(_load_labels(studio, project), requested)
 
 
 def _plan(data: _ProjectLabels, requested: str) -> TrainPlan:
@@ -152,18 +159,22 @@ def _configs(data: _ProjectLabels, mode: str, samples: Sequence[Sample], device:
              train_overrides: dict[str, Any] | None,
              model_overrides: dict[str, Any] | None) -> tuple[ModelConfig, TrainConfig]:
     auto_epochs, auto_size = default_budget(len(samples), device)
+    cpu = device.type == "cpu"
+    if cpu:
+        auto_size = CPU_IMAGE_SIZE
     epochs = epochs or auto_epochs
     n_masked = sum(s.has_mask for s in samples)
     try:
         model_config = ModelConfig(**{
             "num_classes": len(data.class_names), "mode": mode, "backbone": backbone or "mobilenet_v2",
-            "has_background": data.has_background, **(model_overrides or {}),
+            "has_background": data.has_background, **(CPU_MODEL if cpu else {}), **(model_overrides or {}),
         })
         train_config = TrainConfig(**{
             "epochs": epochs, "warmup_epochs": default_warmup(epochs), "image_size": image_size or auto_size,
             "batch_size": min(16 if device.type == "cuda" else 8, len(samples)),
             "mask_repeat": default_mask_repeat(n_masked, len(samples) - n_masked) if mode != "wsss" else 1,
-            "amp": device.type == "cuda", "seed": seed, **(train_overrides or {}),
+            "amp": device.type == "cuda", "seed": seed, **(CPU_TRAIN if cpu else {}),
+            **(train_overrides or {}),
         })
     except (ValueError, TypeError) as exc:
         raise UserError(f"bad training settings: {exc}") from exc
@@ -220,10 +231,18 @@ def train(
     job_id: int | None = None,
     train_overrides: dict[str, Any] | None = None,
     model_overrides: dict[str, Any] | None = None,
+    budget_s: float | None = None,
+    warm_start: bool | None = None,
     progress: ProgressFn = no_progress,
     should_stop: StopFn = never_stop,
 ) -> TrainResult:
     """Train one run on the project's labels and give it the next model version.
+
+    On CPU with no ``epochs`` the run is sized to a wall-time budget (``budget_s``, default
+    ``CPU_TRAIN_BUDGET_S``): a few steps are timed first and the epochs that fit are planned (the
+    plan is reported through ``progress`` before training starts). ``warm_start`` (default: when
+    a current model of the same classes and architecture exists) initialises the weights from
+    that model, skips the warm-up and halves the budget; ``False`` starts afresh.
 
     With ``resume`` an interrupted run of the same settings continues from its last completed
     epoch. Cancellation (``should_stop``) raises :class:`Cancelled` and leaves the current
@@ -240,13 +259,132 @@ def train(
     model_config, train_config = _configs(
         data, choice.mode, samples, torch_device, backbone=backbone, epochs=epochs, image_size=image_size,
         seed=seed, train_overrides=train_overrides, model_overrides=model_overrides)
+    cache = ImageCache(max_side=2 * train_config.image_size)
+    samples = [replace(s, image=cache.loader(s.name, s.image)) if callable(s.image) else s for s in samples]
+    init = _warm_start_weights(studio, data, model_config) if warm_start is not False else None
+    if warm_start and init is None:
+        raise UserError("no current model with the same classes and architecture to continue from; "
+                        "train afresh")
+    plan: dict[str, Any] = {}
+    if init is not None:
+        train_config = replace(train_config, warmup_epochs=0)
+        plan["warm_start_from_version"] = init[1]
+    if epochs is None and torch_device.type == "cpu" and "epochs" not in (train_overrides or {}):
+        budget = budget_s if budget_s is not None else CPU_TRAIN_BUDGET_S
+        if init is not None and budget_s is None:
+            budget *= WARM_START_BUDGET_SHARE
+        train_config, plan = _plan_budget(studio, data, samples, model_config, train_config, torch_device,
+                                          budget, plan)
+        progress(0.0, plan["summary"], {"plan": plan})
     created_group = _distributed_setup(device)
     try:
         return _train(studio, data, choice, samples, model_config, train_config, torch_device,
-                      resume=resume, job_id=job_id, progress=progress, should_stop=should_stop)
+                      resume=resume, job_id=job_id, progress=progress, should_stop=should_stop,
+                      init_weights=init[0] if init is not None else None, plan=plan)
     finally:
         if created_group:
             dist.destroy_process_group()
+
+
+def _warm_start_weights(studio: Studio, data: _ProjectLabels,
+                        model_config: ModelConfig) -> tuple[dict[str, torch.Tensor], int] | None:
+    """The current model's weights and version when its classes and architecture equal this run's."""
+    with studio.Session.begin() as session:
+        run_id = label_repo.current_run_id(session, data.project_id)
+        run = run_repo.get_run(session, run_id) if run_id is not None else None
+        if run is None or not run.checkpoint_path:
+            return None
+        path, version = studio.data_dir / str(run.checkpoint_path), int(run.version or 0)
+    try:
+        state = load_checkpoint(path)
+    except (OSError, ValueError) as exc:
+        logger.warning("not warm-starting from model version %d: %s", version, exc)
+        return None
+    architecture = {k: v for k, v in asdict(model_config).items() if k not in ("pretrained", "mode")}
+    theirs = {k: v for k, v in state["model_config"].items() if k in architecture}
+    if list(state["class_names"]) != data.class_names or json.loads(json.dumps(architecture)) != theirs:
+        return None
+    return state["model"], version
+
+
+def _plan_budget(studio: Studio, data: _ProjectLabels, samples: list[Sample], model_config: ModelConfig,
+                 train_config: TrainConfig, device: torch.device, budget_s: float,
+                 plan: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
+    """Size the run to ``budget_s`` from a timed step (or keep the epochs of the interrupted run
+    it will resume). Returns the train config and the plan shown to the user."""
+    from slrnet.model import build_model
+
+    per_epoch = len(_epoch_order(samples, train_config))
+    resumable = _resumable_epochs(studio, data, model_config, train_config)
+    if resumable is not None:
+        epochs, seconds = resumable, None
+    else:
+        torch.manual_seed(train_config.seed)
+        probe = build_model(model_config)
+        seconds = seconds_per_image(probe, samples, model_config=model_config, train_config=train_config,
+                                    device=device)
+        del probe
+        epochs = epochs_for_budget(budget_s, seconds, per_epoch)
+    warmup = 0 if plan.get("warm_start_from_version") else default_warmup(epochs)
+    train_config = replace(train_config, epochs=epochs, warmup_epochs=min(warmup, epochs))
+    estimate = None if seconds is None else seconds * per_epoch * epochs
+    plan = {**plan, "epochs": epochs, "image_size": train_config.image_size, "budget_s": budget_s,
+            "images_per_epoch": per_epoch, "seconds_per_image": seconds, "estimated_s": estimate}
+    if seconds is None:
+        plan["summary"] = f"resuming the interrupted run: {epochs} epochs at {train_config.image_size} px"
+    else:
+        plan["summary"] = (f"plan: {epochs} epoch(s) of {per_epoch} images at {train_config.image_size} px, "
+                           f"about {_minutes(estimate)} of training (measured {1 / seconds:.1f} img/s; "
+                           f"budget {_minutes(budget_s)})")
+        _record_throughput(studio, model_config, train_config, device, 1.0 / seconds)
+    return train_config, plan
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def _epoch_order(samples: Sequence[Sample], train_config: TrainConfig) -> list[int]:
+    """The images one epoch visits (masked images repeated ``mask_repeat`` times)."""
+    return [i for i, s in enumerate(samples) for _ in range(train_config.mask_repeat if s.has_mask else 1)]
+
+
+def _resumable_epochs(studio: Studio, data: _ProjectLabels, model_config: ModelConfig,
+                      train_config: TrainConfig) -> int | None:
+    """Epochs of the interrupted run that `_start_run` would resume (same settings but the
+    budget-derived epochs), so a resumed budgeted run keeps its plan."""
+    mine = _run_config(model_config, train_config)
+    with studio.Session.begin() as session:
+        previous = run_repo.latest_resumable_run(session, data.project_id)
+        if previous is None:
+            return None
+        theirs = dict(previous.config)
+    strip = ("epochs", "warmup_epochs")
+    same = (theirs.get("model") == mine["model"]
+            and {k: v for k, v in theirs.get("train", {}).items() if k not in strip}
+            == {k: v for k, v in mine["train"].items() if k not in strip})
+    return int(theirs["train"]["epochs"]) if same else None
+
+
+THROUGHPUT_FILE = "throughput.json"
+
+
+def _throughput_key(model_config: ModelConfig, image_size: int, device: torch.device) -> str:
+    return f"{device.type}/{model_config.backbone}/{model_config.feature_channels}/{image_size}"
+
+
+def _record_throughput(studio: Studio, model_config: ModelConfig, train_config: TrainConfig,
+                       device: torch.device, images_per_s: float) -> None:
+    """Remember the measured training speed so the next plan (shown before a click) can use it."""
+    path = studio.data_dir / THROUGHPUT_FILE
+    try:
+        known = json.loads(path.read_text()) if path.is_file() else {}
+        known[_throughput_key(model_config, train_config.image_size, device)] = round(images_per_s, 3)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(known, indent=1))
+        os.replace(tmp, path)
+    except (OSError, ValueError) as exc:  # a hint only: never fail a training over it
+        logger.warning("could not record the training throughput: %s", exc)
 
 
 def _start_run(studio: Studio, data: _ProjectLabels, mode: str, model_config: ModelConfig,
@@ -302,7 +440,9 @@ def _fit(studio: Studio, run_id: int, rel_path: str, notify: ProgressFn, **fit_a
 
 def _train(studio: Studio, data: _ProjectLabels, choice: TrainPlan, samples: list[Sample],
            model_config: ModelConfig, train_config: TrainConfig, device: torch.device, *, resume: bool,
-           job_id: int | None, progress: ProgressFn, should_stop: StopFn) -> TrainResult:
+           job_id: int | None, progress: ProgressFn, should_stop: StopFn,
+           init_weights: dict[str, torch.Tensor] | None = None,
+           plan: dict[str, Any] | None = None) -> TrainResult:
     from slrnet.model import build_model
 
     main = not dist.is_initialized() or dist.get_rank() == 0
@@ -331,7 +471,7 @@ def _train(studio: Studio, data: _ProjectLabels, choice: TrainPlan, samples: lis
         result = _fit(studio, run_id, rel_path, progress, model=model, samples=samples,
                       model_config=model_config, train_config=train_config, class_names=data.class_names,
                       device=device, progress=_progress_adapter(progress) if main else None,
-                      should_stop=stop, on_epoch_end=on_epoch_end)
+                      should_stop=stop, on_epoch_end=on_epoch_end, init_weights=init_weights)
     except TrainingStopped as exc:
         if main:
             _end_run(studio, run_id, "cancelled")
@@ -345,7 +485,8 @@ def _train(studio: Studio, data: _ProjectLabels, choice: TrainPlan, samples: lis
             _end_run(studio, run_id, "failed", f"{type(exc).__name__}: {exc}")
         raise
     metrics = {"history": result.history, "final": result.history[-1] if result.history else {},
-               "mode_reason": choice.reason}
+               "mode_reason": choice.reason, "plan": plan or {},
+               "train_seconds": sum(h.get("seconds", 0.0) for h in result.history)}
     version = 0
     if main:
         training_lock.release(run_id)
@@ -395,7 +536,10 @@ def predict(
     if not checkpoint.is_file():
         raise UserError(f"the checkpoint of model version {version} is missing ({checkpoint})")
     try:
-        predictor = Predictor.from_checkpoint(checkpoint, config=config, device=resolve_device(device))
+        torch_device = resolve_device(device)
+        if config is None and torch_device.type == "cpu":
+            config = CPU_INFERENCE
+        predictor = Predictor.from_checkpoint(checkpoint, config=config, device=torch_device)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     background = 1 if predictor.model_config.has_background else 0

@@ -9,7 +9,9 @@ All randomness comes from torch's generator, so seeding torch makes an epoch rep
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +53,51 @@ class Sample:
 
 def _load(src: ArraySource) -> np.ndarray:
     return src() if callable(src) else src
+
+
+class ImageCache:
+    """Decoded training images kept in memory for a run: each image is decoded and downscaled
+    (longer side at most ``max_side``, antialiased) once instead of at every step.
+
+    Least recently used images are dropped beyond ``max_bytes`` (default 1 GiB: about 2,000
+    images at 448 x 336). Masks are not cached here (they decode from small PNGs).
+    """
+
+    def __init__(self, max_side: int, max_bytes: int = 1 << 30) -> None:
+        self.max_side = max_side
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._items: OrderedDict[Hashable, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _shrink(self, image: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
+        if max(h, w) <= self.max_side:
+            return image
+        factor = self.max_side / max(h, w)
+        size = [max(1, round(h * factor)), max(1, round(w * factor))]
+        small = F.resize(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), size, antialias=True)
+        return small.permute(1, 2, 0).numpy()
+
+    def get(self, key: Hashable, load: Callable[[], np.ndarray]) -> np.ndarray:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        image = self._shrink(load())
+        image.setflags(write=False)
+        with self._lock:
+            if key not in self._items:
+                self._items[key] = image
+                self.bytes += image.nbytes
+                while self.bytes > self.max_bytes and len(self._items) > 1:
+                    _, dropped = self._items.popitem(last=False)
+                    self.bytes -= dropped.nbytes
+        return image
+
+    def loader(self, key: Hashable, load: Callable[[], np.ndarray]) -> Callable[[], np.ndarray]:
+        """A zero-argument loader for `Sample.image` that goes through the cache."""
+        return lambda: self.get(key, load)
 
 
 def normalize(image: torch.Tensor) -> torch.Tensor:
@@ -114,9 +161,15 @@ class TrainSet(Dataset):
         image = image_to_tensor(_load(sample.image))
         if sample.mask is not None:
             mask_np = _load(sample.mask)
-            if mask_np.shape != tuple(image.shape[1:]):
-                raise ValueError(f"{sample.name}: mask {mask_np.shape} != image {tuple(image.shape[1:])}")
+            if mask_np.ndim != 2:
+                raise ValueError(f"{sample.name}: mask must be (H, W), got {mask_np.shape}")
             mask = torch.from_numpy(mask_np.astype(np.uint8))
+            if mask.shape != image.shape[1:]:  # the image was downscaled once (ImageCache)
+                (mh, mw), (ih, iw) = mask.shape, image.shape[1:]
+                if abs(mh / mw - ih / iw) > 0.02 * ih / iw:
+                    raise ValueError(f"{sample.name}: mask {tuple(mask.shape)} does not match image "
+                                     f"{tuple(image.shape[1:])}")
+                mask = F.resize(mask[None], [ih, iw], T.InterpolationMode.NEAREST)[0]
         else:
             mask = torch.full(image.shape[1:], IGNORE_INDEX, dtype=torch.uint8)
         image, mask = self.augmentation(image, mask)

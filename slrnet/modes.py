@@ -66,17 +66,6 @@ MODE_SPECS: dict[str, ModeSpec] = {
 }
 
 
-def select_mode(has_tags: bool, has_masks: bool) -> str:
-    """tags only -> "wsss"; masks only -> "ssss"; both -> "ssss_tags"; neither -> ValueError."""
-    if has_tags and has_masks:
-        return "ssss_tags"
-    if has_tags:
-        return "wsss"
-    if has_masks:
-        return "ssss"
-    raise ValueError("no labels: give some images tags or pixel masks before training")
-
-
 def pseudo_labels_active(epoch: int, warmup_epochs: int) -> bool:
     """Whether the pseudo-label term is on in (0-based) `epoch`: after `warmup_epochs` full epochs."""
     return epoch >= warmup_epochs
@@ -152,8 +141,10 @@ def compute_losses(cfg: ModelConfig, outs: dict[str, Tensor], batch: dict[str, T
     Returns:
         Scalar tensors: the mode's terms by name ("cls", "mask_ce", "mask_consistency",
         "code_consistency", "pseudo"; "pseudo" is 0 while `use_pseudo_labels` is False) and
-        "total", their weighted sum. "mask_ce" is the mean over the masked images of the batch
-        (official: the labelled loss is a mean over labelled images); the other terms sum
+        "total", their weighted sum; with pseudo-labels also "pseudo_labelled", the fraction of
+        unmasked pixels that received one (a diagnostic, not in the total). "mask_ce" is the mean
+        over the masked images of the batch (official: the labelled loss is a mean over labelled
+        images); the other terms sum
         per-image losses over the images they apply to and divide by the batch size.
     """
     w = weights or LossWeights()
@@ -195,6 +186,9 @@ def compute_losses(cfg: ModelConfig, outs: dict[str, Tensor], batch: dict[str, T
     if use_pseudo_labels:
         target = pseudo_label_targets(cfg, outs, image, present, size=grid if feature_resolution else None)
         terms["pseudo"] = batch_mean(two_views_and_aux(L.balanced_ce, target), ~has_mask)
+        unmasked = ~has_mask
+        labelled = (target != IGNORE_INDEX)[unmasked].float()
+        pseudo_labelled = labelled.mean() if labelled.numel() else target.new_zeros((), dtype=torch.float32)
     else:
         terms["pseudo"] = outs["seg_logits"].new_zeros(())
 
@@ -202,4 +196,6 @@ def compute_losses(cfg: ModelConfig, outs: dict[str, Tensor], batch: dict[str, T
              "code_consistency": w.code_consistency, "pseudo": w.pseudo}
     terms["total"] = sum((coeff[name] * value for name, value in terms.items()),
                          start=outs["seg_logits"].new_zeros(()))
+    if use_pseudo_labels:  # a diagnostic, not a loss: the share of unmasked pixels with a pseudo-label
+        terms["pseudo_labelled"] = pseudo_labelled.detach()
     return terms

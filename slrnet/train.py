@@ -201,10 +201,6 @@ def model_from_checkpoint(state: dict[str, Any]) -> nn.Module:
     return model.eval()
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, DistributedDataParallel) else model
-
-
 # --- the loop -----------------------------------------------------------------------------------
 
 
@@ -272,6 +268,54 @@ def train_one_epoch(
     return {k: v / max(steps, 1) for k, v in sums.items()}
 
 
+def seconds_per_image(model: nn.Module, samples: Sequence[Sample], *, model_config: ModelConfig,
+                      train_config: TrainConfig, device: torch.device, steps: int = 2) -> float:
+    """Measured training cost: seconds per image of a full step (two views, pseudo-label term on,
+    backward, SGD), median of ``steps`` steps after one warm-up, on a copy of ``model``.
+
+    What the time-budgeted default sizes the run with (``epochs = budget / (images × this)``);
+    the copy keeps ``model`` and the RNG streams of the real run untouched.
+    """
+    import copy
+
+    probe = copy.deepcopy(model).to(device).train()
+    optimizer = build_optimizer(probe, train_config)
+    dataset = build_train_set(samples, model_config, train_config)
+    batch_size = min(train_config.batch_size, len(dataset))
+    rng_state = torch.get_rng_state()
+    try:
+        torch.manual_seed(train_config.seed + 12_345)
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True)
+        times: list[float] = []
+        for step, batch in enumerate(loader):
+            if step > steps:
+                break
+            start = time.perf_counter()
+            batch = {k: v.to(device) for k, v in batch.items()}
+            outs = probe.forward_train(batch["image"])
+            losses = compute_losses(model_config, outs, batch, True, weights=train_config.loss_weights,
+                                    feature_resolution=train_config.feature_resolution_losses)
+            optimizer.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            optimizer.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if step > 0:
+                times.append((time.perf_counter() - start) / batch_size)
+    finally:
+        torch.set_rng_state(rng_state)
+    if not times:
+        raise ValueError("too few training images to time a step")
+    return sorted(times)[len(times) // 2]
+
+
+def epochs_for_budget(budget_s: float, seconds_per_img: float, images_per_epoch: int,
+                      max_epochs: int = 30) -> int:
+    """Whole epochs that fit ``budget_s`` at the measured cost (1..max_epochs)."""
+    per_epoch = seconds_per_img * max(images_per_epoch, 1)
+    return max(1, min(max_epochs, math.floor(budget_s / max(per_epoch, 1e-9))))
+
+
 def make_loader(dataset: TrainSet, cfg: TrainConfig, epoch: int) -> DataLoader:
     """The epoch's loader: shuffled from (seed, epoch), split across ranks under DDP."""
     drop_last = len(dataset) > cfg.batch_size
@@ -304,12 +348,15 @@ def fit(
     progress: ProgressCallback | None = None,
     should_stop: StopCheck | None = None,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    init_weights: dict[str, torch.Tensor] | None = None,
 ) -> FitResult:
     """Train ``model`` for ``train_config.epochs`` epochs, resuming from ``checkpoint_path`` when it
     holds an unfinished run of the same configuration.
 
     After each epoch the checkpoint is rewritten (rank 0 only) and ``on_epoch_end(epochs_done,
     mean_losses)`` is called. Raises :class:`TrainingStopped` when ``should_stop()`` turns True.
+    ``init_weights`` (a state dict of the same architecture) warm-starts a fresh run from an
+    earlier model; a resumed run ignores it (its checkpoint holds the newer weights).
     """
     cfg = train_config
     checkpoint_path = Path(checkpoint_path)
@@ -321,6 +368,8 @@ def fit(
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
     history: list[dict[str, float]] = []
     start_epoch = 0
+    if init_weights is not None and not checkpoint_path.is_file():
+        model.load_state_dict(init_weights)
     if checkpoint_path.is_file():
         state = load_checkpoint(checkpoint_path)
         if state["train_config"] != asdict(cfg) or state["model_config"] != asdict(model_config):

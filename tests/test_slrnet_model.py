@@ -7,7 +7,7 @@ import torch
 
 from slrnet.config import LossWeights, ModelConfig
 from slrnet.model import SLRNet, build_model
-from slrnet.modes import compute_losses, select_mode
+from slrnet.modes import compute_losses
 
 K = 4
 
@@ -47,14 +47,6 @@ def test_output_shapes_and_strides(backbone: str, output_stride: int) -> None:
 def test_resnet101_builds() -> None:
     model = build_model(ModelConfig(num_classes=3, backbone="resnet101", pretrained=False))
     assert model.backbone.deep_channels == 2048
-
-
-def test_select_mode() -> None:
-    assert select_mode(True, False) == "wsss"
-    assert select_mode(False, True) == "ssss"
-    assert select_mode(True, True) == "ssss_tags"
-    with pytest.raises(ValueError):
-        select_mode(False, False)
 
 
 @pytest.mark.parametrize("use_pseudo", [True, False])
@@ -113,7 +105,8 @@ def test_losses_use_only_the_labels_an_image_has(mode: str) -> None:
     batch = _batch(images)
     ref = compute_losses(cfg, outs, batch, use_pseudo_labels=True)
     expected_terms = {"wsss": {"cls"}, "ssss": {"mask_ce"}, "ssss_tags": {"cls", "mask_ce"}}[mode]
-    assert set(ref) == expected_terms | {"mask_consistency", "code_consistency", "pseudo", "total"}
+    assert set(ref) == expected_terms | {"mask_consistency", "code_consistency", "pseudo", "total",
+                                         "pseudo_labelled"}
     # labels behind has_tags=False / has_mask=False must be ignored
     other = dict(batch)
     other["tags"] = batch["tags"].clone()

@@ -140,10 +140,36 @@ def test_train_set_batch_layout() -> None:
 
 
 def test_train_set_rejects_mismatched_mask() -> None:
-    bad = Sample("bad", np.zeros((10, 10, 3), np.uint8), mask=np.zeros((5, 5), np.uint8))
+    bad = Sample("bad", np.zeros((10, 10, 3), np.uint8), mask=np.zeros((5, 7), np.uint8))
     ds = TrainSet([bad], K, Augmentation(size=32))
     with pytest.raises(ValueError, match="bad"):
         ds[0]
+
+
+def test_image_cache_downscales_once_and_masks_follow() -> None:
+    from slrnet.data import ImageCache
+
+    calls = []
+    big = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+
+    def load() -> np.ndarray:
+        calls.append(1)
+        return big
+
+    cache = ImageCache(max_side=80, max_bytes=10**6)
+    loader = cache.loader("a", load)
+    assert loader().shape == (60, 80, 3) and loader().shape == (60, 80, 3)
+    assert len(calls) == 1 and cache.bytes == 60 * 80 * 3
+    mask = np.zeros((120, 160), np.uint8)
+    mask[:, 80:] = 2
+    item = TrainSet([Sample("a", loader, mask=mask)], K, Augmentation(size=32, scale=(1.0, 1.0),
+                                                                      ratio=(4 / 3, 4 / 3), flip=False))[0]
+    assert set(item["mask"].unique().tolist()) == {0, 2}
+    # beyond max_bytes the least recently used image is dropped
+    small = ImageCache(max_side=80, max_bytes=60 * 80 * 3 + 1)
+    small.get("a", load)
+    small.get("b", load)
+    assert small.bytes == 60 * 80 * 3 and len(calls) == 3
 
 
 # --- fit ----------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from services.context import Studio
 from services.errors import UserError
 from services.importing import import_dataset
 from services.progress import Cancelled
-from services.train_plan import LabelCounts, plan_for_counts
+from services.train_plan import LabelCounts, plan_for_counts, plan_training
 from storage import labels as label_repo
 from storage import runs as run_repo
 from storage.models import PseudoLabel, TrainingRun
@@ -88,10 +88,10 @@ def test_mode_refuses_what_the_labels_cannot_support(tagged: int, masked: int, r
 
 
 def test_mode_override_is_accepted_when_labels_allow(studio: Studio, project: dict[str, Path]) -> None:
-    assert training.choose_mode(studio, "p").mode == "ssss_tags"
-    assert training.choose_mode(studio, "p", "wsss").mode == "wsss"
+    assert plan_training(studio, "p").mode == "ssss_tags"
+    assert plan_training(studio, "p", "wsss").mode == "wsss"
     with pytest.raises(UserError, match="no project"):
-        training.choose_mode(studio, "nope")
+        plan_training(studio, "nope")
 
 
 def test_train_predict_evaluate_publish_versions(studio: Studio, project: dict[str, Path]) -> None:
