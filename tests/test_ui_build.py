@@ -30,13 +30,12 @@ def test_build_without_launch_has_every_screen(studio: Studio) -> None:
     ids = _components(demo)
     for tab in ("projects", "import", "browse", "tag", "paint", "train", "review", "export"):
         assert f"tab-{tab}" in ids
-    editor = ids["editor"]
-    assert isinstance(editor, gr.ImageEditor)
-    assert editor.format == "png" and editor.image_mode == "RGBA"
-    assert editor.brush.color_mode == "fixed"
+    assert '<div id="painter">' in ids["painter-host"].value  # our canvas editor mounts there
+    assert {"paint-load", "paint-payload"} <= set(ids)
+    assert "window.slrPainter" in ui.page_head() and "payload" in ui.page_head()
     assert any(isinstance(b, gr.Timer) for b in demo.blocks.values())
     names = {fn.name for fn in demo.fns.values()}
-    assert {"start_training", "poll_training", "save_painting", "save_and_next", "start_export"} <= names
+    assert {"start_training", "poll_jobs", "save_painting", "save_and_next", "start_export"} <= names
 
 
 def test_training_defaults_come_from_the_environment(studio: Studio, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -112,8 +112,10 @@ def test_poll_draws_the_loss_curve_and_eta(studio: Studio, project: str, queued_
     assert "about 2 min left" in shown["train_status"]
     assert 'aria-valuenow="50"' in shown["train_progress"]
     # the chart is plain SVG, one drawn path per loss term, in the very tick that got the points
-    lines = re.findall(r'<path class="loss-line" data-term="(\w+)" d="M([\d.]+),([\d.]+) L([\d.]+),([\d.]+)"',
-                       shown["train_loss"])
+    lines = re.findall(
+        r'<path class="loss-line" data-term="(\w+)" d="M([\d.]+),([\d.]+) L([\d.]+),([\d.]+)"',
+        shown["train_loss"],
+    )
     assert sorted(term for term, *_ in lines) == ["cls", "total"]
     total = next(points for term, *points in lines if term == "total")
     assert float(total[1]) < float(total[3])  # the loss fell: the line goes down (larger y)
@@ -133,46 +135,86 @@ def test_train_refuses_bad_options(studio: Studio, project: str, queued_jobs: No
 
 def test_review_without_a_model_says_so(studio: Studio, project: str) -> None:
     image_id = image_ids(studio)["img0.png"]
-    _, picture, legend, title = handlers_review.load_review(studio, project, image_id, 0.5)
-    assert picture.shape == (30, 40, 3) and legend == ""
-    assert "no pseudo-label yet" in title
+    shown = handlers_review.show(studio, project, image_id, 0.5)
+    assert shown["picture"].shape == (30, 40, 3) and shown["legend"] == ""
+    assert "no pseudo-label yet" in shown["title"]
+
+
+def _rgb(color: str) -> tuple[int, ...]:
+    return tuple(int(color[i : i + 2], 16) for i in (1, 3, 5))
 
 
 def test_review_overlays_the_pseudo_label_with_a_legend(studio: Studio, project: str) -> None:
     publish_pseudo_labels(studio, {"img0.png": 0.8})
     image_id = image_ids(studio)["img0.png"]
-    _, picture, legend, title = handlers_review.load_review(studio, project, image_id, 1.0)
+    shown = handlers_review.show(studio, project, image_id, 1.0)
     info = labeling.get_project(studio, project)
-    assert tuple(picture[0, 0]) == tuple(int(info.classes[2].color[i : i + 2], 16) for i in (1, 3, 5))
-    assert tuple(picture[-1, 0]) == tuple(int(info.classes[1].color[i : i + 2], 16) for i in (1, 3, 5))
-    assert "dog" in legend and "cat" in legend and "80%" in legend
-    assert "model v1" in title and "0.80" in title
-    _, faint, _, _ = handlers_review.load_review(studio, project, image_id, 0.0)
-    assert not np.array_equal(faint, picture)
+    picture = shown["picture"]
+    assert tuple(picture[0, 0]) == _rgb(info.classes[2].color)
+    assert tuple(picture[-1, 0]) == _rgb(info.classes[1].color)
+    assert "dog" in shown["legend"] and "cat" in shown["legend"] and "80%" in shown["legend"]
+    assert "model v1" in shown["title"] and "0.80" in shown["title"]
+    # the opacity slider blends the cached picture again, reading nothing
+    faint = handlers_review.reblend(shown["cache"], 0.0)["picture"]
+    assert not np.array_equal(faint, picture) and faint.shape == picture.shape
+
+
+def test_background_is_not_painted_over_the_photo(studio: Studio, project: str) -> None:
+    image_id = image_ids(studio)["img0.png"]
+    with studio.Session.begin() as session:
+        from storage import runs as run_repo
+        from storage.labels import put_pseudo_label
+
+        run = run_repo.create_run(session, 1, mode="wsss", backbone="tiny", config={})
+        run_repo.mark_trained(session, run)
+        put_pseudo_label(
+            session, image_id, run.id, np.zeros((30, 40), np.uint8), np.full((30, 40), 0.9, np.float32)
+        )
+        run_repo.mark_published(session, run)
+    shown = handlers_review.show(studio, project, image_id, 1.0)
+    photo = handlers_review.show(studio, project, image_id, 0.0)["picture"]
+    np.testing.assert_array_equal(shown["picture"], photo)  # all background: the photo as it is
 
 
 def test_accept_turns_the_pseudo_label_into_a_mask(studio: Studio, project: str) -> None:
     publish_pseudo_labels(studio, {"img0.png": 0.8})
     image_id = image_ids(studio)["img0.png"]
-    assert "Accepted" in handlers_review.accept(studio, image_id)
+    shown = handlers_review.accept(studio, project, image_id, 0.5)
+    assert "Accepted" in shown["status"] and "accepted" in shown["title"]
     mask = labeling.get_mask(studio, image_id)
     assert (mask[:15] == 2).all() and (mask[15:] == 1).all() and not (mask == IGNORE_INDEX).any()
-    assert "accepted" in handlers_review.load_review(studio, project, image_id, 0.5)[3]
 
 
-def test_suggest_next_is_the_least_confident_image_without_mask(studio: Studio, project: str) -> None:
+def test_suggest_next_walks_the_confidence_order_instead_of_flipping(studio: Studio, project: str) -> None:
     publish_pseudo_labels(studio, {"img0.png": 0.9, "img1.png": 0.2, "img2.png": 0.4, "img3.png": 0.1})
     ids = image_ids(studio)
     labeling.save_mask(studio, ids["img3.png"], np.zeros((30, 40), np.uint8))
-    assert handlers_review.suggest_next(studio, project, None) == ids["img1.png"]
-    assert handlers_review.suggest_next(studio, project, ids["img1.png"]) == ids["img2.png"]
     # with no image chosen the review screen opens on the suggestion
-    assert handlers_review.load_review(studio, project, None, 0.5)[0] == ids["img1.png"]
+    first = handlers_review.show(studio, project, None, 0.5)["current_image"]
+    assert first == ids["img1.png"]
+    seen = [first]
+    for _ in range(3):
+        seen.append(handlers_review.show(studio, project, seen[-1], 0.5, move="suggest")["current_image"])
+    # the old code flipped img1 -> img2 -> img1 -> img2; now: every unmasked image, then around
+    assert seen == [ids["img1.png"], ids["img2.png"], ids["img0.png"], ids["img1.png"]]
+
+
+def test_review_previous_and_next_go_by_name(studio: Studio, project: str) -> None:
+    publish_pseudo_labels(studio, {"img0.png": 0.9, "img2.png": 0.4, "img4.png": 0.1})
+    ids = image_ids(studio)
+    assert (
+        handlers_review.show(studio, project, ids["img2.png"], 0.5, move="next")["current_image"]
+        == ids["img4.png"]
+    )
+    assert (
+        handlers_review.show(studio, project, ids["img0.png"], 0.5, move="previous")["current_image"]
+        == (ids["img4.png"])
+    )
 
 
 def test_correct_in_editor_opens_the_paint_tab_on_the_pseudo_label() -> None:
-    tabs, start, image_id = handlers_review.correct_in_editor(7)
-    assert tabs.selected == "paint" and start == START_PSEUDO and image_id == 7
+    shown = handlers_review.correct_in_editor(7)
+    assert shown["tab"].selected == "paint" and shown["start"] == START_PSEUDO and shown["current_image"] == 7
     with pytest.raises(gr.Error):
         handlers_review.correct_in_editor(None)
 
@@ -182,22 +224,26 @@ def test_correct_in_editor_opens_the_paint_tab_on_the_pseudo_label() -> None:
 
 def test_coco_export_gives_a_json_download(studio: Studio, project: str, immediate_jobs: None) -> None:
     labeling.save_mask(studio, image_ids(studio)["img0.png"], np.full((30, 40), 2, np.uint8))
-    status, _, download, job_id, seen = handlers_export.start_export(studio, "coco", project, "human")
-    assert "succeeded" in status and download.endswith(".json")
-    data = json.loads(Path(download).read_text())
+    shown = handlers_export.start_export(studio, "coco", project, "human")
+    dataset, results = shown["download"]
+    assert "succeeded" in shown["status"] and dataset.endswith(".json")
+    assert results == dataset[: -len(".json")] + "_results.json"  # the results file is offered too
+    data = json.loads(Path(dataset).read_text())
     assert [a["category_id"] for a in data["annotations"]] == [2]
-    assert handlers_export.poll_export(studio, job_id, seen)[2] == gr.skip()
+    assert isinstance(json.loads(Path(results).read_text()), list)
+    assert handlers_export.poll_export(studio, shown["job"], shown["seen"]) == {}
 
 
 def test_voc_export_is_zipped(studio: Studio, project: str, immediate_jobs: None) -> None:
     labeling.save_mask(studio, image_ids(studio)["img0.png"], np.full((30, 40), 1, np.uint8))
-    _, _, download, job_id, _ = handlers_export.start_export(studio, "voc", project, "best")
+    shown = handlers_export.start_export(studio, "voc", project, "best")
+    (download,), job_id = shown["download"], shown["job"]
     assert download.endswith(".zip")
     with zipfile.ZipFile(download) as zf:
         names = set(zf.namelist())
     assert {"img0.png", "classes.txt"} <= names
     # polling again after the zip exists hands out the same file
-    assert handlers_export.poll_export(studio, job_id, None)[2] == download
+    assert handlers_export.poll_export(studio, job_id, None)["download"] == [download]
 
 
 def test_export_needs_a_project(studio: Studio) -> None:
@@ -216,9 +262,8 @@ def test_timer_runs_only_while_a_followed_job_is_active(
     handlers_train.start_training(studio, project, "auto", "", None, None)
     assert handlers_jobs.follow_jobs(studio, project, [], None).active is True
     outputs = handlers_jobs.poll_jobs(studio, project, None, [], None, None, None)
-    assert len(outputs) == 14
-    assert "queued" in outputs[0] and "**5** images" in outputs[5]
-    assert outputs[6] == gr.skip() and outputs[10] == gr.skip()  # no import, no export followed
-    assert outputs[-1].active is True
+    assert "queued" in outputs["train_status"] and "**5** images" in outputs["summary"]
+    assert "import_status" not in outputs and "export_status" not in outputs  # none followed
+    assert outputs["timer"].active is True
     handlers_train.cancel_training(studio, project)
-    assert handlers_jobs.poll_jobs(studio, project, None, [], None, None, None)[-1].active is False
+    assert handlers_jobs.poll_jobs(studio, project, None, [], None, None, None)["timer"].active is False
