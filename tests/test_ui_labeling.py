@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +19,10 @@ from app import (
     handlers_projects,
     handlers_tag,
 )
+from app.paint import data_url
 from jobs import queue
 from services import labeling
 from services.context import Studio
-from storage.label_maps import hex_to_rgb
 from storage.models import IGNORE_INDEX
 from tests.ui_support import PROJECT, image_ids, make_project, publish_pseudo_labels, write_images
 
@@ -51,10 +52,13 @@ def test_class_lines_parse_names_and_optional_colours() -> None:
 
 
 def test_create_project_selects_it_and_shows_its_classes(studio: Studio) -> None:
-    chooser, status = handlers_projects.create_project(studio, "birds", "robin #ff0000\ncrow", True)
+    created = handlers_projects.create_project(studio, "birds", "robin #ff0000\ncrow", True)
+    chooser, status = created["project"], created["status"]
     assert chooser["value"] == "birds" and chooser["choices"] == ["birds"]
     assert "3 classes" in status
-    text, swatches, summary = handlers_projects.show_project(studio, "birds")
+    shown = handlers_projects.show_project(studio, "birds")
+    text, swatches, summary = shown["classes_text"], shown["swatches"], shown["summary"]
+    assert "crow #803e75" in text  # a bright default, not the dark VOC colour
     assert text.splitlines()[0].startswith("background ")
     assert "robin #ff0000" in text
     assert "unknown" in swatches and "#ff0000" in swatches
@@ -68,9 +72,10 @@ def test_duplicate_project_is_a_visible_error(studio: Studio) -> None:
 
 
 def test_save_classes_recolours_and_adds(studio: Studio, project: str) -> None:
-    text, _, status = handlers_projects.save_classes(
+    saved = handlers_projects.save_classes(
         studio, project, "background #000000\ncat #123456\ndog\nbird #abcdef"
     )
+    text, status = saved["classes_text"], saved["status"]
     info = labeling.get_project(studio, project)
     assert [(c.name, c.index) for c in info.classes] == [
         ("background", 0),
@@ -85,8 +90,13 @@ def test_save_classes_recolours_and_adds(studio: Studio, project: str) -> None:
 def test_load_projects_keeps_the_current_choice(studio: Studio) -> None:
     for name in ("a", "b"):
         handlers_projects.create_project(studio, name, "x", True)
-    assert handlers_projects.load_projects(studio, "b")[0]["value"] == "b"
-    assert handlers_projects.load_projects(studio, "gone")[0]["value"] == "a"
+    assert handlers_projects.load_projects(studio, "b")["project"]["value"] == "b"
+    assert handlers_projects.load_projects(studio, "gone")["project"]["value"] == "a"
+    # after a reload the page asks for the project and tab it had: the tab comes back too
+    restored = handlers_projects.load_projects(studio, "b", "train")
+    assert restored["tabs"].selected == "train" and "tabs" not in handlers_projects.load_projects(
+        studio, "b", "x"
+    )
 
 
 # --- import ------------------------------------------------------------------------------------
@@ -140,17 +150,20 @@ def test_gallery_pages_show_cached_thumbnails_not_full_images(
 ) -> None:
     make_project(studio, tmp_path, count=5, size=(600, 900))
     monkeypatch.setattr(handlers_browse, "PAGE_SIZE", 2)
-    tiles, ids, label, page, filters = handlers_browse.show_page(studio, PROJECT, "all", 2)
+    shown = handlers_browse.show_page(studio, PROJECT, "all", 2)
+    tiles, ids, label, page, filters = (
+        shown[k] for k in ("gallery", "page_ids", "page_label", "page", "filter")
+    )
     assert (len(tiles), page) == (1, 2) and "page 3/3" in label
     path, caption = tiles[0]
     assert Path(path).is_relative_to(studio.images.thumbs_dir)
     with PILImage.open(path) as thumb:
         assert max(thumb.size) <= 256
-    assert caption.startswith("img4.png")
+    assert caption.endswith("img4.png") and "unlabelled" in caption
     assert ids == [image_ids(studio)["img4.png"]]
     assert ("Untagged (5)", "untagged") in filters["choices"]
     # past the end: clamped to the last page
-    assert handlers_browse.show_page(studio, PROJECT, "all", 9)[3] == 2
+    assert handlers_browse.show_page(studio, PROJECT, "all", 9)["page"] == 2
 
 
 def test_gallery_filters_and_captions_follow_labels(studio: Studio, project: str) -> None:
@@ -158,13 +171,17 @@ def test_gallery_filters_and_captions_follow_labels(studio: Studio, project: str
     cat = labeling.get_project(studio, project).classes[1].id
     labeling.set_image_tags(studio, ids["img1.png"], [cat])
     publish_pseudo_labels(studio, {"img1.png": 0.3, "img3.png": 0.9})
-    tiles, page_ids, *_ = handlers_browse.show_page(studio, project, "tagged", 0)
-    assert page_ids == [ids["img1.png"]]
-    assert "tags: cat" in tiles[0][1] and "conf 0.30" in tiles[0][1]
-    _, low_ids, *_ = handlers_browse.show_page(studio, project, "low_confidence", 0)
-    assert low_ids == [ids["img1.png"]]
-    _, none_ids, label, *_ = handlers_browse.show_page(studio, project, "has_mask", 0)
-    assert none_ids == [] and "No image" in label
+    labeling.save_mask(studio, ids["img3.png"], np.zeros((30, 40), np.uint8))
+    tagged = handlers_browse.show_page(studio, project, "tagged", 0)
+    assert tagged["page_ids"] == [ids["img1.png"]]
+    assert tagged["gallery"][0][1] == "🏷 1 ◐ 0.30 · img1.png"  # per-image status on the tile
+    assert (
+        handlers_browse.show_page(studio, project, "has_mask", 0)["gallery"][0][1]
+        == "▣ mask ◐ 0.90 · img3.png"
+    )
+    assert handlers_browse.show_page(studio, project, "low_confidence", 0)["page_ids"] == [ids["img1.png"]]
+    empty = handlers_browse.show_page(studio, project, "untagged", 9)
+    assert len(empty["page_ids"]) == 4
 
 
 def test_clicking_a_tile_chooses_its_image(studio: Studio, project: str) -> None:
@@ -178,66 +195,90 @@ def test_clicking_a_tile_chooses_its_image(studio: Studio, project: str) -> None
 
 
 def test_tag_view_starts_at_the_first_untagged_image_without_background(studio: Studio, project: str) -> None:
-    image_id, picture, title, boxes = handlers_tag.load_tag_view(studio, project, None)
-    assert image_id == image_ids(studio)["img0.png"]
-    assert Path(picture).is_file() and "not tagged" in title
-    assert [name for name, _ in boxes["choices"]] == ["cat", "dog"]
-    assert boxes["value"] == []
+    shown = handlers_tag.show(studio, project, None)
+    assert shown["current_image"] == image_ids(studio)["img0.png"]
+    assert Path(shown["picture"]).is_file() and "not tagged" in shown["title"]
+    # keys 1-9 are shown on the boxes
+    assert [name for name, _ in shown["classes"]["choices"]] == ["1 · cat", "2 · dog"]
+    assert shown["classes"]["value"] == []
 
 
 def test_save_and_next_stores_tags_and_moves_on(studio: Studio, project: str) -> None:
     ids = image_ids(studio)
     dog = labeling.get_project(studio, project).classes[2].id
-    image_id, _, _title, boxes, status = handlers_tag.save_and_next(studio, project, ids["img0.png"], [dog])
+    shown = handlers_tag.save(studio, project, ids["img0.png"], [dog], [], move="next_untagged")
     assert labeling.get_image_tags(studio, ids["img0.png"]) == [dog]
-    assert image_id == ids["img1.png"] and boxes["value"] == []
-    assert "1 tag" in status
+    assert shown["current_image"] == ids["img1.png"] and shown["classes"]["value"] == []
+    assert "1 tag" in shown["status"]
+
+    def moved(name: str, move: str) -> int:
+        return handlers_tag.show(studio, project, ids[name], move)["current_image"]
+
     # skipping img1 leads to img2; from the last untagged image it wraps around
-    assert handlers_tag.next_untagged(studio, project, ids["img1.png"])[0] == ids["img2.png"]
-    assert handlers_tag.next_untagged(studio, project, ids["img4.png"])[0] == ids["img1.png"]
+    assert moved("img1.png", "next_untagged") == ids["img2.png"]
+    assert moved("img4.png", "next_untagged") == ids["img1.png"]
+    # previous goes back by name, whatever the tags
+    assert moved("img1.png", "previous") == ids["img0.png"]
 
 
-def test_saving_no_tags_untags(studio: Studio, project: str) -> None:
+def test_an_image_saved_with_no_tags_is_not_offered_again(studio: Studio, project: str) -> None:
     ids = image_ids(studio)
     cat = labeling.get_project(studio, project).classes[1].id
-    handlers_tag.save_tags(studio, ids["img0.png"], [cat])
-    assert "untagged" in handlers_tag.save_tags(studio, ids["img0.png"], [])
+    for name in ("img1.png", "img2.png", "img3.png"):
+        labeling.set_image_tags(studio, ids[name], [cat])
+    # img0 and img4 untagged: saving img0 with nothing checked moves to img4, and from img4 with a
+    # tag the old code came back to img0 for ever
+    shown = handlers_tag.save(studio, project, ids["img0.png"], [], [], move="next_untagged")
+    assert "untagged" in shown["status"] and shown["current_image"] == ids["img4.png"]
+    assert shown["skipped"] == [ids["img0.png"]]
+    last = handlers_tag.save(studio, project, ids["img4.png"], [cat], shown["skipped"], move="next_untagged")
+    assert "Every other image is tagged" in last["status"]
     assert labeling.get_image_tags(studio, ids["img0.png"]) == []
 
 
 # --- paint -------------------------------------------------------------------------------------
 
 
-def _stroke(editor_update: dict, rows: slice, cols: slice, color: str) -> dict:
-    """The editor value after painting a rectangle in ``color`` on its (one) layer."""
-    h, w = editor_update["value"]["background"].shape[:2]
-    layer = np.zeros((h, w, 4), np.uint8)
-    layer[rows, cols] = (*hex_to_rgb(color), 255)
-    return {"background": editor_update["value"]["background"], "layers": [layer], "composite": None}
+def _save(*args: object) -> dict:
+    return handlers_paint.save_painting(*args)
 
 
-def test_editor_brushes_are_the_class_colours(studio: Studio, project: str) -> None:
-    editor, legend, title, session = handlers_paint.load_editor(studio, project, None, None)
-    brush = editor["brush"]
+def _sent(opened: dict, rows: slice, cols: slice, value: int) -> str:
+    """What the editor's Save sends after painting a rectangle with class ``value``."""
+    doc = json.loads(opened["load"])
+    labels = np.zeros((doc["height"], doc["width"]), np.uint8)
+    painted = np.zeros_like(labels, dtype=bool)
+    labels[rows, cols], painted[rows, cols] = value, True
+    rgba = np.zeros((*labels.shape, 4), np.uint8)
+    rgba[..., 0], rgba[..., 1], rgba[..., 3] = labels, np.where(painted, 255, 0), 255
+    return json.dumps(
+        {"token": doc["token"], "image_id": doc["image_id"], "version": doc["version"], "png": data_url(rgba)}
+    )
+
+
+def test_editor_opens_with_the_palette_and_resets_per_image_options(studio: Studio, project: str) -> None:
+    opened = handlers_paint.load_editor(studio, project, None, None)
+    doc = json.loads(opened["load"])
     info = labeling.get_project(studio, project)
-    assert brush.color_mode == "fixed"
-    assert brush.colors[:3] == [c.color for c in info.classes] and len(brush.colors) == 4
-    assert brush.default_color == info.classes[1].color  # the first non-background class
-    assert "unknown" in legend and "starting from nothing" in title
-    assert session["image_id"] == image_ids(studio)["img0.png"]
+    assert [c["color"] for c in doc["classes"][:3]] == [c.color for c in info.classes]
+    assert [c["key"] for c in doc["classes"]] == ["1", "2", "3", "u"]
+    assert doc["background"] == 0 and doc["superpixels"].startswith("data:image/png")
+    assert "starting from nothing" in opened["title"]
+    assert opened["session"]["image_id"] == image_ids(studio)["img0.png"] == doc["image_id"]
+    assert opened["rest_background"] is False  # "unpainted pixels are background" starts unticked
 
 
 def test_painted_stroke_is_stored_as_mask_pixels(studio: Studio, project: str) -> None:
     image_id = image_ids(studio)["img2.png"]
-    editor, _, _, session = handlers_paint.load_editor(studio, project, image_id, handlers_paint.START_EMPTY)
-    dog = labeling.get_project(studio, project).classes[2].color
-    value = _stroke(editor, slice(5, 10), slice(0, 40), dog)
-    status = handlers_paint.save_painting(studio, project, session, value, False)
+    opened = handlers_paint.load_editor(studio, project, image_id, handlers_paint.START_EMPTY)
+    sent = _sent(opened, slice(5, 10), slice(0, 40), 2)
+    saved = _save(studio, project, opened["session"], sent, False)
     mask = labeling.get_mask(studio, image_id)
     assert (mask[5:10] == 2).all()
     assert (mask[:5] == IGNORE_INDEX).all() and (mask[10:] == IGNORE_INDEX).all()
-    assert "16.7%" in status and "unknown" in status
-    handlers_paint.save_painting(studio, project, session, value, True)
+    assert "16.7%" in saved["status"] and "unknown" in saved["status"]
+    # saving again from the same page is fine: the session took the new version
+    _save(studio, project, saved["session"], sent, True)
     mask = labeling.get_mask(studio, image_id)
     assert (mask[5:10] == 2).all() and (mask[10:] == 0).all()
 
@@ -246,29 +287,19 @@ def test_saving_twice_applies_the_painting_to_the_same_start(studio: Studio, pro
     image_id = image_ids(studio)["img0.png"]
     start = np.full((30, 40), 1, np.uint8)
     labeling.save_mask(studio, image_id, start)
-    editor, _, _, session = handlers_paint.load_editor(studio, project, image_id, handlers_paint.START_MASK)
-    dog = labeling.get_project(studio, project).classes[2].color
-    handlers_paint.save_painting(
-        studio, project, session, _stroke(editor, slice(0, 10), slice(0, 40), dog), False
-    )
+    opened = handlers_paint.load_editor(studio, project, image_id, handlers_paint.START_MASK)
+    saved = _save(studio, project, opened["session"], _sent(opened, slice(0, 10), slice(0, 40), 2), False)
     # the user erases the stroke and saves again: the pixels go back to the starting mask
-    handlers_paint.save_painting(
-        studio, project, session, _stroke(editor, slice(0, 0), slice(0, 0), dog), False
-    )
+    _save(studio, project, saved["session"], _sent(opened, slice(0, 0), slice(0, 0), 2), False)
     np.testing.assert_array_equal(labeling.get_mask(studio, image_id), start)
 
 
 def test_correcting_a_pseudo_label_starts_from_it(studio: Studio, project: str) -> None:
     image_id = image_ids(studio)["img1.png"]
     publish_pseudo_labels(studio, {"img1.png": 0.6})
-    editor, _, title, session = handlers_paint.load_editor(
-        studio, project, image_id, handlers_paint.START_PSEUDO
-    )
-    assert "pseudo-label" in title
-    cat = labeling.get_project(studio, project).classes[1].color
-    handlers_paint.save_painting(
-        studio, project, session, _stroke(editor, slice(0, 5), slice(0, 40), cat), False
-    )
+    opened = handlers_paint.load_editor(studio, project, image_id, handlers_paint.START_PSEUDO)
+    assert "pseudo-label" in opened["title"]
+    _save(studio, project, opened["session"], _sent(opened, slice(0, 5), slice(0, 40), 1), False)
     mask = labeling.get_mask(studio, image_id)
     assert (mask[:5] == 1).all() and (mask[5:15] == 2).all() and (mask[15:] == 1).all()
 
@@ -276,13 +307,10 @@ def test_correcting_a_pseudo_label_starts_from_it(studio: Studio, project: str) 
 def test_large_image_is_painted_downscaled_and_saved_full_size(studio: Studio, tmp_path: Path) -> None:
     make_project(studio, tmp_path, count=1, size=(1536, 2048))
     image_id = image_ids(studio)["img0.png"]
-    editor, _, title, session = handlers_paint.load_editor(studio, PROJECT, image_id, None)
-    assert editor["value"]["background"].shape == (768, 1024, 3)
-    assert "saved at full size" in title
-    cat = labeling.get_project(studio, PROJECT).classes[1].color
-    handlers_paint.save_painting(
-        studio, PROJECT, session, _stroke(editor, slice(100, 110), slice(0, 512), cat), False
-    )
+    opened = handlers_paint.load_editor(studio, PROJECT, image_id, None)
+    doc = json.loads(opened["load"])
+    assert (doc["height"], doc["width"]) == (768, 1024) and "saved at full size" in opened["title"]
+    _save(studio, PROJECT, opened["session"], _sent(opened, slice(100, 110), slice(0, 512), 1), False)
     mask = labeling.get_mask(studio, image_id)
     assert mask.shape == (1536, 2048)
     rows, cols = np.nonzero(mask == 1)
@@ -290,22 +318,62 @@ def test_large_image_is_painted_downscaled_and_saved_full_size(studio: Studio, t
 
 
 def test_saving_with_nothing_painted_is_a_visible_error(studio: Studio, project: str) -> None:
-    editor, _, _, session = handlers_paint.load_editor(studio, project, None, handlers_paint.START_EMPTY)
-    empty = {"background": editor["value"]["background"], "layers": [], "composite": None}
+    opened = handlers_paint.load_editor(studio, project, None, handlers_paint.START_EMPTY)
     with pytest.raises(gr.Error, match="labels no pixel"):
-        handlers_paint.save_painting(studio, project, session, empty, False)
+        _save(studio, project, opened["session"], _sent(opened, slice(0, 0), slice(0, 0), 1), False)
+
+
+def test_a_save_while_the_editor_loads_or_shows_another_image_is_refused(
+    studio: Studio, project: str
+) -> None:
+    ids = image_ids(studio)
+    first = handlers_paint.load_editor(studio, project, ids["img0.png"], None)
+    second = handlers_paint.load_editor(studio, project, ids["img1.png"], None)
+    loading = json.dumps({"loading": True, "token": "x"})
+    with pytest.raises(gr.Error, match="still loading"):
+        _save(studio, project, second["session"], loading, True)
+    # the canvas still holds img0 while the page's session is already img1's (the old trap)
+    with pytest.raises(gr.Error, match="another image"):
+        _save(studio, project, second["session"], _sent(first, slice(0, 5), slice(0, 5), 1), True)
+    assert (
+        labeling.get_mask(studio, ids["img0.png"]) is None
+        and labeling.get_mask(studio, ids["img1.png"]) is None
+    )
+
+
+def test_two_pages_painting_one_image_the_later_save_is_refused(studio: Studio, project: str) -> None:
+    image_id = image_ids(studio)["img0.png"]
+    page_a = handlers_paint.load_editor(studio, project, image_id, None)
+    page_b = handlers_paint.load_editor(studio, project, image_id, None)
+    _save(studio, project, page_b["session"], _sent(page_b, slice(0, 5), slice(0, 40), 2), False)
+    with pytest.raises(gr.Error, match="changed since you opened it"):
+        _save(studio, project, page_a["session"], _sent(page_a, slice(5, 9), slice(0, 40), 1), False)
+    mask = labeling.get_mask(studio, image_id)
+    assert (mask[:5] == 2).all() and (mask[5:] == IGNORE_INDEX).all()  # page b's save stands
+
+
+def test_clear_mask_deletes_it_and_reopens_the_image_empty(studio: Studio, project: str) -> None:
+    image_id = image_ids(studio)["img0.png"]
+    labeling.save_mask(studio, image_id, np.ones((30, 40), np.uint8))
+    opened = handlers_paint.load_editor(studio, project, image_id, None)
+    cleared = handlers_paint.clear_mask(studio, project, opened["session"])
+    assert "Deleted" in cleared["status"] and labeling.get_mask(studio, image_id) is None
+    assert json.loads(cleared["load"])["labels"] is None
 
 
 def test_next_without_mask_skips_masked_images(studio: Studio, project: str) -> None:
     ids = image_ids(studio)
     labeling.save_mask(studio, ids["img1.png"], np.zeros((30, 40), np.uint8))
-    assert handlers_paint.next_without_mask(studio, project, ids["img0.png"]) == ids["img2.png"]
+    assert (
+        handlers_paint.next_without_mask(studio, project, ids["img0.png"])["current_image"] == ids["img2.png"]
+    )
 
 
 def test_returning_to_the_paint_tab_keeps_unsaved_strokes(studio: Studio, project: str) -> None:
     image_id = image_ids(studio)["img0.png"]
-    _, _, _, session = handlers_paint.load_editor(studio, project, image_id, None)
-    kept = handlers_paint.open_editor(studio, project, image_id, None, session)
-    assert kept[:3] == (gr.skip(),) * 3 and kept[3] is session
-    other = handlers_paint.open_editor(studio, project, image_ids(studio)["img1.png"], None, session)
-    assert other[3]["image_id"] == image_ids(studio)["img1.png"]
+    opened = handlers_paint.load_editor(studio, project, image_id, None)
+    assert handlers_paint.open_editor(studio, project, image_id, None, opened["session"]) == {}
+    other = handlers_paint.open_editor(
+        studio, project, image_ids(studio)["img1.png"], None, opened["session"]
+    )
+    assert other["session"]["image_id"] == image_ids(studio)["img1.png"]
