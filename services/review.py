@@ -69,6 +69,23 @@ def _pseudo_view(session: Session, image: Image) -> PseudoLabelView | None:
     )
 
 
+@dataclass(frozen=True)
+class ProjectOverview:
+    counts: dict[str, int]  # images per ImageFilter value
+    model: ModelInfo | None
+
+
+def project_overview(studio: Studio, project: str) -> ProjectOverview:
+    """The project's image counts per filter and its current model, in one transaction."""
+    with studio.Session.begin() as session:
+        row = resolve_project(session, project)
+        run = run_repo.latest_published_run(session, row.id)
+        model = None if run is None else ModelInfo(
+            run.id, run.version, run.mode, run.backbone, dict(run.metrics or {})
+        )
+        return ProjectOverview(image_repo.image_counts(session, row.id), model)
+
+
 def pseudo_label(studio: Studio, image_id: int) -> PseudoLabelView | None:
     """The image's pseudo-label from its project's current model, or None."""
     with studio.Session.begin() as session:
