@@ -100,7 +100,9 @@ def loss_svg(job: JobView | None) -> str:
         return f"{px:.1f},{py:.1f}"
 
     paths, legend = [], []
-    for k, (term, rows) in enumerate(frame.groupby("term", sort=False)):
+    groups = list(frame.groupby("term", sort=False))
+    spacing = width / max(1, len(groups))
+    for k, (term, rows) in enumerate(groups):
         color = CHART_COLORS[k % len(CHART_COLORS)]
         points = [point(x, y) for x, y in zip(rows["x"], rows["loss"], strict=True)]
         d = "M" + " L".join(points) if len(points) > 1 else f"M{points[0]} l1,0"
@@ -109,7 +111,7 @@ def loss_svg(job: JobView | None) -> str:
             f'stroke="{color}" stroke-width="2"/>'
         )
         legend.append(
-            f'<text x="{CHART_PAD + 8 + 120 * k}" y="16" fill="{color}" font-size="12">'
+            f'<text x="{CHART_PAD + 8 + spacing * k:.0f}" y="16" fill="{color}" font-size="11">'
             f"■ {html.escape(str(term))}</text>"
         )
     left, right, top, bottom = CHART_PAD, CHART_PAD + width, CHART_PAD, CHART_PAD + height
