@@ -225,3 +225,15 @@ def test_a_truncated_checkpoint_restarts_the_run_with_a_message(
     [(run_id, status, _)] = _runs(tagged)
     assert (run_id, status) == (1, "trained")
     assert checkpoint.with_name(checkpoint.name + ".unreadable").is_file()
+
+
+def test_predicting_with_a_truncated_checkpoint_is_one_line(
+    tagged: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert launch.main(["train", *tagged, *TRAIN]) == 0
+    with _studio(tagged) as studio, studio.Session() as session:
+        checkpoint = studio.data_dir / str(session.get(TrainingRun, 1).checkpoint_path)
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    capsys.readouterr()
+    assert launch.main(["predict", *tagged, "--device", "cpu"]) == 2
+    assert "cannot be read" in _one_line_error(capsys)
