@@ -30,11 +30,14 @@ class CamNet(nn.Module):
 
 
 def train_cam(samples: Sequence[Sample], num_classes: int, *, epochs: int, image_size: int,
-              batch_size: int = 8, lr: float = 0.005, seed: int = 0) -> tuple[CamNet, float]:
-    """Train on tagged samples (class 0 = background, not predicted); returns (model, images/s)."""
+              batch_size: int = 8, lr: float = 0.005, seed: int = 0,
+              has_background: bool = True) -> tuple[CamNet, float]:
+    """Train on tagged samples (with a background class, class 0 is not predicted); returns
+    (model, images/s)."""
     torch.manual_seed(seed)
-    model = CamNet(num_classes - 1)
-    data = TrainSet(samples, num_classes, Augmentation(size=image_size), has_background=True)
+    fg = 1 if has_background else 0
+    model = CamNet(num_classes - fg)
+    data = TrainSet(samples, num_classes, Augmentation(size=image_size), has_background=has_background)
     groups = [{"params": model.backbone.parameters(), "lr": lr},
               {"params": model.classifier.parameters(), "lr": 10 * lr}]
     opt = torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
@@ -47,7 +50,7 @@ def train_cam(samples: Sequence[Sample], num_classes: int, *, epochs: int, image
         loader = DataLoader(data, batch_size=batch_size, drop_last=True, sampler=sampler)
         for batch in loader:
             logits, _ = model(batch["image"])
-            loss = F.multilabel_soft_margin_loss(logits, batch["tags"][:, 1:])
+            loss = F.multilabel_soft_margin_loss(logits, batch["tags"][:, fg:])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -57,8 +60,10 @@ def train_cam(samples: Sequence[Sample], num_classes: int, *, epochs: int, image
 
 
 @torch.no_grad()
-def normalised_cams(model: CamNet, image: np.ndarray, tags: np.ndarray, size: int) -> torch.Tensor:
-    """(K-1, H, W): CAMs (image + flip) scaled to max 1 per class, zero for untagged classes."""
+def normalised_cams(model: CamNet, image: np.ndarray, tags: np.ndarray, size: int,
+                    has_background: bool = True) -> torch.Tensor:
+    """(K-1, H, W) (K without a background class): CAMs (image + flip) scaled to max 1 per class,
+    zero for untagged classes."""
     pixels = image_to_tensor(image)[None].float()
     h, w = pixels.shape[-2:]
     factor = size / max(h, w)
@@ -68,7 +73,8 @@ def normalised_cams(model: CamNet, image: np.ndarray, tags: np.ndarray, size: in
     cams = F.relu(cams[0] + cams[1].flip(-1))
     cams = F.interpolate(cams[None], size=(h, w), mode="bilinear", align_corners=False)[0]
     cams = cams / cams.flatten(1).amax(1).clamp_min(1e-5)[:, None, None]
-    return cams * torch.as_tensor(tags[1:] > 0, dtype=cams.dtype)[:, None, None]
+    fg = 1 if has_background else 0
+    return cams * torch.as_tensor(tags[fg:] > 0, dtype=cams.dtype)[:, None, None]
 
 
 def cam_label_map(cams: torch.Tensor, threshold: float) -> np.ndarray:

@@ -302,7 +302,8 @@ def _warm_start_weights(studio: Studio, data: _ProjectLabels,
         return None
     architecture = {k: v for k, v in asdict(model_config).items() if k not in ("pretrained", "mode")}
     theirs = {k: v for k, v in state["model_config"].items() if k in architecture}
-    if list(state["class_names"]) != data.class_names or json.loads(json.dumps(architecture)) != theirs:
+    if list(state["class_names"]) != data.class_names \
+            or json.loads(json.dumps(architecture)) != json.loads(json.dumps(theirs)):
         return None
     return state["model"], version
 

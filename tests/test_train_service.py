@@ -200,3 +200,31 @@ def test_run_repository_versions_and_current(studio: Studio, project: dict[str, 
         run_repo.mark_ended(session, c, "interrupted", "worker died")
         assert run_repo.latest_resumable_run(session, pid).id == c.id
         assert c.metrics["error"] == "worker died" and c.version is None
+
+
+def test_cpu_default_sizes_the_run_to_the_budget_and_reports_the_plan_first(
+        studio: Studio, project: dict[str, Path]) -> None:
+    reports: list[tuple[float, str, dict]] = []
+    options = {k: v for k, v in FAST.items() if k != "epochs"}
+    result = training.train(studio, "p", budget_s=3600, progress=lambda f, m, x: reports.append((f, m, x)),
+                            **options)
+    plan = result.metrics["plan"]
+    assert reports[0][1].startswith("plan: ") and reports[0][2]["plan"] == plan  # before any step
+    assert plan["seconds_per_image"] > 0 and plan["images_per_epoch"] == 6
+    assert result.epochs == plan["epochs"] == 30  # an hour fits the cap of 30 epochs of 6 images
+    assert (studio.data_dir / training.THROUGHPUT_FILE).is_file()
+    tiny = training.train(studio, "p", budget_s=1e-3, warm_start=False, **options)
+    assert tiny.epochs == 1  # nothing fits: one epoch, never zero
+
+
+def test_warm_start_continues_from_the_current_model_without_warm_up(
+        studio: Studio, project: dict[str, Path]) -> None:
+    first = training.train(studio, "p", **FAST)
+    with pytest.raises(UserError, match="no current model"):
+        training.train(studio, "p", warm_start=True, **FAST)  # trained, not yet published
+    training.predict(studio, "p", run_id=first.run_id, device="cpu")
+    again = training.train(studio, "p", **FAST)  # default: warm start when a model is current
+    assert again.metrics["plan"]["warm_start_from_version"] == first.version
+    assert runs(studio)[-1].config["train"]["warmup_epochs"] == 0
+    fresh = training.train(studio, "p", warm_start=False, **FAST)
+    assert "warm_start_from_version" not in fresh.metrics["plan"]
