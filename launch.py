@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-resume", action="store_true", help="start afresh, do not resume an interrupted run")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="training budget in minutes (CPU, no --epochs; default 4, 2 when continuing)")
+    p.add_argument("--fresh", action="store_true",
+                   help="do not continue from the current model (default: continue when it matches)")
 
     p = sub.add_parser("predict", help="write pseudo-labels for every image with the latest model")
     _add_common(p)
@@ -157,6 +161,18 @@ def _tqdm_progress(bar: Any) -> Callable[[float, str, dict], None]:
     return progress
 
 
+def _plan_printer(progress: Callable[[float, str, dict], None],
+                  write: Callable[[str], None] | None) -> Callable[[float, str, dict], None]:
+    """``progress``, and the service's measured plan written as its own line when it arrives."""
+
+    def report(fraction: float, message: str, metrics: dict) -> None:
+        if write is not None and "plan" in (metrics or {}):
+            write(message)
+        progress(fraction, message, metrics)
+
+    return report
+
+
 def import_(args: argparse.Namespace) -> int:
     """``import PATH [--classes F] [--tags CSV] [--masks DIR] [--coco JSON]``: one summary line."""
     from services.context import Studio
@@ -180,20 +196,30 @@ def import_(args: argparse.Namespace) -> int:
 
 
 def train(args: argparse.Namespace) -> int:
-    """``train [--mode M] [--backbone B] [--epochs N] [--image-size S] [--device D] [--seed N]``.
+    """``train [--mode M] [--backbone B] [--epochs N] [--image-size S] [--device D] [--seed N]
+    [--minutes M] [--fresh]``: prints the plan (epochs, image size, estimated time) first.
 
     Under ``torchrun --nproc_per_node N launch.py train ...`` every rank trains (DDP); rank 0 prints.
     """
     from services.context import Studio
+    from services.train_plan import preview_training
     from services.training import train as train_service
 
+    if args.minutes is not None and args.minutes <= 0:
+        raise UserError("--minutes must be positive")
     main_rank = int(os.environ.get("RANK", "0")) == 0
-    with Studio.open(args.data) as studio, _progress_bar(disable=None if main_rank else True) as bar:
-        result = train_service(
-            studio, args.project, mode=args.mode, backbone=args.backbone, epochs=args.epochs,
-            image_size=args.image_size, device=args.device, seed=args.seed, resume=not args.no_resume,
-            progress=_tqdm_progress(bar),
-        )
+    options = {"backbone": args.backbone, "epochs": args.epochs, "image_size": args.image_size,
+               "device": args.device, "budget_s": args.minutes * 60 if args.minutes else None,
+               "warm_start": False if args.fresh else None}
+    with Studio.open(args.data) as studio:
+        preview = preview_training(studio, args.project, args.mode, **options)
+        if main_rank:
+            print(preview.summary(), flush=True)
+        with _progress_bar(disable=None if main_rank else True) as bar:
+            result = train_service(
+                studio, args.project, mode=args.mode, seed=args.seed, resume=not args.no_resume,
+                progress=_plan_printer(_tqdm_progress(bar), bar.write if main_rank else None), **options,
+            )
     if main_rank:
         resumed = f", resumed after epoch {result.resumed_from_epoch}" if result.resumed_from_epoch else ""
         print(f"mode {result.mode}: {result.reason}")

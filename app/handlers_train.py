@@ -12,7 +12,7 @@ from app.handlers_projects import project_summary
 from app.job_display import job_signature, job_status_markdown, loss_svg, progress_html
 from jobs import submit
 from jobs.views import JobView, list_jobs
-from services import train_plan
+from services import review, train_plan
 from services.context import Studio
 from services.errors import UserError
 
@@ -28,15 +28,56 @@ def latest_model_job(studio: Studio, project: str | None) -> JobView | None:
     return next((j for j in list_jobs(studio, project, limit=20) if j.kind in MODEL_KINDS), None)
 
 
-def plan_markdown(studio: Studio, project: str | None, mode: str) -> str:
-    """What pressing the button will do: the mode and the reason, or why it cannot train yet."""
+def plan_markdown(
+    studio: Studio,
+    project: str | None,
+    mode: str,
+    backbone: str | None = None,
+    epochs: float | None = None,
+    image_size: float | None = None,
+    device: str | None = None,
+    minutes: float | None = None,
+    continue_model: bool = True,
+) -> str:
+    """What pressing the button will do: the mode and the reason, the planned epochs, image size
+    and estimated duration, or why it cannot train yet."""
     if not project:
         return "Choose a project first."
     try:
-        plan = train_plan.plan_training(studio, project, mode or "auto")
+        options = _train_options(backbone, epochs, image_size, device, minutes, continue_model)
+        preview = train_plan.preview_training(studio, project, mode or "auto", **options)
     except UserError as exc:
         return f"⚠ {exc}"
-    return f"Will train in **{plan.mode}** mode: {plan.reason}."
+    return f"Will train in **{preview.mode}** mode: {preview.reason}.\n\n{_preview_text(preview)}"
+
+
+def _preview_text(p: train_plan.TrainPreview) -> str:
+    text = f"Plan: **{p.epochs} epoch(s)** of {p.images_per_epoch} images at **{p.image_size} px**"
+    if p.estimated_s is None:
+        text += f" on {p.device}; the duration is measured when it starts"
+    else:
+        how = {"measured": "measured", "scaled": "from a measured speed", "guessed": "a first guess"}
+        text += (f", about **{train_plan.minutes(p.estimated_s)}** of training "
+                 f"({p.images_per_s:.1f} images/s, {how.get(p.speed_source, p.speed_source)})")
+    text += f", then about {train_plan.minutes(p.predict_s)} to label all {p.predict_images} images."
+    if p.warm_start_from is not None:
+        text += f" Continues from model v{p.warm_start_from}."
+    return text
+
+
+def _train_options(backbone: str | None, epochs: float | None, image_size: float | None,
+                   device: str | None, minutes: float | None, continue_model: bool) -> dict[str, Any]:
+    """The Train tab's options as the keyword arguments of the preview and of the job."""
+    if minutes is not None and minutes != "" and minutes < 0:
+        raise UserError("minutes of training must be positive")
+    return {
+        "backbone": backbone or None,
+        "epochs": _optional_int(epochs, "epochs"),
+        "image_size": _optional_int(image_size, "image size"),
+        "device": device or "auto",
+        "budget_s": float(minutes) * 60 if minutes else None,
+        "warm_start": None if continue_model else False,
+    }
 
 
 def _optional_int(value: float | None, name: str) -> int | None:
@@ -67,19 +108,14 @@ def start_training(
     epochs: float | None,
     image_size: float | None,
     device: str | None = None,
+    minutes: float | None = None,
+    continue_model: bool = True,
 ) -> dict[str, Any]:
     """Queue "Train on my labels" and show its first status; the timer follows it from there."""
     if not project:
         raise UserError("choose or create a project first")
-    job = submit.submit_train_on_my_labels(
-        studio,
-        project,
-        mode=mode or "auto",
-        backbone=backbone or None,
-        epochs=_optional_int(epochs, "epochs"),
-        image_size=_optional_int(image_size, "image size"),
-        device=device or "auto",
-    )
+    options = _train_options(backbone, epochs, image_size, device, minutes, continue_model)
+    job = submit.submit_train_on_my_labels(studio, project, mode=mode or "auto", **options)
     logger.info("queued training job %d for %r", job.id, project)
     return job_outputs(job)
 
@@ -90,12 +126,32 @@ def poll_training(studio: Studio, project: str | None, seen: tuple | None) -> di
     job = latest_model_job(studio, project)
     if job_signature(job) == seen:
         return {}
-    return {**job_outputs(job), "summary": project_summary(studio, project)}
+    shown = {**job_outputs(job), "summary": project_summary(studio, project)}
+    if job is not None and not job.active and _has_model(studio, project):
+        shown["warm"] = gr.update(value=True, interactive=True)  # a model now exists to continue from
+    return shown
 
 
-def show_project_training(studio: Studio, project: str | None, mode: str) -> dict[str, Any]:
+def show_project_training(studio: Studio, project: str | None, mode: str, *options: Any) -> dict[str, Any]:
     """The Train tab of the chosen project: its plan and its newest job (never another project's)."""
-    return {**job_outputs(latest_model_job(studio, project)), "plan": plan_markdown(studio, project, mode)}
+    plan = plan_markdown(studio, project, mode, *options)
+    return {**job_outputs(latest_model_job(studio, project)), "plan": plan}
+
+
+def choose_project_training(studio: Studio, project: str | None, mode: str, *options: Any) -> dict[str, Any]:
+    """Another project chosen: as :func:`show_project_training`, with "Continue from the current
+    model" ticked exactly when the project has a current model."""
+    has_model = bool(project) and _has_model(studio, project)
+    options = (*options[:5], has_model) if len(options) == 6 else options
+    shown = show_project_training(studio, project, mode, *options)
+    return {**shown, "warm": gr.update(value=has_model, interactive=has_model)}
+
+
+def _has_model(studio: Studio, project: str) -> bool:
+    try:
+        return review.current_model(studio, project) is not None
+    except UserError:
+        return False
 
 
 @shows_user_errors

@@ -34,10 +34,11 @@ class TrainDefaults:
     epochs: int | None = None
     image_size: int | None = None
     device: str = "auto"
+    minutes: float | None = None  # training budget
 
 
 def train_defaults(raw: str | None = None) -> TrainDefaults:
-    """Training defaults from JSON, e.g. ``{"backbone": "tiny", "epochs": 1, "image_size": 64}``;
+    """Training defaults from JSON, e.g. ``{"backbone": "tiny", "minutes": 0.5, "image_size": 64}``;
     ``raw`` defaults to ``$SLRNET_TRAIN_OPTIONS`` (handy for demos and tests on a CPU)."""
     raw = os.environ.get(TRAIN_OPTIONS_ENV, "") if raw is None else raw
     if not raw.strip():
@@ -48,7 +49,7 @@ def train_defaults(raw: str | None = None) -> TrainDefaults:
         raise UserError(f"${TRAIN_OPTIONS_ENV} is not JSON: {exc}") from None
     if not isinstance(values, dict):
         raise UserError(f"${TRAIN_OPTIONS_ENV} must be a JSON object")
-    unknown = set(values) - {"mode", "backbone", "epochs", "image_size", "device"}
+    unknown = set(values) - {"mode", "backbone", "epochs", "image_size", "device", "minutes"}
     if unknown:
         raise UserError(f"${TRAIN_OPTIONS_ENV}: unknown options {sorted(unknown)}")
     defaults = TrainDefaults(**values)
@@ -62,4 +63,7 @@ def train_defaults(raw: str | None = None) -> TrainDefaults:
         value = getattr(defaults, name)
         if value is not None and (not isinstance(value, int) or value < 1):
             raise UserError(f"${TRAIN_OPTIONS_ENV}: {name} must be a positive whole number")
+    minutes = defaults.minutes
+    if minutes is not None and (not isinstance(minutes, int | float) or minutes <= 0):
+        raise UserError(f"${TRAIN_OPTIONS_ENV}: minutes must be a positive number")
     return defaults

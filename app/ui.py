@@ -251,6 +251,14 @@ def _build_train() -> SimpleNamespace:
                 value=defaults.image_size, label="Image size (empty: default)", precision=0
             )
             device = gr.Radio(choices=list(DEVICES), value=defaults.device, label="Device")
+        with gr.Row():
+            minutes = gr.Number(
+                value=defaults.minutes, label="Minutes of training (empty: default)", minimum=0,
+                elem_id="train-minutes",
+            )
+            warm = gr.Checkbox(
+                value=False, interactive=False, label="Continue from the current model", elem_id="train-warm"
+            )
         status = gr.Markdown("No job yet.", elem_id="train-status")
         progress = gr.HTML(elem_id="train-progress")
         loss = gr.HTML(elem_id="loss-plot")
@@ -355,6 +363,7 @@ def _views(ui: SimpleNamespace) -> SimpleNamespace:
             "cancel": ui.train.cancel,
             "seen": ui.train.seen,
             "plan": ui.train.plan,
+            "warm": ui.train.warm,
             "summary": ui.summary,
         },
     )
@@ -488,19 +497,21 @@ def _wire_paint(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace) -> 
     )
 
 
+def _train_inputs(ui: SimpleNamespace) -> list[Any]:
+    """The project and the Train tab's options, in the order the train handlers take them."""
+    t = ui.train
+    return [ui.project, t.mode, t.backbone, t.epochs, t.image_size, t.device, t.minutes, t.warm]
+
+
 def _wire_train(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace) -> None:
     t = ui.train
-    t.mode.change(_bind(handlers_train.plan_markdown, studio), [ui.project, t.mode], [t.plan])
-    started = _on(
-        t.train_btn.click,
-        handlers_train.start_training,
-        [ui.project, t.mode, t.backbone, t.epochs, t.image_size, t.device],
-        views.train,
-        studio,
-    )
+    options = _train_inputs(ui)
+    for option in options[1:]:
+        option.change(_bind(handlers_train.plan_markdown, studio), options, [t.plan], show_progress="hidden")
+    started = _on(t.train_btn.click, handlers_train.start_training, options, views.train, studio)
     started.success(handlers_jobs.start_polling, None, [ui.timer])
     _on(t.cancel.click, handlers_train.cancel_training, [ui.project], views.train, studio)
-    shown = _on(t.tab.select, handlers_train.show_project_training, [ui.project, t.mode], views.train, studio)
+    shown = _on(t.tab.select, handlers_train.show_project_training, options, views.train, studio)
     shown.then(_bind(handlers_jobs.follow_jobs, studio), ui.followed, [ui.timer])
 
 
@@ -577,7 +588,7 @@ def _wire_page(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace) -> N
         studio,
     )
     chosen = _on(
-        chosen.then, handlers_train.show_project_training, [ui.project, ui.train.mode], views.train, studio
+        chosen.then, handlers_train.choose_project_training, _train_inputs(ui), views.train, studio
     )
     chosen.then(_bind(handlers_jobs.follow_jobs, studio), ui.followed, [ui.timer])
     imp, exp, train = ui.imp, ui.export, ui.train

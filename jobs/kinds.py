@@ -49,6 +49,8 @@ class TrainOptions:
     seed: int = 0
     train_overrides: dict[str, Any] | None = None
     model_overrides: dict[str, Any] | None = None
+    budget_s: float | None = None  # training wall-time budget (CPU, no epochs given)
+    warm_start: bool | None = None  # None: continue from the current model when it matches
 
 
 @dataclass(frozen=True)

@@ -100,12 +100,15 @@ def submit_train_on_my_labels(
     predict_after: bool = True,
     train_overrides: dict[str, Any] | None = None,
     model_overrides: dict[str, Any] | None = None,
+    budget_s: float | None = None,
+    warm_start: bool | None = None,
 ) -> JobView:
     """Queue "Train on my labels": train in ``mode`` (auto: chosen from the labels), then predict
     and publish pseudo-labels of every image, as one job (progress 0..0.8 training, 0.8..1
     predicting). With ``predict_after=False`` the job only trains (the model is not published).
     ``train_overrides`` / ``model_overrides`` set further ``TrainConfig`` / ``ModelConfig`` fields
-    (advanced users, benchmarks, tests).
+    (advanced users, benchmarks, tests); ``budget_s`` / ``warm_start`` as in
+    :func:`services.training.train`.
     """
     if mode not in ("auto", *MODES):
         raise UserError(f"unknown mode {mode!r}; choose auto, {', '.join(MODES)}")
@@ -113,7 +116,7 @@ def submit_train_on_my_labels(
         raise UserError("epochs must be at least 1")
     options = TrainOptions(mode=mode, backbone=backbone, epochs=epochs, image_size=image_size,
                            device=device, seed=seed, train_overrides=train_overrides,
-                           model_overrides=model_overrides)
+                           model_overrides=model_overrides, budget_s=budget_s, warm_start=warm_start)
     queue.bind(studio)
     with studio.Session.begin() as session:
         row = resolve_project(session, project)

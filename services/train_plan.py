@@ -1,20 +1,48 @@
-"""Which supervision mode "Train on my labels" will use, and why, without importing torch.
+"""Which supervision mode "Train on my labels" will use, and why, and how long it will take,
+without importing torch.
 
-The UI shows this before the user presses the button, and the training service
-(``services.training``, which imports torch) makes its decision with the same ``plan_for_counts``.
+The UI and ``launch.py train`` show this before training starts, and the training service
+(``services.training``, which imports torch) makes its decision with the same ``plan_for_counts``
+and the CPU defaults and throughput file defined here.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import exists, func, select
 
 from services.context import Studio
 from services.errors import UserError
 from services.lookups import resolve_project
-from slrnet.config import MODES
+from slrnet.config import MODES, ModelConfig
+from storage import runs as run_repo
 from storage.models import Image, ImageTag, Mask
+
+logger = logging.getLogger(__name__)
+
+# The CPU default run (what `launch.py train` and "Train on my labels" pick with no options):
+# sized to a wall-time budget, the CPU-sized model. services.training imports these.
+CPU_TRAIN_BUDGET_S = 240.0
+WARM_START_BUDGET_SHARE = 0.5  # a warm-started round trains for half the default budget
+CPU_IMAGE_SIZE = 224
+CPU_BACKBONE = "mobilenet_v2"
+CPU_FEATURE_CHANNELS = 64
+GPU_IMAGE_SIZE = 448
+MAX_EPOCHS = 30  # slrnet.train.epochs_for_budget's clamp
+
+# Measured training speeds, {throughput_key(...): images per second}, under the data dir.
+THROUGHPUT_FILE = "throughput.json"
+# Guesses when nothing was measured yet: conservative CPU training speed at GUESS_SIZE px
+# (scaled by (GUESS_SIZE / size)²), and the prediction speed.
+GUESS_TRAIN_IMAGES_PER_S = 3.0
+GUESS_SIZE = 224
+PREDICT_IMAGES_PER_S = 8.0
 
 
 @dataclass(frozen=True)
@@ -86,3 +114,174 @@ def plan_for_counts(counts: LabelCounts, requested: str = "auto") -> TrainPlan:
 def plan_training(studio: Studio, project: str, requested: str = "auto") -> TrainPlan:
     """The mode "Train on my labels" will use for the project's labels now, with the reason."""
     return plan_for_counts(label_counts(studio, project), requested)
+
+
+# --- how long it will take ----------------------------------------------------------------------
+
+
+def throughput_key(device: str, backbone: str, feature_channels: int, image_size: int) -> str:
+    """The key of a measured training speed in the throughput file."""
+    return f"{device}/{backbone}/{feature_channels}/{image_size}"
+
+
+def read_throughput(data_dir: str | Path) -> dict[str, float]:
+    """The measured training speeds (images per second) under ``data_dir``; {} when none or unreadable."""
+    path = Path(data_dir) / THROUGHPUT_FILE
+    try:
+        known = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError) as exc:
+        logger.warning("ignoring an unreadable %s: %s", path, exc)
+        return {}
+    if not isinstance(known, dict):
+        return {}
+    return {k: float(v) for k, v in known.items() if isinstance(v, int | float) and v > 0}
+
+
+def record_throughput(data_dir: str | Path, key: str, images_per_s: float) -> None:
+    """Remember a measured training speed (atomically; a hint only, so never raises on OSError)."""
+    path = Path(data_dir) / THROUGHPUT_FILE
+    try:
+        known = read_throughput(data_dir)
+        known[key] = round(images_per_s, 3)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(known, indent=1))
+        os.replace(tmp, path)
+    except OSError as exc:
+        logger.warning("could not record the training throughput: %s", exc)
+
+
+def mask_repeat(masked: int, others: int) -> int:
+    """Repeats per epoch of each masked image (the same rule as slrnet.train.default_mask_repeat)."""
+    if masked == 0:
+        return 1
+    return max(1, min(8, round(others / (2 * masked))))
+
+
+def planned_epochs(budget_s: float, images_per_s: float, images_per_epoch: int) -> int:
+    """Whole epochs that fit ``budget_s`` (the rule of slrnet.train.epochs_for_budget, 1..30)."""
+    per_epoch = max(images_per_epoch, 1) / images_per_s
+    return max(1, min(MAX_EPOCHS, math.floor(budget_s / max(per_epoch, 1e-9))))
+
+
+def guessed_images_per_s(known: dict[str, float], device: str, backbone: str, feature_channels: int,
+                         image_size: int) -> tuple[float | None, str]:
+    """(images per second, where it comes from: "measured", "scaled" or "guessed") for training
+    at ``image_size``: the measured speed of this model, else one measured at another size scaled
+    by the pixel count, else the CPU guess (None on a GPU: too varied to guess)."""
+    exact = known.get(throughput_key(device, backbone, feature_channels, image_size))
+    if exact:
+        return exact, "measured"
+    prefix = throughput_key(device, backbone, feature_channels, 0)[:-1]
+    others = sorted((int(k[len(prefix):]), v) for k, v in known.items()
+                    if k.startswith(prefix) and k[len(prefix):].isdigit())
+    if others:
+        size, speed = min(others, key=lambda sv: abs(sv[0] - image_size))
+        return speed * (size / image_size) ** 2, "scaled"
+    if device != "cpu":
+        return None, "unknown"
+    return GUESS_TRAIN_IMAGES_PER_S * (GUESS_SIZE / image_size) ** 2, "guessed"
+
+
+def _gpu_present() -> bool:
+    """Whether "auto" will pick CUDA, judged without torch (the NVIDIA driver's device files)."""
+    return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidia0").exists()
+
+
+@dataclass(frozen=True)
+class TrainPreview:
+    """What a press of "Train on my labels" (or ``launch.py train``) will do, and for how long."""
+
+    mode: str
+    reason: str
+    device: str  # "cpu" or "cuda"
+    epochs: int
+    image_size: int
+    images_per_epoch: int
+    budget_s: float | None  # None: not budgeted (epochs given, or a GPU)
+    images_per_s: float | None  # training speed used for the estimate (None: unknown)
+    speed_source: str  # "measured", "scaled", "guessed" or "unknown"
+    estimated_s: float | None  # training
+    predict_images: int
+    predict_s: float
+    warm_start_from: int | None  # the model version it continues from, if any
+
+    def summary(self) -> str:
+        """One line, e.g. "before training: 12 epoch(s) of 40 images at 224 px, about 3.5 min ..."."""
+        text = (f"before training: {self.epochs} epoch(s) of {self.images_per_epoch} images "
+                f"at {self.image_size} px")
+        if self.estimated_s is not None:
+            text += f", about {minutes(self.estimated_s)} of training"
+            detail = f"{self.speed_source} {self.images_per_s:.1f} img/s"
+            if self.budget_s is not None:
+                detail += f"; budget {minutes(self.budget_s)}"
+            text += f" ({detail})"
+        else:
+            text += f" on {self.device} (duration unknown until measured)"
+        text += f", then about {minutes(self.predict_s)} to predict {self.predict_images} images"
+        if self.warm_start_from is not None:
+            text += f"; continues from model v{self.warm_start_from}"
+        return text
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def preview_training(
+    studio: Studio,
+    project: str | int,
+    mode: str = "auto",
+    *,
+    backbone: str | None = None,
+    epochs: int | None = None,
+    image_size: int | None = None,
+    device: str = "auto",
+    budget_s: float | None = None,
+    warm_start: bool | None = None,
+    model_overrides: dict | None = None,
+) -> TrainPreview:
+    """The plan of a training with these options before it starts (UserError when it cannot
+    train): mode, epochs, image size, estimated training and prediction time. The estimate uses
+    the speed measured by earlier runs (``THROUGHPUT_FILE``) or a conservative guess; the
+    service measures the real speed at its start and reports its own plan."""
+    counts = label_counts(studio, project)
+    choice = plan_for_counts(counts, mode or "auto")
+    with studio.Session.begin() as session:
+        row = resolve_project(session, project)
+        total = session.execute(select(func.count(Image.id)).where(Image.project_id == row.id)).scalar_one()
+        current = run_repo.latest_published_run(session, row.id)
+        current_version = current.version if current is not None else None
+        current_model = dict((current.config or {}).get("model", {})) if current is not None else {}
+    resolved = device if device in ("cpu", "cuda") else ("cuda" if _gpu_present() else "cpu")
+    cpu = resolved == "cpu"
+    backbone = backbone or CPU_BACKBONE
+    channels = int((model_overrides or {}).get(
+        "feature_channels", CPU_FEATURE_CHANNELS if cpu else ModelConfig.feature_channels))
+    if choice.mode == "wsss":
+        per_epoch = counts.tagged
+    else:
+        per_epoch = total + counts.masked * (mask_repeat(counts.masked, total - counts.masked) - 1)
+    warm_from = None
+    if warm_start is not False and current_version is not None \
+            and current_model.get("backbone", backbone) == backbone \
+            and int(current_model.get("feature_channels", channels)) == channels:
+        warm_from = current_version
+    size = image_size or (CPU_IMAGE_SIZE if cpu else GPU_IMAGE_SIZE)
+    speed, source = guessed_images_per_s(read_throughput(studio.data_dir), resolved, backbone, channels, size)
+    budget = None
+    if epochs:
+        planned = epochs
+    elif cpu:
+        budget = budget_s if budget_s is not None else CPU_TRAIN_BUDGET_S
+        if warm_from is not None and budget_s is None:
+            budget *= WARM_START_BUDGET_SHARE
+        planned = planned_epochs(budget, speed, per_epoch)
+    else:  # slrnet.train.default_budget on a GPU
+        planned = max(8, min(MAX_EPOCHS, math.ceil(40_000 / max(per_epoch, 1))))
+    estimate = planned * per_epoch / speed if speed else None
+    return TrainPreview(
+        mode=choice.mode, reason=choice.reason, device=resolved, epochs=planned, image_size=size,
+        images_per_epoch=per_epoch, budget_s=budget, images_per_s=speed, speed_source=source,
+        estimated_s=estimate, predict_images=total, predict_s=total / PREDICT_IMAGES_PER_S,
+        warm_start_from=warm_from,
+    )

@@ -52,3 +52,30 @@ def test_bad_input_is_one_line_and_exit_2(argv: list[str], tmp_path: Path,
     assert launch.main([*argv, *data]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err
+
+
+def test_train_prints_its_plan_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    files = write_dataset(tmp_path / "src", masks=0)
+    data = ["--data", str(tmp_path / "data"), "--project", "p"]
+    assert launch.main(["import", str(files["images"]), *data, "--classes", str(files["classes"]),
+                        "--tags", str(files["tags"])]) == 0
+    capsys.readouterr()
+    budgeted = ["--backbone", "tiny", "--image-size", "32", "--device", "cpu", "--minutes", "0.05"]
+
+    assert launch.main(["train", *data, *budgeted]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("before training: ") and " at 32 px, about " in lines[0]
+    assert "budget 3 s" in lines[0] and "continues" not in lines[0]
+    measured = [line for line in lines[1:] if line.startswith("plan: ")]  # the service's measured plan
+    assert len(measured) == 1 and "budget 3 s" in measured[0]
+    done = next(i for i, line in enumerate(lines) if "trained model version 1" in line)
+    assert lines.index(measured[0]) < done
+
+    assert launch.main(["predict", *data, "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert launch.main(["train", *data, *budgeted]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].endswith("continues from model v1") and "version 2" in out
+    assert launch.main(["train", *data, *budgeted, "--fresh"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("before training: ") and "continues" not in first

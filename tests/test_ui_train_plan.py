@@ -1,0 +1,170 @@
+"""The plan shown before training: epochs, image size, estimated duration (services.train_plan
+preview, the Train tab's text and options, the options reaching the job)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app import handlers_train
+from app.settings import TrainDefaults, train_defaults
+from jobs import queue
+from jobs.kinds import job_params
+from services import labeling, train_plan
+from services.context import Studio
+from storage import jobs as job_rows
+from tests.ui_support import image_ids, make_project, publish_pseudo_labels
+
+
+@pytest.fixture()
+def project(studio: Studio, tmp_path: Path) -> str:
+    return make_project(studio, tmp_path, count=10)
+
+
+def _tag(studio: Studio, project: str, names: list[str]) -> None:
+    cat = labeling.get_project(studio, project).classes[1].id
+    ids = image_ids(studio, project)
+    for name in names:
+        labeling.set_image_tags(studio, ids[name], [cat])
+
+
+def _speeds(studio: Studio, known: dict[str, float]) -> None:
+    (studio.data_dir / train_plan.THROUGHPUT_FILE).write_text(json.dumps(known))
+
+
+def test_preview_guesses_the_speed_when_nothing_was_measured(studio: Studio, project: str) -> None:
+    _tag(studio, project, ["img0.png", "img1.png", "img2.png"])
+    preview = train_plan.preview_training(studio, project, device="cpu", budget_s=10)
+    assert (preview.mode, preview.image_size, preview.images_per_epoch) == ("wsss", 224, 3)
+    assert preview.speed_source == "guessed" and preview.images_per_s == pytest.approx(3.0)
+    assert preview.epochs == 10  # floor(10 s / (3 images / 3 img/s))
+    assert preview.estimated_s == pytest.approx(10.0)
+    assert preview.predict_images == 10 and preview.predict_s == pytest.approx(10 / 8)
+    # half the side, a quarter of the pixels: four times the guessed speed
+    small = train_plan.preview_training(studio, project, device="cpu", budget_s=10, image_size=112)
+    assert small.images_per_s == pytest.approx(12.0) and small.epochs == 30  # clamped to 30
+
+
+def test_preview_uses_the_measured_speed_and_scales_another_size(studio: Studio, project: str) -> None:
+    _tag(studio, project, ["img0.png", "img1.png"])
+    _speeds(studio, {"cpu/mobilenet_v2/64/224": 1.0, "cpu/tiny/64/64": 40.0})
+    measured = train_plan.preview_training(studio, project, device="cpu", budget_s=60)
+    assert measured.speed_source == "measured" and measured.epochs == 30
+    assert measured.estimated_s == pytest.approx(60.0)  # 30 epochs x 2 images at 1 img/s
+    scaled = train_plan.preview_training(studio, project, device="cpu", backbone="tiny", image_size=128,
+                                         budget_s=1)
+    assert scaled.speed_source == "scaled" and scaled.images_per_s == pytest.approx(10.0)
+    assert scaled.epochs == 5 and scaled.estimated_s == pytest.approx(1.0)
+
+
+def test_preview_default_budget_epochs_given_and_gpu(studio: Studio, project: str) -> None:
+    _tag(studio, project, [f"img{i}.png" for i in range(10)])
+    default = train_plan.preview_training(studio, project, device="cpu")
+    assert default.budget_s == train_plan.CPU_TRAIN_BUDGET_S
+    assert default.epochs == 30  # 240 s / (10 images / 3 img/s) = 72 epochs, clamped
+    given = train_plan.preview_training(studio, project, device="cpu", epochs=2)
+    assert given.epochs == 2 and given.budget_s is None and given.estimated_s == pytest.approx(2 * 10 / 3)
+    gpu = train_plan.preview_training(studio, project, device="cuda")
+    assert (gpu.image_size, gpu.epochs, gpu.estimated_s) == (448, 30, None)  # nothing measured on a GPU
+    assert "measured when it starts" in handlers_train._preview_text(gpu)
+
+
+def test_mask_modes_count_every_image_and_the_mask_repeats(studio: Studio, project: str) -> None:
+    labeling.save_mask(studio, image_ids(studio, project)["img0.png"], np.zeros((30, 40), np.uint8))
+    preview = train_plan.preview_training(studio, project, device="cpu", budget_s=30)
+    # ssss: 10 images, the one masked image seen round(9 / 2) = 4 times per epoch
+    assert preview.mode == "ssss" and preview.images_per_epoch == 10 + 3
+
+
+def test_preview_continues_from_the_current_model(studio: Studio, project: str) -> None:
+    _tag(studio, project, ["img0.png", "img1.png", "img2.png"])
+    publish_pseudo_labels(studio, {"img0.png": 0.5})
+    warm = train_plan.preview_training(studio, project, device="cpu")
+    fresh = train_plan.preview_training(studio, project, device="cpu", warm_start=False)
+    assert warm.warm_start_from == 1 and fresh.warm_start_from is None
+    assert warm.budget_s == train_plan.CPU_TRAIN_BUDGET_S * train_plan.WARM_START_BUDGET_SHARE
+    assert fresh.budget_s == train_plan.CPU_TRAIN_BUDGET_S
+    assert "continues from model v1" in warm.summary() and "continues" not in fresh.summary()
+    # a budget given by hand is not halved
+    assert train_plan.preview_training(studio, project, device="cpu", budget_s=90).budget_s == 90
+
+
+def test_unreadable_throughput_file_falls_back_to_the_guess(studio: Studio, project: str) -> None:
+    _tag(studio, project, ["img0.png"])
+    (studio.data_dir / train_plan.THROUGHPUT_FILE).write_text("{not json")
+    assert train_plan.preview_training(studio, project, device="cpu").speed_source == "guessed"
+    train_plan.record_throughput(studio.data_dir, "cpu/tiny/64/64", 12.3456)
+    assert train_plan.read_throughput(studio.data_dir) == {"cpu/tiny/64/64": 12.346}
+
+
+def test_train_tab_shows_the_plan_and_follows_the_options(studio: Studio, project: str) -> None:
+    _tag(studio, project, ["img0.png", "img1.png", "img2.png"])
+    text = handlers_train.plan_markdown(studio, project, "auto", "", None, None, "cpu", None, True)
+    assert "Will train in **wsss** mode" in text
+    assert "Plan: **30 epoch(s)** of 3 images at **224 px**, about **30 s** of training" in text
+    assert "a first guess" in text and "to label all 10 images" in text
+    shorter = handlers_train.plan_markdown(studio, project, "auto", "", None, 112, "cpu", 0.05, True)
+    assert "Plan: **12 epoch(s)** of 3 images at **112 px**, about **3 s**" in shorter  # 3 s budget
+    assert "positive whole number" in handlers_train.plan_markdown(studio, project, "auto", "", 1.5)
+
+
+def test_choosing_a_project_ticks_continue_only_with_a_model(studio: Studio, project: str) -> None:
+    _tag(studio, project, ["img0.png"])
+    options = ("", None, None, "cpu", None, True)
+    before = handlers_train.choose_project_training(studio, project, "auto", *options)
+    assert before["warm"]["value"] is False and before["warm"]["interactive"] is False
+    publish_pseudo_labels(studio, {"img0.png": 0.5})
+    after = handlers_train.choose_project_training(studio, project, "auto", *options[:-1], False)
+    assert after["warm"]["value"] is True and "Continues from model v1" in after["plan"]
+
+
+def test_train_button_passes_minutes_and_continue_to_the_job(studio: Studio, project: str) -> None:
+    _tag(studio, project, ["img0.png"])
+    queue.set_immediate(False)
+    queue.bind(studio)
+    try:
+        handlers_train.start_training(studio, project, "auto", "tiny", None, 64, "cpu", 1.5, False)
+        job = handlers_train.latest_model_job(studio, project)
+        with studio.Session.begin() as session:
+            options = job_params(job_rows.get_job(session, job.id)).options
+        assert (options.budget_s, options.warm_start, options.epochs) == (90.0, False, None)
+        handlers_train.cancel_training(studio, project)
+        handlers_train.start_training(studio, project, "auto", "tiny", None, 64, "cpu", None, True)
+        job = handlers_train.latest_model_job(studio, project)
+        with studio.Session.begin() as session:
+            options = job_params(job_rows.get_job(session, job.id)).options
+        assert (options.budget_s, options.warm_start) == (None, None)  # continue when it matches
+    finally:
+        queue.unbind()
+
+
+def test_minutes_in_the_train_defaults() -> None:
+    assert train_defaults('{"minutes": 0.5}') == TrainDefaults(minutes=0.5)
+    with pytest.raises(Exception, match="minutes must be a positive number"):
+        train_defaults('{"minutes": -1}')
+
+
+def test_the_training_service_uses_the_same_constants_and_key() -> None:
+    """The preview is only right while it prices the run the service will train."""
+    import torch
+
+    from services import training
+    from slrnet.config import ModelConfig
+    from slrnet.train import default_mask_repeat, epochs_for_budget
+
+    assert training.CPU_IMAGE_SIZE == train_plan.CPU_IMAGE_SIZE
+    assert training.CPU_TRAIN_BUDGET_S == train_plan.CPU_TRAIN_BUDGET_S
+    assert training.WARM_START_BUDGET_SHARE == train_plan.WARM_START_BUDGET_SHARE
+    assert training.CPU_MODEL["feature_channels"] == train_plan.CPU_FEATURE_CHANNELS
+    assert training.THROUGHPUT_FILE == train_plan.THROUGHPUT_FILE
+    config = ModelConfig(num_classes=3, backbone="tiny", feature_channels=64)
+    assert training._throughput_key(config, 96, torch.device("cpu")) == train_plan.throughput_key(
+        "cpu", "tiny", 64, 96)
+    for masked, others in [(0, 5), (1, 9), (2, 40), (3, 1), (1, 100)]:
+        assert train_plan.mask_repeat(masked, others) == default_mask_repeat(masked, others)
+    for budget, speed, images in [(240, 3.0, 40), (10, 3.0, 3), (1, 0.5, 100), (1e4, 50.0, 2)]:
+        planned = train_plan.planned_epochs(budget, speed, images)
+        assert planned == epochs_for_budget(budget, 1 / speed, images)
