@@ -1,7 +1,10 @@
 """CamVid with a few masks: SLRNet (ssss, the rest of train as unlabelled images) vs supervised-only
-(CE on the same masks, no consistency or pseudo-label terms), mIoU on CamVid val.
+(CE on the same masks, no consistency or pseudo-label terms), mIoU on CamVid val; per-class IoU,
+and the coverage / accuracy per class of SLRNet's pseudo-labels on the unlabelled train images.
 
-    .venv/bin/python -m benchmarks.camvid_ssss --masks 20 [--epochs 3] [--image-size 160]
+    .venv/bin/python -m benchmarks.camvid_ssss --masks 20 [--epochs N | --minutes M] [--image-size S]
+
+With neither --epochs nor --minutes SLRNet trains with the CPU default (the time budget).
 
 Both models train through `services.training.train` (the service behind `launch.py train`) for the same
 number of optimiser steps; the supervised-only project holds just the masked images. Val images are
@@ -11,6 +14,7 @@ scored with `slrnet.inference.Predictor` (the library behind `launch.py predict`
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import shutil
 import tempfile
@@ -23,7 +27,8 @@ from benchmarks.common import DATA, log_epochs, seed_torch_home, timed, write_re
 from services import training
 from services.context import Studio
 from services.importing import import_dataset
-from slrnet.config import InferenceConfig, LossWeights
+from services.training import CPU_INFERENCE
+from slrnet.config import LossWeights
 from slrnet.inference import Predictor
 from slrnet.metrics import SegmentationMeter
 from slrnet.train import default_mask_repeat
@@ -33,8 +38,7 @@ SUPERVISED_ONLY = LossWeights(mask_consistency=0.0, code_consistency=0.0, pseudo
 
 
 def val_scores(studio: Studio, checkpoint: str, root: Path, names: list[str]) -> tuple[dict, float]:
-    predictor = Predictor.from_checkpoint(studio.data_dir / checkpoint,
-                                          config=InferenceConfig(uncertain_below=0.0))
+    predictor = Predictor.from_checkpoint(studio.data_dir / checkpoint, config=CPU_INFERENCE)
     meter = SegmentationMeter(predictor.num_classes)
     times: dict[str, float] = {}
     paths = sorted((root / "val" / "images").iterdir())
@@ -49,12 +53,46 @@ def val_scores(studio: Studio, checkpoint: str, root: Path, names: list[str]) ->
             "images": scores["images"]}, len(paths) / times["s"]
 
 
+def pseudo_label_quality(studio: Studio, root: Path, names: list[str], unlabelled: set[str]) -> dict:
+    """Coverage (share of gold-labelled pixels with a pseudo-label) and accuracy (of those) per
+    gold class, over the published pseudo-labels of the unlabelled train images."""
+    from services.lookups import resolve_project
+    from storage import labels as label_repo
+    from storage.images import all_images
+    from storage.label_maps import decode_label_png
+
+    k = len(names)
+    covered, correct, total = np.zeros(k), np.zeros(k), np.zeros(k)
+    with studio.Session.begin() as session:
+        project = resolve_project(session, "slrnet")
+        for image in all_images(session, project.id):
+            row = label_repo.current_pseudo_label(session, project.id, image.id)
+            if image.name not in unlabelled or row is None:
+                continue
+            pred = decode_label_png(row.png)
+            with PILImage.open(root / "train" / "masks" / f"{Path(image.name).stem}.png") as im:
+                gold = np.array(im, dtype=np.uint8)
+            valid = gold < k
+            for c in range(k):
+                here = valid & (gold == c)
+                total[c] += here.sum()
+                labelled = here & (pred != 255)
+                covered[c] += labelled.sum()
+                correct[c] += (labelled & (pred == c)).sum()
+    per_class = {n: {"coverage": round(float(covered[c] / max(total[c], 1)), 3),
+                     "accuracy": round(float(correct[c] / max(covered[c], 1)), 3)}
+                 for c, n in enumerate(names)}
+    return {"coverage": round(float(covered.sum() / max(total.sum(), 1)), 3),
+            "accuracy": round(float(correct.sum() / max(covered.sum(), 1)), 3), "per_class": per_class}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--masks", type=int, default=20)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--image-size", type=int, default=160)
-    parser.add_argument("--feature-channels", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--minutes", type=float, default=None)
+    parser.add_argument("--image-size", type=int, default=None)
+    parser.add_argument("--train-overrides", default="{}", help="JSON of TrainConfig fields (SLRNet)")
     parser.add_argument("--unlabelled", type=int, default=None, help="unlabelled train images (default: all)")
     parser.add_argument("--mask-repeat", type=int, default=None, help="default: the service's choice")
     parser.add_argument("--seed", type=int, default=0)
@@ -80,26 +118,36 @@ def main() -> None:
 
     studio = Studio.open(tmp / "data")
     times: dict[str, float] = {}
-    common = {"backbone": "mobilenet_v2", "image_size": args.image_size, "device": "cpu", "seed": args.seed,
-              "model_overrides": {"feature_channels": args.feature_channels}}
+    common = {"device": "cpu", "seed": args.seed, "warm_start": False}
+    if args.image_size:
+        common["image_size"] = args.image_size
     import_dataset(studio, train_dir, project="slrnet", classes_file=root / "classes.txt",
                    has_background=False, masks_dir=masks_dir)
     unlabelled = len(rest)
     repeat = args.mask_repeat or default_mask_repeat(args.masks, unlabelled)
+    budget = {"epochs": args.epochs} if args.epochs else {}
+    if args.minutes:
+        budget["budget_s"] = args.minutes * 60
     with timed(times, "slrnet_train_s"):
-        slr = training.train(studio, "slrnet", epochs=args.epochs, train_overrides={"mask_repeat": repeat},
-                             progress=log_epochs, **common)
+        slr = training.train(studio, "slrnet", train_overrides={"mask_repeat": repeat,
+                                                                **json.loads(args.train_overrides)},
+                             progress=log_epochs, **budget, **common)
+    slr_epochs = slr.epochs
 
     # Same optimiser steps for the supervised-only model, on the masked images alone.
     per_epoch = args.masks * repeat + unlabelled
-    sup_epochs = math.ceil(args.epochs * (per_epoch // 8) / max(args.masks // 8, 1))
+    sup_epochs = math.ceil(slr_epochs * (per_epoch // 8) / max(args.masks // 8, 1))
     import_dataset(studio, labelled_dir, project="supervised", classes_file=root / "classes.txt",
                    has_background=False, masks_dir=masks_dir)
     with timed(times, "supervised_train_s"):
         sup = training.train(studio, "supervised", epochs=sup_epochs,
                              train_overrides={"loss_weights": SUPERVISED_ONLY}, progress=log_epochs, **common)
 
-    result: dict = {"args": vars(args), "supervised_epochs": sup_epochs, "slrnet_mode": slr.mode}
+    result: dict = {"args": vars(args), "slrnet_epochs": slr_epochs, "slrnet_plan": slr.metrics.get("plan"),
+                    "supervised_epochs": sup_epochs, "slrnet_mode": slr.mode}
+    with timed(times, "slrnet_predict_train_s"):
+        training.predict(studio, "slrnet", run_id=slr.run_id, device="cpu")
+    result["pseudo_labels_on_unlabelled"] = pseudo_label_quality(studio, root, names, {p.name for p in rest})
     result["slrnet"], slr_rate = val_scores(studio, slr.checkpoint_path, root, names)
     result["supervised_only"], _ = val_scores(studio, sup.checkpoint_path, root, names)
     studio.close()
@@ -107,7 +155,7 @@ def main() -> None:
     result["supervised_only"]["final_losses"] = sup.metrics["history"][-1]
     gain = result["slrnet"]["miou"] - result["supervised_only"]["miou"]
     result["miou_gain_points"] = round(100 * gain, 2)
-    result["train_img_per_s"] = round(args.epochs * per_epoch / times["slrnet_train_s"], 2)
+    result["train_img_per_s"] = round(slr_epochs * per_epoch / times["slrnet_train_s"], 2)
     result["inference_img_per_s"] = round(slr_rate, 2)
     result["times"] = times
     write_result(args.name or f"camvid_ssss_{args.masks}", result)

@@ -31,7 +31,7 @@ from services.errors import UserError
 from services.lookups import resolve_project
 from services.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
 from services.train_plan import LabelCounts, TrainPlan, plan_for_counts
-from slrnet.config import InferenceConfig, ModelConfig, TrainConfig
+from slrnet.config import MODE_LOSS_WEIGHTS, InferenceConfig, ModelConfig, TrainConfig
 from slrnet.data import ImageCache, Sample
 from slrnet.inference import Predictor
 from slrnet.metrics import SegmentationMeter
@@ -51,7 +51,7 @@ from slrnet.train import (
 from storage import labels as label_repo
 from storage import runs as run_repo
 from storage.files import read_rgb
-from storage.images import all_images
+from storage.images import all_images, iter_images_with_labels
 from storage.label_maps import decode_label_png
 from storage.projects import list_classes
 
@@ -130,17 +130,16 @@ def _load_labels(studio: Studio, project_name: str) -> _ProjectLabels:
         index_of = {c.id: c.index for c in classes}
         samples: list[Sample] = []
         tagged = masked = unlabelled = 0
-        for image in all_images(session, project.id):
-            tag_ids = label_repo.get_tag_class_ids(session, image.id, "human")
+        # The run trains on the masks as they are now: their PNG bytes (small) stay with the samples.
+        for image in iter_images_with_labels(session, project.id, mask_png=True):
             tags = None
-            if tag_ids:
+            if image.tag_class_ids:
                 tags = np.zeros(len(classes), dtype=np.float32)
-                tags[[index_of[t] for t in tag_ids]] = 1.0
+                tags[[index_of[t] for t in image.tag_class_ids]] = 1.0
                 tagged += 1
-            mask_row = label_repo.get_mask(session, image.id)
             mask = None
-            if mask_row is not None:
-                mask = functools.partial(decode_label_png, mask_row.png)
+            if image.mask_png is not None:
+                mask = functools.partial(decode_label_png, image.mask_png)
                 masked += 1
             unlabelled += tags is None and mask is None
             loader = functools.partial(read_rgb, studio.images.abspath(image.path))
@@ -173,7 +172,8 @@ def _configs(data: _ProjectLabels, mode: str, samples: Sequence[Sample], device:
             "epochs": epochs, "warmup_epochs": default_warmup(epochs), "image_size": image_size or auto_size,
             "batch_size": min(16 if device.type == "cuda" else 8, len(samples)),
             "mask_repeat": default_mask_repeat(n_masked, len(samples) - n_masked) if mode != "wsss" else 1,
-            "amp": device.type == "cuda", "seed": seed, **(CPU_TRAIN if cpu else {}),
+            "amp": device.type == "cuda", "seed": seed, "loss_weights": MODE_LOSS_WEIGHTS[mode],
+            **(CPU_TRAIN if cpu else {}),
             **(train_overrides or {}),
         })
     except (ValueError, TypeError) as exc:
@@ -528,12 +528,8 @@ def predict(
         checkpoint = studio.data_dir / str(run.checkpoint_path)
         classes = list_classes(session, proj.id)
         index_of = {c.id: c.index for c in classes}
-        todo = []
-        for image in all_images(session, proj.id):
-            if label_repo.get_pseudo_label(session, image.id, run_id) is not None:
-                continue
-            tag_ids = label_repo.get_tag_class_ids(session, image.id, "human")
-            todo.append((image.id, image.path, [index_of[t] for t in tag_ids]))
+        todo = [(image.image_id, image.path, [index_of[t] for t in image.tag_class_ids])
+                for image in iter_images_with_labels(session, proj.id, without_pseudo_label_of=run_id)]
     if not checkpoint.is_file():
         raise UserError(f"the checkpoint of model version {version} is missing ({checkpoint})")
     try:
@@ -564,12 +560,10 @@ def predict(
     with studio.Session.begin() as session:
         run = run_repo.get_run(session, run_id)
         run_repo.mark_published(session, run)
-        images = all_images(session, run.project_id)
-        rows = [label_repo.get_pseudo_label(session, i.id, run_id) for i in images]
-        scores = [r.score for r in rows if r is not None]
+        labelled, mean_score = label_repo.pseudo_label_score_summary(session, run.project_id, run_id)
     progress(1.0, f"model version {version} published", {"run_id": run_id, "version": version})
-    return PredictResult(run_id=run_id, version=version, images=len(scores),
-                         mean_score=float(np.mean(scores)) if scores else 0.0)
+    return PredictResult(run_id=run_id, version=version, images=labelled,
+                         mean_score=mean_score if mean_score is not None else 0.0)
 
 
 # --- evaluation ---------------------------------------------------------------------------------

@@ -42,7 +42,8 @@ class ModelConfig:
         background: how the background score of the main head is produced. "constant": a fixed
             logit of 1 (1-Stage / SLRNet for image tags, where nothing supervises background
             directly); "explicit": a learnt channel (SLRNet's semi-supervised variant). "auto" picks
-            constant for wsss and explicit for the settings with pixel masks.
+            explicit for masks only (ssss) and constant when image tags train the classifier
+            (wsss, and ssss_tags as in the official semi-supervised-with-tags setting).
         feature_channels: width of the decoder and of the low-rank module (256 in the paper).
         freeze_low: do not train the backbone up to stride 4 (`Backbone.freeze_low`; the official
             code freezes WideResNet-38's stem and b2 only). The CPU-sized model sets it.
@@ -98,7 +99,7 @@ class ModelConfig:
         if not self.has_background:
             return False
         if self.background == "auto":
-            return self.mode == "wsss"
+            return self.mode in ("wsss", "ssss_tags")
         return self.background == "constant"
 
 
@@ -111,7 +112,9 @@ class LossWeights:
         mask_consistency: L1 between the two views' class masks (4 in the paper).
         code_consistency: L1 between the two views' low-rank codes (4 in the paper).
         pseudo: class-balanced CE on PAMR-refined pseudo-labels (after warm-up).
-        mask_ce: CE on pixels the user painted.
+        mask_ce: CE on pixels the user painted, a mean over the masked images. 2: the official
+            semi-supervised objective counts the labelled images' loss twice (once in the seg
+            term, once in place of their cls term), each a mean over the batch.
         aux: relative weight of the auxiliary head inside the cls / pseudo / mask CE terms (0.4).
     """
 
@@ -119,8 +122,17 @@ class LossWeights:
     mask_consistency: float = 4.0
     code_consistency: float = 4.0
     pseudo: float = 1.0
-    mask_ce: float = 1.0
+    mask_ce: float = 2.0
     aux: float = 0.4
+
+
+# Official loss_coeff per setting: VOC tags [1, 4, 4, 1]; semi-supervised with image tags
+# [0.5, 2, 2, 0.5] (cls, mask reg, code reg, seg).
+MODE_LOSS_WEIGHTS: dict[str, LossWeights] = {
+    "wsss": LossWeights(),
+    "ssss": LossWeights(),
+    "ssss_tags": LossWeights(cls=0.5, mask_consistency=2.0, code_consistency=2.0, pseudo=0.5),
+}
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,12 @@ Public API (stable; see the module docstrings of `modes` and `losses` for the ob
 
 Additions to the agreed contract (all backward compatible): the "aux_logits" output, the
 `two_views` flag of `forward`, the extra keys of `forward_train`, `ModelConfig.background`
-("auto": a constant background logit for wsss, a learnt background channel for ssss *and*
-ssss_tags, where painted masks supervise background directly), `ModelConfig.feature_channels` and
-the other tuning fields, and `compute_losses(..., weights=None)` meaning `LossWeights()`.
-The background kind changes the head's shape: a checkpoint only loads into a model of the same
-mode family (wsss vs ssss / ssss_tags under "auto").
+("auto": a constant background logit when image tags train the classifier, wsss and
+ssss_tags as in the official code; a learnt background channel for ssss, masks only),
+`ModelConfig.feature_channels` and the other tuning fields, and `compute_losses(...,
+weights=None)` meaning `LossWeights()`. The background kind changes the head's shape: a
+checkpoint only loads into a model of the same background kind (wsss / ssss_tags vs ssss under
+"auto").
 """
 
 from __future__ import annotations

@@ -10,10 +10,11 @@ cls, masked-pixel CE and pseudo-label CE each sum the two views and 0.4 x the au
 
 (*) after warm-up, i.e. when `compute_losses(..., use_pseudo_labels=True)`.
 
-Pseudo-labels: the two views' masks are averaged, PAMR-refined at stride 4, upsampled to the
-image, restricted to the image's tagged classes (all classes when the image has no tags) and
-thresholded (`make_pseudo_labels`). The mask-only mode uses the official semi-supervised
-constants (cut-offs 0.8 / 0.6, background factor 0.9, background probability cubed before PAMR).
+Pseudo-labels: the two views' masks are averaged, restricted to the image's tagged classes (all
+classes when the image has no tags) and renormalised over them, PAMR-refined at stride 4,
+upsampled to the crop (or kept at stride 4) and thresholded (`make_pseudo_labels`). The mask-only
+mode uses the official semi-supervised constants (cut-offs 0.8 / 0.6, background factor 0.9,
+background probability cubed before PAMR).
 
 Departures from the official training code, on purpose:
 
@@ -26,7 +27,14 @@ Departures from the official training code, on purpose:
   fully labelled, which is not the intended labelled split for every list. Here an image is
   labelled exactly when the caller says so (`batch["has_mask"]`, `batch["has_tags"]`).
 - a masked image's cls loss is not replaced by a second copy of its segmentation loss (official
-  `cls_loss[indicators] = seg_loss[indicators]`); each term is counted once.
+  `cls_loss[indicators] = seg_loss[indicators]`). That copy is not neutral: it doubles the weight
+  of the painted pixels. Here "mask_ce" is a mean over the masked images with weight 2
+  (`LossWeights.mask_ce`), which gives the labelled loss the official weight (~2) whatever share
+  of the batch is masked; averaging over the whole batch (the earlier code) gave it ~0.5 against
+  consistency terms of 4 + 4 and left SLRNet below the same network trained on the masks alone.
+- pseudo-labels are made per image over its allowed classes, renormalised (see
+  `pseudo_label_targets`); optionally (`feature_resolution`, the CPU default) the pixel losses
+  are computed on the stride-4 grid instead of the crop.
 """
 
 from __future__ import annotations

@@ -6,10 +6,11 @@ pseudo-label filters look at the project's current (latest published) run.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import ColumnElement, Select, exists, func, select
+from sqlalchemy import ColumnElement, Select, exists, func, null, select
 from sqlalchemy.orm import Session
 
 from storage.labels import current_run_id
@@ -156,3 +157,70 @@ def image_counts(
         f.value: count_images(session, project_id, f, low_confidence_below=low_confidence_below)
         for f in ImageFilter
     }
+
+
+@dataclass(frozen=True)
+class ImageLabels:
+    """An image with what training and predicting need of its labels (plain values, no ORM rows).
+
+    ``tag_class_ids``: class ids of its human tags, ascending. ``mask_png``: its mask's PNG bytes
+    when they were asked for and it has a mask, else None; ``has_mask`` says whether it has one.
+    """
+
+    image_id: int
+    name: str
+    path: str
+    tag_class_ids: tuple[int, ...]
+    has_mask: bool
+    mask_png: bytes | None = None
+
+
+def iter_images_with_labels(
+    session: Session,
+    project_id: int,
+    *,
+    mask_png: bool = False,
+    without_pseudo_label_of: int | None = None,
+    batch_size: int = 256,
+) -> Iterator[ImageLabels]:
+    """Every image of the project by name (the order of ``all_images``) with its human tags and mask.
+
+    Two statements per batch of ``batch_size`` images whatever the number of tags or masks: the
+    images joined to their masks (a keyset page on the unique name, so memory holds one page of
+    mask PNGs), then the human tags of that name range. ``mask_png`` fetches the mask bytes (else
+    only whether there is a mask); ``without_pseudo_label_of`` skips images that already have a
+    pseudo-label of that run.
+    """
+    png = Mask.png if mask_png else null()
+    stmt = (
+        select(Image.id, Image.name, Image.path, Mask.id.is_not(None), png)
+        .outerjoin(Mask, Mask.image_id == Image.id)
+        .where(Image.project_id == project_id)
+        .order_by(Image.name)
+        .limit(batch_size)
+    )
+    if without_pseudo_label_of is not None:
+        stmt = stmt.where(~exists().where(
+            PseudoLabel.image_id == Image.id, PseudoLabel.run_id == without_pseudo_label_of))
+    tags = (
+        select(ImageTag.image_id, ImageTag.class_id)
+        .join(Image, Image.id == ImageTag.image_id)
+        .where(Image.project_id == project_id, ImageTag.source == "human")
+        .order_by(ImageTag.image_id, ImageTag.class_id)
+    )
+    last_name: str | None = None
+    while True:
+        page = session.execute(stmt if last_name is None else stmt.where(Image.name > last_name)).all()
+        if not page:
+            return
+        in_range = Image.name <= page[-1][1]
+        if last_name is not None:
+            in_range = in_range & (Image.name > last_name)
+        tag_ids: dict[int, list[int]] = {}
+        for image_id, class_id in session.execute(tags.where(in_range)):
+            tag_ids.setdefault(image_id, []).append(class_id)
+        for image_id, name, path, has_mask, blob in page:
+            yield ImageLabels(image_id, name, path, tuple(tag_ids.get(image_id, ())), bool(has_mask), blob)
+        if len(page) < batch_size:
+            return
+        last_name = page[-1][1]

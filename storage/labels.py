@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from storage.label_maps import decode_label_png, encode_label_png
@@ -151,3 +151,14 @@ def pseudo_label_arrays(row: PseudoLabel) -> tuple[np.ndarray, np.ndarray]:
     """``(labels uint8, confidence float32 in 0..1)`` of a pseudo-label row."""
     confidence = decode_label_png(row.confidence_png).astype(np.float32) / 255.0
     return decode_label_png(row.png), confidence
+
+
+def pseudo_label_score_summary(session: Session, project_id: int, run_id: int) -> tuple[int, float | None]:
+    """``(how many of the project's images have a pseudo-label of the run, their mean score)``;
+    the mean is None when there are none. One statement."""
+    count, mean = session.execute(
+        select(func.count(PseudoLabel.id), func.avg(PseudoLabel.score))
+        .join(Image, Image.id == PseudoLabel.image_id)
+        .where(Image.project_id == project_id, PseudoLabel.run_id == run_id)
+    ).one()
+    return int(count), None if mean is None else float(mean)
