@@ -2,8 +2,7 @@
 search box for long class lists); save & next untagged, previous / next image.
 
 Every user event is one service call (one transaction). Handlers return dicts keyed by view
-names: ``current_image``, ``picture``, ``title``, ``classes`` (checkbox update), ``status``,
-``skipped`` (images saved with no tags in this page, so "next untagged" moves past them).
+names: ``current_image``, ``picture``, ``title``, ``classes`` (checkbox update), ``status``.
 """
 
 from __future__ import annotations
@@ -69,21 +68,18 @@ def save(
     project: str | None,
     image_id: int | None,
     class_ids: Sequence[int] | None,
-    skipped: list[int] | None,
     move: str = "stay",
 ) -> dict[str, Any]:
-    """Store the checked classes as the image's tags (none checked: untagged), then show the
-    image ``move`` from it; an image saved with no tags is skipped by "next untagged" from then on
-    in this page."""
+    """Store the checked classes as the image's tags, then show the image ``move`` from it; an
+    image saved with no tags counts as checked ("next untagged" moves past it from then on)."""
     if not project:
         raise UserError("choose a project first")
     if image_id is None:
         raise UserError("no image to tag")
     ids = _ids(class_ids)
-    skipped = [i for i in skipped or [] if i != image_id] + ([image_id] if not ids else [])
-    view = browse.tag_view(studio, project, image_id, save=ids, move=move, skip=skipped)
-    status = f"Saved {len(ids)} tag(s)." if ids else "Saved: no tags (the image counts as untagged)."
+    view = browse.tag_view(studio, project, image_id, save=ids, move=move)
+    status = f"Saved {len(ids)} tag(s)." if ids else "Saved: none of the classes (checked, no tags)."
     if view.every_image_tagged:
         status += " Every other image is tagged."
     out = _render(studio, view) if move != "stay" else {"title": _render(studio, view)["title"]}
-    return {**out, "status": status, "skipped": skipped}
+    return {**out, "status": status}

@@ -199,7 +199,6 @@ def _build_tag() -> SimpleNamespace:
             )
             classes = gr.CheckboxGroup(label="Classes in this image (keys 1–9 toggle)", elem_id="tag-classes")
             status = gr.Markdown(elem_id="tag-status")
-            skipped = gr.State([])
     return SimpleNamespace(**locals())
 
 
@@ -330,7 +329,6 @@ def _views(ui: SimpleNamespace) -> SimpleNamespace:
             "title": tag.title,
             "classes": tag.classes,
             "status": tag.status,
-            "skipped": tag.skipped,
         },
         paint={
             "load": paint.load,
@@ -453,7 +451,7 @@ def _open_paint(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace, tri
 
 def _wire_tag(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace) -> None:
     t = ui.tag
-    inputs = [ui.project, ui.current_image, t.classes, t.skipped]
+    inputs = [ui.project, ui.current_image, t.classes]
     saved = _on(
         t.save_next.click, lambda *a: handlers_tag.save(studio, *a, move="next_untagged"), inputs, views.tag
     )

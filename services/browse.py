@@ -123,9 +123,9 @@ def step_through(
 
 def _next(
     session: Session, project_id: int, image_filter: ImageFilter, current: Image | None,
-    step: int = 1, skip: Collection[int] = (),
+    step: int = 1,
 ) -> Image | None:
-    return step_through(image_repo.list_images(session, project_id, image_filter), current, step, skip)
+    return step_through(image_repo.list_images(session, project_id, image_filter), current, step)
 
 
 def next_image(
@@ -169,12 +169,11 @@ def tag_view(
     *,
     save: Sequence[int] | None = None,
     move: str = "stay",
-    skip: Collection[int] = (),
 ) -> TagView:
     """One user event of the Tag screen in one transaction: optionally save ``save`` as the human
     tags of ``image_id``, then show ``image_id`` (``move="stay"``; with none, the first untagged
-    image, else the first), the next untagged image after it (leaving out ``skip``: images the
-    user already saved with no tags), or the next / previous image by name."""
+    image, else the first), the next untagged image after it (one saved with no tags is not
+    untagged any more), or the next / previous image by name."""
     if move not in TAG_MOVES:
         raise UserError(f"move must be one of {TAG_MOVES}, got {move!r}")
     with studio.Session.begin() as session:
@@ -189,7 +188,7 @@ def tag_view(
             saved = tuple(set_tags(session, current, save))
         chosen, none_left = current, False
         if move == "next_untagged" or current is None:
-            chosen = _next(session, row.id, ImageFilter.UNTAGGED, current, 1, skip)
+            chosen = _next(session, row.id, ImageFilter.UNTAGGED, current, 1)
             if chosen is None or (current is not None and chosen.id == current.id and saved is not None):
                 none_left = current is not None
                 chosen = current or _next(session, row.id, ImageFilter.ALL, None)

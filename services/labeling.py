@@ -31,6 +31,7 @@ from storage.models import (
     Project,
     PseudoLabel,
     TrainingRun,
+    utcnow,
 )
 
 BACKGROUND = "background"
@@ -246,7 +247,8 @@ def set_classes(
 
 
 def set_tags(session: Session, image: Image, class_ids: Sequence[int], source: str = "human") -> list[int]:
-    """Replace ``image``'s tags from ``source`` with these class ids (checked); returns them sorted."""
+    """Replace ``image``'s tags from ``source`` with these class ids (checked); returns them sorted.
+    Human tags also mark the image checked, so one saved with no tags is no longer "untagged"."""
     if source not in TAG_SOURCES:
         raise UserError(f"tag source must be one of {TAG_SOURCES}, got {source!r}")
     valid = {c.id for c in project_repo.list_classes(session, image.project_id)}
@@ -254,6 +256,8 @@ def set_tags(session: Session, image: Image, class_ids: Sequence[int], source: s
     if unknown:
         raise UserError(f"class ids {unknown} are not classes of this image's project")
     label_repo.set_tags(session, image.id, class_ids, source)
+    if source == "human":
+        image.tags_checked_at = utcnow()
     return sorted(set(class_ids))
 
 

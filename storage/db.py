@@ -35,12 +35,12 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from storage.models import Base, Job, Project, TrainingRun
+from storage.models import Base, Image, Job, Project, TrainingRun
 
 logger = logging.getLogger(__name__)
 
 DATABASE_URL_ENV = "SLRNET_DATABASE_URL"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_S = 30.0
 
 _version_metadata = MetaData()
@@ -182,10 +182,21 @@ def _v3_run_owner_and_lock(conn: Connection) -> None:
             index.create(conn)
 
 
+def _v4_image_tags_checked(conn: Connection) -> None:
+    """v3 -> v4: images record when their tags were last checked (saved, possibly with none)."""
+    if not inspect(conn).has_table(Image.__tablename__):
+        Image.__table__.create(conn)
+        return
+    column = Image.__table__.c["tags_checked_at"]
+    ddl_type = column.type.compile(dialect=conn.dialect)
+    conn.exec_driver_sql(f"ALTER TABLE images ADD COLUMN tags_checked_at {ddl_type}")
+
+
 # (version reached, step) in ascending order; a step runs when the stored version is below it.
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (2, _v2_job_worker_heartbeat),
     (3, _v3_run_owner_and_lock),
+    (4, _v4_image_tags_checked),
 ]
 
 

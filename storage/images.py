@@ -23,7 +23,7 @@ class ImageFilter(StrEnum):
     """Which images of a project to list."""
 
     ALL = "all"
-    UNTAGGED = "untagged"  # no human tag
+    UNTAGGED = "untagged"  # no human tag, and never saved with none (Image.tags_checked_at unset)
     TAGGED = "tagged"  # at least one human tag
     HAS_MASK = "has_mask"
     NO_MASK = "no_mask"
@@ -91,7 +91,7 @@ def _filtered(
         case ImageFilter.ALL:
             pass
         case ImageFilter.UNTAGGED:
-            condition = ~human_tag
+            condition = ~human_tag & Image.tags_checked_at.is_(None)
         case ImageFilter.TAGGED:
             condition = human_tag
         case ImageFilter.HAS_MASK:

@@ -100,6 +100,9 @@ class Image(Base):
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # When a user last saved its human tags, also as "none of the classes": a checked image is not
+    # "untagged" any more (see storage.images.ImageFilter.UNTAGGED). None: never checked.
+    tags_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 
     project: Mapped[Project] = relationship(back_populates="images")
     tags: Mapped[list[ImageTag]] = relationship(back_populates="image", cascade="all, delete-orphan")

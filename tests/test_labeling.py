@@ -162,3 +162,52 @@ def test_low_confidence_filter_uses_the_published_run(studio: Studio) -> None:
                              np.full((3, 4), score, np.float32))
     page = browse.browse_page(studio, "p", "low_confidence")
     assert [i.image.id for i in page.items] == [ids[1], ids[2]] and page.total == 2
+
+
+def test_an_image_saved_with_no_tags_stops_being_untagged(studio: Studio) -> None:
+    project = labeling.create_project(studio, "p", ["cat"])
+    first, second, third = _add_images(studio, project.id, 3)
+    cat = project.classes[1].id
+
+    def untagged() -> list[int]:
+        with studio.Session.begin() as session:
+            images = image_repo.list_images(session, project.id, image_repo.ImageFilter.UNTAGGED)
+            return [i.id for i in images]
+
+    labeling.set_image_tags(studio, first, [])  # checked: none of the classes
+    labeling.set_image_tags(studio, second, [cat], source="model")  # a model's tags check nothing
+    assert untagged() == [second, third]
+    with studio.Session.begin() as session:
+        assert image_repo.count_images(session, project.id, image_repo.ImageFilter.UNTAGGED) == 2
+        assert image_repo.count_images(session, project.id, image_repo.ImageFilter.TAGGED) == 0
+    assert browse.next_image(studio, "p", after=third).id == second  # first is not offered again
+    labeling.set_image_tags(studio, third, [cat])
+    labeling.set_image_tags(studio, third, [])  # untagging again keeps it checked
+    assert untagged() == [second]
+
+
+def test_schema_v3_database_gets_the_tags_checked_column(tmp_path) -> None:
+    import sqlite3
+
+    from sqlalchemy import inspect
+
+    from storage.db import SCHEMA_VERSION, default_database_url, open_database
+
+    url = default_database_url(tmp_path)
+    engine, _ = open_database(url)
+    engine.dispose()
+    path = url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as conn:  # back to what a v3 database looked like
+        conn.execute("INSERT INTO projects (name, has_background, created_at) VALUES ('p', 1, '2024-01-01')")
+        conn.execute("INSERT INTO images (project_id, name, sha256, path, width, height, created_at) "
+                     "VALUES (1, 'a.png', 'x', 'images/x', 2, 2, '2024-01-01')")
+        conn.execute("ALTER TABLE images DROP COLUMN tags_checked_at")
+        conn.execute("UPDATE schema_version SET version = 3")
+    engine, sessions = open_database(url)
+    try:
+        assert "tags_checked_at" in {c["name"] for c in inspect(engine).get_columns("images")}
+        with sessions.begin() as session:
+            assert image_repo.count_images(session, 1, image_repo.ImageFilter.UNTAGGED) == 1
+        assert SCHEMA_VERSION == 4
+    finally:
+        engine.dispose()

@@ -206,7 +206,7 @@ def test_tag_view_starts_at_the_first_untagged_image_without_background(studio: 
 def test_save_and_next_stores_tags_and_moves_on(studio: Studio, project: str) -> None:
     ids = image_ids(studio)
     dog = labeling.get_project(studio, project).classes[2].id
-    shown = handlers_tag.save(studio, project, ids["img0.png"], [dog], [], move="next_untagged")
+    shown = handlers_tag.save(studio, project, ids["img0.png"], [dog], move="next_untagged")
     assert labeling.get_image_tags(studio, ids["img0.png"]) == [dog]
     assert shown["current_image"] == ids["img1.png"] and shown["classes"]["value"] == []
     assert "1 tag" in shown["status"]
@@ -228,12 +228,14 @@ def test_an_image_saved_with_no_tags_is_not_offered_again(studio: Studio, projec
         labeling.set_image_tags(studio, ids[name], [cat])
     # img0 and img4 untagged: saving img0 with nothing checked moves to img4, and from img4 with a
     # tag the old code came back to img0 for ever
-    shown = handlers_tag.save(studio, project, ids["img0.png"], [], [], move="next_untagged")
-    assert "untagged" in shown["status"] and shown["current_image"] == ids["img4.png"]
-    assert shown["skipped"] == [ids["img0.png"]]
-    last = handlers_tag.save(studio, project, ids["img4.png"], [cat], shown["skipped"], move="next_untagged")
+    shown = handlers_tag.save(studio, project, ids["img0.png"], [], move="next_untagged")
+    assert "checked, no tags" in shown["status"] and shown["current_image"] == ids["img4.png"]
+    last = handlers_tag.save(studio, project, ids["img4.png"], [cat], move="next_untagged")
     assert "Every other image is tagged" in last["status"]
     assert labeling.get_image_tags(studio, ids["img0.png"]) == []
+    # the check is stored, not kept by one page: a fresh page (no state) does not offer img0 either
+    fresh = handlers_tag.show(studio, project, ids["img3.png"], "next_untagged")
+    assert fresh["current_image"] == ids["img3.png"]  # nothing untagged is left
 
 
 # --- paint -------------------------------------------------------------------------------------
