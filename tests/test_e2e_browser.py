@@ -47,7 +47,8 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts"
 PHOTOS = ["000000000009.jpg", "000000000025.jpg", "000000000030.jpg", "000000000034.jpg"]
-TRAIN_OPTIONS = {"backbone": "tiny", "epochs": 3, "image_size": 64, "device": "cpu"}
+# a 15 s training budget (the time-budgeted CPU default, sized by a timed step)
+TRAIN_OPTIONS = {"backbone": "tiny", "minutes": 0.25, "image_size": 64, "device": "cpu"}
 STEP_MS = 20_000
 TRAIN_MS = 240_000
 
@@ -291,6 +292,10 @@ def test_label_train_review_export_loop(
         expect(page.locator("#paint-title")).to_be_visible()  # the reload came back to the Paint tab
         _open_tab(page, "Train")
         expect(page.locator("#train-plan")).to_contain_text("Will train in ssss_tags mode")
+        # the plan before the click: epochs, image size and duration; no model yet to continue from
+        planned = re.compile(r"Plan: \d+ epoch\(s\) of \d+ images at 64 px, about \d+ s of training")
+        expect(page.locator("#train-plan")).to_contain_text(planned)
+        expect(page.locator("#train-warm input")).not_to_be_checked()
         page.click("#train-btn")
         line = page.locator("#loss-plot path.loss-line").first
         expect(line).to_have_attribute("d", re.compile(r"^M[\d.]+,[\d.]+ L"), timeout=TRAIN_MS)
@@ -300,6 +305,7 @@ def test_label_train_review_export_loop(
         assert "succeeded" not in running, "the chart only drew after the training had ended"
         expect(page.locator("#summary")).to_contain_text("model v1")
         expect(page.locator("#train-progress")).to_contain_text("100%")
+        expect(page.locator("#train-warm input")).to_be_checked()  # the next round continues from it
         _shot(page, "train")
         assert review.current_model(studio, "e2e").mode == "ssss_tags"
 
