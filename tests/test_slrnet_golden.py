@@ -135,4 +135,4 @@ def test_train_losses_match_golden(name: str) -> None:
                            weights=LossWeights(**LOSS_WEIGHTS), feature_resolution=False)
     assert torch.isfinite(terms["total"])
     _check_or_store(f"{name}/train", {k: float(v.detach()) for k, v in terms.items()},
-                    {k: outs[k] for k in ("seg_logits_view2", "cls_logits")})
+                    {k: outs[k] for k in ("seg_logits_view2", "cls_logits", "codes")})
