@@ -127,7 +127,7 @@ def main() -> None:
                      lambda p=p: p.predict(image, known_tags=known), args.rows)
 
     bare = models.mobilenet_v2().eval()  # random weights, ImageNet head
-    base = normalize(torch.from_numpy(image).permute(2, 0, 1)[None])
+    base = normalize(torch.from_numpy(image.copy()).permute(2, 0, 1)[None])
     factor = args.predict_size / max(base.shape[-2:])
     bare_input = torch.nn.functional.interpolate(
         base, size=(round(base.shape[-2] * factor), round(base.shape[-1] * factor)), mode="bilinear")
