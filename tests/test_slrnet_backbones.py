@@ -96,3 +96,38 @@ def test_backbone_weights_file_is_loaded(tmp_path: Path) -> None:
     torch.save({"x.weight": torch.zeros(3)}, tmp_path / "bad.pth")
     with pytest.raises(ValueError):
         build_backbone("tiny", 16, True, str(tmp_path / "bad.pth"))
+
+
+# Every registered backbone (timm style), a new one included: small inputs keep it fast (about 30 s
+# for all on one core); WideResNet-38 (about 100M parameters, 6-9 s) runs on one 32x32 image.
+@pytest.mark.parametrize("output_stride", [8, 16])
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_every_backbone_shapes_strides_gradients_and_freeze_low(name: str, output_stride: int) -> None:
+    torch.manual_seed(0)
+    net = build_backbone(name, output_stride, False, None).train()
+    batch, size = (1, 32) if name == "wideresnet38" else (2, 64)
+    images = torch.randn(batch, 3, size, size)
+    low, deep = net(images)
+    assert net.output_stride == output_stride
+    assert low.shape == (batch, net.low_channels, size // 4, size // 4)
+    assert deep.shape == (batch, net.deep_channels, size // output_stride, size // output_stride)
+
+    deep.square().mean().backward()
+    trainable = {n: p for n, p in net.named_parameters() if p.requires_grad}
+    assert trainable
+    missing = [n for n, p in trainable.items() if p.grad is None]
+    assert not missing, f"{name}: no gradient reaches {missing[:5]}"
+    assert all(torch.isfinite(p.grad).all() for p in trainable.values())
+    assert any(p.grad.abs().sum() > 0 for p in trainable.values())
+
+    net.zero_grad(set_to_none=True)
+    net.freeze_low()
+    low_ids = {id(p) for module in net.low_modules() for p in module.parameters()}
+    low, deep = net(images)
+    assert not low.requires_grad  # nothing up to stride 4 trains
+    deep.square().mean().backward()
+    for n, p in net.named_parameters():
+        if id(p) in low_ids:
+            assert not p.requires_grad and p.grad is None, f"{name}: stride-4 parameter {n} still trains"
+    deeper = [p for p in net.parameters() if id(p) not in low_ids and p.requires_grad]
+    assert deeper and all(p.grad is not None for p in deeper), f"{name}: the deep layers stopped training"
