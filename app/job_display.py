@@ -81,6 +81,23 @@ CHART_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"
 CHART_W, CHART_H, CHART_PAD = 640, 240, 36
 
 
+LEGEND_CHAR_W, LEGEND_GAP, LEGEND_ROW_H = 6.5, 14, 14  # px at font-size 11 (a generous average)
+
+
+def legend_places(terms: list[str]) -> list[tuple[float, int]]:
+    """(x, baseline y) of each legend entry: left to right by its text's width, wrapping onto a
+    second row above the plot when the chart is too narrow (entries never overlap)."""
+    start, right = CHART_PAD + 8, CHART_W - 8
+    x, y, places = float(start), 14, []
+    for term in terms:
+        width = LEGEND_CHAR_W * (len(term) + 2)
+        if x > start and x + width > right:
+            x, y = float(start), y + LEGEND_ROW_H
+        places.append((x, y))
+        x += width + LEGEND_GAP
+    return places
+
+
 def loss_svg(job: JobView | None) -> str:
     """The job's loss curve as an inline SVG line chart, one path per loss term with a legend.
 
@@ -101,7 +118,7 @@ def loss_svg(job: JobView | None) -> str:
 
     paths, legend = [], []
     groups = list(frame.groupby("term", sort=False))
-    spacing = width / max(1, len(groups))
+    places = legend_places([str(term) for term, _ in groups])
     for k, (term, rows) in enumerate(groups):
         color = CHART_COLORS[k % len(CHART_COLORS)]
         points = [point(x, y) for x, y in zip(rows["x"], rows["loss"], strict=True)]
@@ -111,7 +128,7 @@ def loss_svg(job: JobView | None) -> str:
             f'stroke="{color}" stroke-width="2"/>'
         )
         legend.append(
-            f'<text x="{CHART_PAD + 8 + spacing * k:.0f}" y="16" fill="{color}" font-size="11">'
+            f'<text x="{places[k][0]:.0f}" y="{places[k][1]}" fill="{color}" font-size="11">'
             f"■ {html.escape(str(term))}</text>"
         )
     left, right, top, bottom = CHART_PAD, CHART_PAD + width, CHART_PAD, CHART_PAD + height

@@ -157,6 +157,13 @@ def mask_repeat(masked: int, others: int) -> int:
     return max(1, min(8, round(others / (2 * masked))))
 
 
+def trained_per_epoch(images_per_epoch: int, samples: int, device: str) -> int:
+    """Images one epoch really trains on: the loader drops a last partial batch (batch size
+    ``min(8, samples)`` on a CPU, 16 on a GPU, as services.training sets it)."""
+    batch = max(1, min(16 if device == "cuda" else 8, samples))
+    return images_per_epoch // batch * batch if images_per_epoch > batch else images_per_epoch
+
+
 def planned_epochs(budget_s: float, images_per_s: float, images_per_epoch: int) -> int:
     """Whole epochs that fit ``budget_s`` (the rule of slrnet.train.epochs_for_budget, 1..30)."""
     per_epoch = max(images_per_epoch, 1) / images_per_s
@@ -180,6 +187,26 @@ def guessed_images_per_s(known: dict[str, float], device: str, backbone: str, fe
     if device != "cpu":
         return None, "unknown"
     return GUESS_TRAIN_IMAGES_PER_S * (GUESS_SIZE / image_size) ** 2, "guessed"
+
+
+def speed_of_runs(runs: list[dict], device: str, backbone: str, feature_channels: int,
+                  image_size: int) -> float | None:
+    """Images per second that the newest finished run of this model trained at, over its whole
+    training (its epochs' times), not a probe's few steps. ``runs``: ``{"config", "metrics"}``
+    dicts of runs, newest first."""
+    for run in runs:
+        model, train = run["config"].get("model", {}), run["config"].get("train", {})
+        plan = run["metrics"].get("plan") or {}
+        epochs = [h["seconds"] for h in run["metrics"].get("history", []) if h.get("seconds")]
+        same = (model.get("backbone") == backbone and model.get("feature_channels") == feature_channels
+                and train.get("image_size") == image_size and bool(train.get("amp")) == (device == "cuda"))
+        if not same or not epochs or not plan.get("images_per_epoch"):
+            continue
+        per_epoch = int(plan["images_per_epoch"])
+        batch = int(train.get("batch_size", 8))
+        trained = per_epoch // batch * batch if per_epoch > batch else per_epoch
+        return len(epochs) * trained / sum(epochs)
+    return None
 
 
 def _gpu_present() -> bool:
@@ -224,7 +251,8 @@ class TrainPreview:
 
 
 def minutes(seconds: float) -> str:
-    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+    """A duration for people: "3.5 min", "40 s", "1 s" (never "0 s")."""
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{max(1, round(seconds))} s"
 
 
 def preview_training(
@@ -252,14 +280,17 @@ def preview_training(
         current = run_repo.latest_published_run(session, row.id)
         current_version = current.version if current is not None else None
         current_model = dict((current.config or {}).get("model", {})) if current is not None else {}
+        runs = [{"config": dict(r.config or {}), "metrics": dict(r.metrics or {})}
+                for r in run_repo.latest_trained_runs(session, row.id)]
     resolved = device if device in ("cpu", "cuda") else ("cuda" if _gpu_present() else "cpu")
     cpu = resolved == "cpu"
     backbone = backbone or CPU_BACKBONE
     channels = int((model_overrides or {}).get(
         "feature_channels", CPU_FEATURE_CHANNELS if cpu else ModelConfig.feature_channels))
     if choice.mode == "wsss":
-        per_epoch = counts.tagged
+        samples = per_epoch = counts.tagged
     else:
+        samples = total
         per_epoch = total + counts.masked * (mask_repeat(counts.masked, total - counts.masked) - 1)
     warm_from = None
     if warm_start is not False and current_version is not None \
@@ -267,7 +298,14 @@ def preview_training(
             and int(current_model.get("feature_channels", channels)) == channels:
         warm_from = current_version
     size = image_size or (CPU_IMAGE_SIZE if cpu else GPU_IMAGE_SIZE)
-    speed, source = guessed_images_per_s(read_throughput(studio.data_dir), resolved, backbone, channels, size)
+    # The service sizes the epochs from its timed probe steps (what the throughput file records);
+    # the duration is best told by how fast the last whole run of this model really trained.
+    probe, source = guessed_images_per_s(read_throughput(studio.data_dir), resolved, backbone, channels, size)
+    speed = speed_of_runs(runs, resolved, backbone, channels, size)
+    if speed is None:
+        speed = probe
+    else:
+        source = "measured"
     budget = None
     if epochs:
         planned = epochs
@@ -275,10 +313,11 @@ def preview_training(
         budget = budget_s if budget_s is not None else CPU_TRAIN_BUDGET_S
         if warm_from is not None and budget_s is None:
             budget *= WARM_START_BUDGET_SHARE
-        planned = planned_epochs(budget, speed, per_epoch)
+        planned = planned_epochs(budget, probe, per_epoch)
     else:  # slrnet.train.default_budget on a GPU
         planned = max(8, min(MAX_EPOCHS, math.ceil(40_000 / max(per_epoch, 1))))
-    estimate = planned * per_epoch / speed if speed else None
+    trained = trained_per_epoch(per_epoch, samples, resolved)
+    estimate = planned * trained / speed if speed else None
     return TrainPreview(
         mode=choice.mode, reason=choice.reason, device=resolved, epochs=planned, image_size=size,
         images_per_epoch=per_epoch, budget_s=budget, images_per_s=speed, speed_source=source,

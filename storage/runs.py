@@ -150,3 +150,14 @@ def latest_resumable_run(session: Session, project_id: int) -> TrainingRun | Non
         .limit(1)
     )
     return session.scalars(stmt).first()
+
+
+def latest_trained_runs(session: Session, project_id: int, limit: int = 10) -> list[TrainingRun]:
+    """The project's newest runs that finished training (``trained`` or ``published``), newest first."""
+    stmt = (
+        select(TrainingRun)
+        .where(TrainingRun.project_id == project_id, TrainingRun.status.in_(("trained", "published")))
+        .order_by(TrainingRun.id.desc())
+        .limit(limit)
+    )
+    return list(session.scalars(stmt))

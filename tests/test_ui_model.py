@@ -267,3 +267,15 @@ def test_timer_runs_only_while_a_followed_job_is_active(
     assert outputs["timer"].active is True
     handlers_train.cancel_training(studio, project)
     assert handlers_jobs.poll_jobs(studio, project, None, [], None, None, None)["timer"].active is False
+
+
+def test_loss_legend_entries_do_not_overlap() -> None:
+    from app.job_display import CHART_PAD, CHART_W, LEGEND_CHAR_W, legend_places
+
+    terms = ["cls", "mask_ce", "mask_consistency", "code_consistency", "pseudo", "total", "pseudo_labelled"]
+    places = legend_places(terms)
+    assert len({y for _, y in places}) == 2 and max(y for _, y in places) < CHART_PAD  # above the plot
+    for (x, y), term, (nx, ny) in zip(places, terms, places[1:], strict=False):
+        if ny == y:
+            assert nx >= x + LEGEND_CHAR_W * (len(term) + 2)
+    assert all(x + LEGEND_CHAR_W * (len(t) + 2) <= CHART_W for (x, _), t in zip(places, terms, strict=True))

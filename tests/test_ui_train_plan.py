@@ -66,7 +66,8 @@ def test_preview_default_budget_epochs_given_and_gpu(studio: Studio, project: st
     assert default.budget_s == train_plan.CPU_TRAIN_BUDGET_S
     assert default.epochs == 30  # 240 s / (10 images / 3 img/s) = 72 epochs, clamped
     given = train_plan.preview_training(studio, project, device="cpu", epochs=2)
-    assert given.epochs == 2 and given.budget_s is None and given.estimated_s == pytest.approx(2 * 10 / 3)
+    # the loader drops the last partial batch of 8: an epoch trains on 8 of the 10 images
+    assert given.epochs == 2 and given.budget_s is None and given.estimated_s == pytest.approx(2 * 8 / 3)
     gpu = train_plan.preview_training(studio, project, device="cuda")
     assert (gpu.image_size, gpu.epochs, gpu.estimated_s) == (448, 30, None)  # nothing measured on a GPU
     assert "measured when it starts" in handlers_train._preview_text(gpu)
@@ -168,3 +169,77 @@ def test_the_training_service_uses_the_same_constants_and_key() -> None:
     for budget, speed, images in [(240, 3.0, 40), (10, 3.0, 3), (1, 0.5, 100), (1e4, 50.0, 2)]:
         planned = train_plan.planned_epochs(budget, speed, images)
         assert planned == epochs_for_budget(budget, 1 / speed, images)
+
+
+def _budgeted_project(tmp_path: Path) -> Studio:
+    from services.importing import import_dataset
+    from tests.test_train_service import write_dataset
+
+    files = write_dataset(tmp_path / "src", n=12, masks=0)
+    studio = Studio.open(tmp_path / "data")
+    import_dataset(studio, files["images"], project="p", classes_file=files["classes"],
+                   tags_csv=files["tags"])
+    return studio
+
+
+BUDGETED = {"backbone": "tiny", "image_size": 96, "device": "cpu", "budget_s": 25.0, "warm_start": False}
+
+
+@pytest.mark.slow
+def test_the_service_plan_is_within_30_percent_of_the_training_time(tmp_path: Path) -> None:
+    """A 25 s budgeted run on 12 synthetic images: the plan's estimate (from its timed probe
+    steps) against the time its epochs took."""
+    from services.training import train
+
+    with _budgeted_project(tmp_path) as studio:
+        result = train(studio, "p", **BUDGETED)
+    plan, seconds = result.metrics["plan"], result.metrics["train_seconds"]
+    print(f"\nservice plan: {plan['epochs']} epochs, estimated {plan['estimated_s']:.1f} s, "
+          f"trained {seconds:.1f} s")
+    assert plan["images_per_epoch"] == 12 and result.epochs == plan["epochs"]
+    assert 0.7 * seconds <= plan["estimated_s"] <= 1.3 * seconds
+
+
+@pytest.mark.slow
+def test_the_preview_is_within_30_percent_of_the_training_time(tmp_path: Path) -> None:
+    """The plan shown before the second click of the same settings against that run's time."""
+    from services.training import train
+
+    with _budgeted_project(tmp_path) as studio:
+        train(studio, "p", **BUDGETED)
+        preview = train_plan.preview_training(studio, "p", **BUDGETED)
+        result = train(studio, "p", **BUDGETED)
+    seconds = result.metrics["train_seconds"]
+    print(f"\npreview: {preview.epochs} epochs, estimated {preview.estimated_s:.1f} s "
+          f"({preview.images_per_s:.1f} img/s {preview.speed_source}), trained {seconds:.1f} s "
+          f"in {result.epochs} epochs")
+    assert preview.speed_source == "measured"
+    # the epochs come from each run's own probe steps; the preview's duration per epoch is the claim
+    assert 0.7 * seconds <= preview.estimated_s * result.epochs / preview.epochs <= 1.3 * seconds
+
+
+def test_the_duration_comes_from_the_last_whole_run_of_the_model(studio: Studio, project: str) -> None:
+    """Epochs are sized as the service sizes them (the probe's speed: here the guess); the
+    duration from how fast the last finished run of the same model really trained."""
+    from storage import runs as run_repo
+    from storage.projects import get_project_by_name
+
+    _tag(studio, project, [f"img{i}.png" for i in range(10)])
+    config = {"model": {"backbone": "mobilenet_v2", "feature_channels": 64},
+              "train": {"image_size": 224, "batch_size": 8, "amp": False}}
+    metrics = {"plan": {"images_per_epoch": 10}, "history": [{"seconds": 2.0}, {"seconds": 2.0}]}
+    with studio.Session.begin() as session:
+        row = get_project_by_name(session, project)
+        other = run_repo.create_run(session, row.id, mode="wsss", backbone="tiny", config={
+            "model": {"backbone": "tiny", "feature_channels": 64}, "train": {"image_size": 224}})
+        run_repo.mark_trained(session, other)
+        run = run_repo.create_run(session, row.id, mode="wsss", backbone="mobilenet_v2", config=config)
+        run_repo.record_epoch(session, run, 2, metrics)
+        run_repo.mark_trained(session, run)
+    preview = train_plan.preview_training(studio, project, device="cpu", budget_s=20)
+    assert preview.epochs == 6  # floor(20 s / (10 images / 3 img/s guessed))
+    assert preview.images_per_s == pytest.approx(4.0)  # 2 epochs x 8 trained images in 4 s
+    assert preview.estimated_s == pytest.approx(6 * 8 / 4.0)
+    # another image size: no run of that model, back to the guess
+    smaller = train_plan.preview_training(studio, project, device="cpu", image_size=112)
+    assert smaller.speed_source == "guessed"
