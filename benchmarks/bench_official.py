@@ -208,7 +208,8 @@ def main() -> None:
         for name, step in variants.items():
             if name not in once:
                 times[name].append(timed(step))
-        logger.info("round %d: %s", r + 1, ", ".join(f"{n} {t[-1]:.2f} s" for n, t in times.items()))
+        logger.info("round %d: %s", r + 1,
+                    ", ".join(f"{n} {t[-1]:.2f} s" for n, t in times.items() if n not in once))
 
     med = {n: statistics.median(t) for n, t in times.items()}
     logger.info("load after: %s", os.getloadavg())
