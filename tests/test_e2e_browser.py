@@ -336,6 +336,8 @@ def test_label_train_review_export_loop(
 
         # Export: COCO JSON with its _results.json, and the VOC zip
         page.reload()
+        expect(page.locator("#summary")).to_contain_text("model v1")  # restored (project and tab) ...
+        expect(page.locator("#review-title")).to_be_visible()  # (the last tab clicked) before another
         _open_tab(page, "Export")
         page.click("#export-coco")
         link = page.locator("#download a")
