@@ -187,6 +187,7 @@ def main() -> None:
         variants[f"ours {lever}"] = ours_step(model, cfg, lever_input(images, lever), bf16="bf16" in lever,
                                               feature_resolution=args.cpu_default)
         diffs[f"ours {lever}"] = logits_diff(ours, model, images, lever)
+        logger.info("ours %s: max abs logit diff vs fp32 %.2e", lever, diffs[f"ours {lever}"])
     if args.official:
         official = official_model(load_official(args.official.resolve()))
         variants["official, anomaly on"] = official_step(official, images, anomaly=True)
