@@ -81,7 +81,8 @@ class FakeTraining:
               backbone: str | None = None, epochs: int | None = None, image_size: int | None = None,
               device: str = "auto", seed: int = 0,
               resume: bool = True, job_id: int | None = None, train_overrides: dict | None = None,
-              model_overrides: dict | None = None, progress: ProgressFn = no_progress,
+              model_overrides: dict | None = None, budget_s: float | None = None,
+              warm_start: bool | None = None, progress: ProgressFn = no_progress,
               should_stop: StopFn = never_stop) -> Any:
         self.calls.append(("train", {"project": project, "mode": mode, "epochs": epochs, "resume": resume,
                                      "job_id": job_id}))
