@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import UTC
 
 import numpy as np
-from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from services.context import Studio
@@ -24,13 +23,9 @@ from storage.label_maps import decode_label_png, is_hex_color
 from storage.models import (
     IGNORE_INDEX,
     TAG_SOURCES,
-    ClassLabel,
     Image,
-    ImageTag,
     Mask,
     Project,
-    PseudoLabel,
-    TrainingRun,
     utcnow,
 )
 
@@ -197,28 +192,6 @@ def get_project(studio: Studio, project: int | str) -> ProjectInfo:
         return project_info(session, resolve_project(session, project))
 
 
-def _max_used_index(session: Session, project_id: int) -> int:
-    """The largest class index that tags refer to, or -1; masks/pseudo-labels count as using all."""
-    labelled = session.scalar(
-        select(
-            exists().where(Mask.image_id == Image.id, Image.project_id == project_id)
-            | exists().where(
-                PseudoLabel.run_id == TrainingRun.id, TrainingRun.project_id == project_id
-            )
-        )
-    )
-    if labelled:
-        return len(project_repo.list_classes(session, project_id)) - 1
-    used = session.scalars(
-        select(ClassLabel.index)
-        .join(ImageTag, ImageTag.class_id == ClassLabel.id)
-        .where(ClassLabel.project_id == project_id)
-        .order_by(ClassLabel.index.desc())
-        .limit(1)
-    ).first()
-    return -1 if used is None else used
-
-
 def set_classes(
     studio: Studio,
     project: int | str,
@@ -236,7 +209,7 @@ def set_classes(
         colors = _check_colors(colors, len(class_names))
         if colors is not None and len(names) > len(class_names):
             colors = [None, *colors]
-        used = _max_used_index(session, row.id)
+        used = project_repo.max_used_class_index(session, row.id)
         if len(names) <= used:
             raise UserError(
                 f"cannot remove classes in use: labels use class indices up to {used}, "

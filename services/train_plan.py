@@ -15,14 +15,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import exists, func, select
-
 from services.context import Studio
 from services.errors import UserError
 from services.lookups import resolve_project
 from slrnet.config import MODES, ModelConfig
+from storage import images as image_repo
 from storage import runs as run_repo
-from storage.models import Image, ImageTag, Mask
 
 logger = logging.getLogger(__name__)
 
@@ -63,14 +61,8 @@ def label_counts(studio: Studio, project: str) -> LabelCounts:
     """How many of the project's images have tags, masks, or neither."""
     with studio.Session.begin() as session:
         row = resolve_project(session, project)
-        tagged = exists().where(ImageTag.image_id == Image.id, ImageTag.source == "human")
-        masked = exists().where(Mask.image_id == Image.id)
-        mine = Image.project_id == row.id
-
-        def count(*conditions: object) -> int:
-            return session.execute(select(func.count(Image.id)).where(mine, *conditions)).scalar_one()
-
-        return LabelCounts(tagged=count(tagged), masked=count(masked), unlabelled=count(~tagged, ~masked))
+        tagged, masked, unlabelled = image_repo.label_counts(session, row.id)
+        return LabelCounts(tagged=tagged, masked=masked, unlabelled=unlabelled)
 
 
 def plan_for_counts(counts: LabelCounts, requested: str = "auto") -> TrainPlan:
@@ -276,7 +268,7 @@ def preview_training(
     choice = plan_for_counts(counts, mode or "auto")
     with studio.Session.begin() as session:
         row = resolve_project(session, project)
-        total = session.execute(select(func.count(Image.id)).where(Image.project_id == row.id)).scalar_one()
+        total = image_repo.count_images(session, row.id)
         current = run_repo.latest_published_run(session, row.id)
         current_version = current.version if current is not None else None
         current_model = dict((current.config or {}).get("model", {})) if current is not None else {}

@@ -30,7 +30,18 @@ from services.context import Studio
 from services.errors import UserError
 from services.lookups import resolve_project
 from services.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
-from services.train_plan import LabelCounts, TrainPlan, plan_for_counts
+from services.train_plan import (
+    CPU_FEATURE_CHANNELS,
+    CPU_IMAGE_SIZE,
+    CPU_TRAIN_BUDGET_S,
+    MAX_EPOCHS,
+    WARM_START_BUDGET_SHARE,
+    LabelCounts,
+    TrainPlan,
+    plan_for_counts,
+    record_throughput,
+    throughput_key,
+)
 from slrnet.config import MODE_LOSS_WEIGHTS, InferenceConfig, ModelConfig, TrainConfig
 from slrnet.data import ImageCache, Sample
 from slrnet.inference import Predictor
@@ -42,7 +53,6 @@ from slrnet.train import (
     default_budget,
     default_mask_repeat,
     default_warmup,
-    epochs_for_budget,
     fit,
     load_checkpoint,
     resolve_device,
@@ -60,12 +70,10 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoints"
 
 # The CPU default (what `launch.py train` and "Train on my labels" pick with no options): a run
-# sized to a wall-time budget from a measured step, and the CPU-sized model. See
-# benchmarks/RESULTS.md ("CPU defaults") for the measurements behind each value.
-CPU_TRAIN_BUDGET_S = 240.0
-WARM_START_BUDGET_SHARE = 0.5  # a warm-started round trains for half the budget
-CPU_IMAGE_SIZE = 224
-CPU_MODEL = {"feature_channels": 64, "separable_head": True, "freeze_low": True}
+# sized to a wall-time budget from a measured step, and the CPU-sized model. The numbers live in
+# the torch-free services.train_plan (the UI's preview uses them); benchmarks/RESULTS.md ("CPU
+# defaults") has the measurements behind each value.
+CPU_MODEL = {"feature_channels": CPU_FEATURE_CHANNELS, "separable_head": True, "freeze_low": True}
 CPU_TRAIN = {"feature_resolution_losses": True}
 CPU_INFERENCE = InferenceConfig(pamr_scale=0.5)
 
@@ -311,33 +319,51 @@ def _warm_start_weights(studio: Studio, data: _ProjectLabels,
 def _plan_budget(studio: Studio, data: _ProjectLabels, samples: list[Sample], model_config: ModelConfig,
                  train_config: TrainConfig, device: torch.device, budget_s: float,
                  plan: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
-    """Size the run to ``budget_s`` from a timed step (or keep the epochs of the interrupted run
-    it will resume). Returns the train config and the plan shown to the user."""
+    """Size the run to ``budget_s`` from timed steps (or keep the epochs of the interrupted run
+    it will resume). Returns the train config and the plan shown to the user.
+
+    Warm-up epochs (no pseudo-label term, no PAMR) and the later ones are timed apart; an epoch
+    trains whole batches only (the loader drops a last partial batch)."""
     from slrnet.model import build_model
 
-    per_epoch = len(_epoch_order(samples, train_config))
+    visits = len(_epoch_order(samples, train_config))
+    batch = min(train_config.batch_size, visits)
+    per_epoch = visits if visits <= batch else (visits // batch) * batch
     resumable = _resumable_epochs(studio, data, model_config, train_config)
+    seconds = warm_seconds = None
     if resumable is not None:
-        epochs, seconds = resumable, None
+        epochs = resumable
     else:
         torch.manual_seed(train_config.seed)
         probe = build_model(model_config)
         seconds = seconds_per_image(probe, samples, model_config=model_config, train_config=train_config,
                                     device=device)
+        warm_seconds = seconds_per_image(probe, samples, model_config=model_config,
+                                         train_config=train_config, device=device, steps=1,
+                                         pseudo_labels=False)
         del probe
-        epochs = epochs_for_budget(budget_s, seconds, per_epoch)
+        epochs = 1
+        for n in range(1, MAX_EPOCHS + 1):  # the most epochs whose warm-up + pseudo epochs fit
+            warmup = 0 if plan.get("warm_start_from_version") else min(default_warmup(n), n)
+            cost = per_epoch * (warmup * warm_seconds + (n - warmup) * seconds)
+            if cost > budget_s:
+                break
+            epochs = n
     warmup = 0 if plan.get("warm_start_from_version") else default_warmup(epochs)
     train_config = replace(train_config, epochs=epochs, warmup_epochs=min(warmup, epochs))
-    estimate = None if seconds is None else seconds * per_epoch * epochs
-    plan = {**plan, "epochs": epochs, "image_size": train_config.image_size, "budget_s": budget_s,
-            "images_per_epoch": per_epoch, "seconds_per_image": seconds, "estimated_s": estimate}
-    if seconds is None:
+    estimate = None
+    if seconds is not None and warm_seconds is not None:
+        estimate = per_epoch * (train_config.warmup_epochs * warm_seconds
+                                + (epochs - train_config.warmup_epochs) * seconds)
+    plan = {**plan, "epochs": epochs, "warmup_epochs": train_config.warmup_epochs,
+            "image_size": train_config.image_size, "budget_s": budget_s, "images_per_epoch": per_epoch,
+            "seconds_per_image": seconds, "warmup_seconds_per_image": warm_seconds, "estimated_s": estimate}
+    if estimate is None:
         plan["summary"] = f"resuming the interrupted run: {epochs} epochs at {train_config.image_size} px"
     else:
         plan["summary"] = (f"plan: {epochs} epoch(s) of {per_epoch} images at {train_config.image_size} px, "
                            f"about {_minutes(estimate)} of training (measured {1 / seconds:.1f} img/s; "
                            f"budget {_minutes(budget_s)})")
-        _record_throughput(studio, model_config, train_config, device, 1.0 / seconds)
     return train_config, plan
 
 
@@ -365,27 +391,6 @@ def _resumable_epochs(studio: Studio, data: _ProjectLabels, model_config: ModelC
             and {k: v for k, v in theirs.get("train", {}).items() if k not in strip}
             == {k: v for k, v in mine["train"].items() if k not in strip})
     return int(theirs["train"]["epochs"]) if same else None
-
-
-THROUGHPUT_FILE = "throughput.json"
-
-
-def _throughput_key(model_config: ModelConfig, image_size: int, device: torch.device) -> str:
-    return f"{device.type}/{model_config.backbone}/{model_config.feature_channels}/{image_size}"
-
-
-def _record_throughput(studio: Studio, model_config: ModelConfig, train_config: TrainConfig,
-                       device: torch.device, images_per_s: float) -> None:
-    """Remember the measured training speed so the next plan (shown before a click) can use it."""
-    path = studio.data_dir / THROUGHPUT_FILE
-    try:
-        known = json.loads(path.read_text()) if path.is_file() else {}
-        known[_throughput_key(model_config, train_config.image_size, device)] = round(images_per_s, 3)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(known, indent=1))
-        os.replace(tmp, path)
-    except (OSError, ValueError) as exc:  # a hint only: never fail a training over it
-        logger.warning("could not record the training throughput: %s", exc)
 
 
 def _start_run(studio: Studio, data: _ProjectLabels, mode: str, model_config: ModelConfig,
@@ -485,9 +490,16 @@ def _train(studio: Studio, data: _ProjectLabels, choice: TrainPlan, samples: lis
         if main:
             _end_run(studio, run_id, "failed", f"{type(exc).__name__}: {exc}")
         raise
+    train_seconds = sum(h.get("seconds", 0.0) for h in result.history)
     metrics = {"history": result.history, "final": result.history[-1] if result.history else {},
-               "mode_reason": choice.reason, "plan": plan or {},
-               "train_seconds": sum(h.get("seconds", 0.0) for h in result.history)}
+               "mode_reason": choice.reason, "plan": plan or {}, "train_seconds": train_seconds}
+    if main and device.type == "cpu" and train_seconds > 0 and result.resumed_from_epoch == 0:
+        # The whole run's speed (warm-up and pseudo-label epochs): what the next preview uses.
+        per_epoch = (plan or {}).get("images_per_epoch") or len(_epoch_order(samples, train_config))
+        record_throughput(studio.data_dir, throughput_key(device.type, model_config.backbone,
+                                                          model_config.feature_channels,
+                                                          train_config.image_size),
+                          per_epoch * result.epochs_completed / train_seconds)
     version = 0
     if main:
         training_lock.release(run_id)

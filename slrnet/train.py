@@ -269,9 +269,10 @@ def train_one_epoch(
 
 
 def seconds_per_image(model: nn.Module, samples: Sequence[Sample], *, model_config: ModelConfig,
-                      train_config: TrainConfig, device: torch.device, steps: int = 2) -> float:
-    """Measured training cost: seconds per image of a full step (two views, pseudo-label term on,
-    backward, SGD), median of ``steps`` steps after one warm-up, on a copy of ``model``.
+                      train_config: TrainConfig, device: torch.device, steps: int = 2,
+                      pseudo_labels: bool = True) -> float:
+    """Measured training cost: seconds per image of a full step (two views, the pseudo-label term
+    on or off, backward, SGD), median of ``steps`` steps after one warm-up, on a copy of ``model``.
 
     What the time-budgeted default sizes the run with (``epochs = budget / (images × this)``);
     the copy keeps ``model`` and the RNG streams of the real run untouched.
@@ -294,7 +295,8 @@ def seconds_per_image(model: nn.Module, samples: Sequence[Sample], *, model_conf
             start = time.perf_counter()
             batch = {k: v.to(device) for k, v in batch.items()}
             outs = probe.forward_train(batch["image"])
-            losses = compute_losses(model_config, outs, batch, True, weights=train_config.loss_weights,
+            losses = compute_losses(model_config, outs, batch, pseudo_labels,
+                                    weights=train_config.loss_weights,
                                     feature_resolution=train_config.feature_resolution_losses)
             optimizer.zero_grad(set_to_none=True)
             losses["total"].backward()

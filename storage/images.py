@@ -224,3 +224,15 @@ def iter_images_with_labels(
         if len(page) < batch_size:
             return
         last_name = page[-1][1]
+
+
+def label_counts(session: Session, project_id: int) -> tuple[int, int, int]:
+    """(images with a human tag, images with a mask, images with neither) of a project, in one
+    statement."""
+    tagged = exists().where(ImageTag.image_id == Image.id, ImageTag.source == "human")
+    masked = exists().where(Mask.image_id == Image.id)
+    row = session.execute(
+        select(func.count(Image.id).filter(tagged), func.count(Image.id).filter(masked),
+               func.count(Image.id).filter(~tagged, ~masked)).where(Image.project_id == project_id)
+    ).one()
+    return int(row[0]), int(row[1]), int(row[2])

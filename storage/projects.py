@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from storage.label_maps import default_color
-from storage.models import ClassLabel, Project
+from storage.models import ClassLabel, Image, ImageTag, Mask, Project, PseudoLabel, TrainingRun
 
 
 def create_project(session: Session, name: str, *, has_background: bool = True) -> Project:
@@ -74,3 +74,23 @@ def set_classes(
     session.flush()
     session.expire(project, ["classes"])
     return result
+
+
+def max_used_class_index(session: Session, project_id: int) -> int:
+    """The largest class index that tags refer to, or -1; masks/pseudo-labels count as using all."""
+    labelled = session.scalar(
+        select(
+            exists().where(Mask.image_id == Image.id, Image.project_id == project_id)
+            | exists().where(PseudoLabel.run_id == TrainingRun.id, TrainingRun.project_id == project_id)
+        )
+    )
+    if labelled:
+        return len(list_classes(session, project_id)) - 1
+    used = session.scalars(
+        select(ClassLabel.index)
+        .join(ImageTag, ImageTag.class_id == ClassLabel.id)
+        .where(ClassLabel.project_id == project_id)
+        .order_by(ClassLabel.index.desc())
+        .limit(1)
+    ).first()
+    return -1 if used is None else used

@@ -15,7 +15,7 @@ from services.context import Studio
 from services.errors import UserError
 from services.importing import import_dataset
 from services.progress import Cancelled
-from services.train_plan import LabelCounts, plan_for_counts, plan_training
+from services.train_plan import THROUGHPUT_FILE, LabelCounts, plan_for_counts, plan_training
 from storage import labels as label_repo
 from storage import runs as run_repo
 from storage.models import PseudoLabel, TrainingRun
@@ -212,7 +212,7 @@ def test_cpu_default_sizes_the_run_to_the_budget_and_reports_the_plan_first(
     assert reports[0][1].startswith("plan: ") and reports[0][2]["plan"] == plan  # before any step
     assert plan["seconds_per_image"] > 0 and plan["images_per_epoch"] == 6
     assert result.epochs == plan["epochs"] == 30  # an hour fits the cap of 30 epochs of 6 images
-    assert (studio.data_dir / training.THROUGHPUT_FILE).is_file()
+    assert (studio.data_dir / THROUGHPUT_FILE).is_file()  # the whole run's speed, for the preview
     tiny = training.train(studio, "p", budget_s=1e-3, warm_start=False, **options)
     assert tiny.epochs == 1  # nothing fits: one epoch, never zero
 
