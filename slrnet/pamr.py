@@ -47,16 +47,42 @@ class PAMR(nn.Module):
         self.dilations = tuple(int(d) for d in dilations)
 
     def affinity(self, image: Tensor) -> Tensor:
-        """(B, 3, H, W) -> (B, 1, P, H, W) propagation weights, summing to 1 over the P neighbours."""
-        std = _neighbours(image, self.dilations, with_centre=True).std(dim=2, keepdim=True)
-        diff = (_neighbours(image, self.dilations, with_centre=False) - image.unsqueeze(2)).abs()
+        """(B, 3, H, W) -> (B, 1, P, H, W) propagation weights, summing to 1 over the P neighbours.
+
+        σ is the standard deviation over the 9-pixel neighbourhoods of every dilation together
+        (unbiased, as ``torch.std``), accumulated shift by shift instead of stacking all of them.
+        """
+        h, w = image.shape[-2:]
+        total = torch.zeros_like(image)
+        squares = torch.zeros_like(image)
+        diffs = []
+        count = 0
+        for d in self.dilations:
+            padded = F.pad(image, [d, d, d, d], mode="replicate")
+            for dy, dx in ((0, 0), *_OFFSETS_8):
+                shifted = padded[:, :, d + dy * d: d + dy * d + h, d + dx * d: d + dx * d + w]
+                total += shifted
+                squares += shifted * shifted
+                count += 1
+                if (dy, dx) != (0, 0):
+                    diffs.append((shifted - image).abs())
+        variance = ((squares - total * total / count) / (count - 1)).clamp_min(0)
+        std = variance.sqrt().unsqueeze(2)
+        diff = torch.stack(diffs, dim=2)
         logits = -(diff / (1e-8 + 0.1 * std)).mean(dim=1, keepdim=True)
         return logits.softmax(dim=2)
 
     def forward(self, image: Tensor, masks: Tensor) -> Tensor:
         if masks.shape[-2:] != image.shape[-2:]:
             masks = F.interpolate(masks, size=image.shape[-2:], mode="bilinear", align_corners=True)
-        aff = self.affinity(image.to(masks.dtype))
+        aff = self.affinity(image.to(masks.dtype))                       # (B, 1, P, H, W)
+        h, w = masks.shape[-2:]
+        offsets = [(d, dy, dx) for d in self.dilations for dy, dx in _OFFSETS_8]
         for _ in range(self.num_iter):
-            masks = (_neighbours(masks, self.dilations, with_centre=False) * aff).sum(dim=2)
+            # Σ_j α_ij m_j, one neighbour at a time (no (B, K, P, H, W) stack per iteration).
+            pads = {d: F.pad(masks, [d, d, d, d], mode="replicate") for d in self.dilations}
+            out = torch.zeros_like(masks)
+            for p, (d, dy, dx) in enumerate(offsets):
+                out += pads[d][:, :, d + dy * d: d + dy * d + h, d + dx * d: d + dx * d + w] * aff[:, :, p]
+            masks = out
         return masks
