@@ -10,6 +10,7 @@ within ``shutdown_timeout_s`` is marked interrupted as the consumer leaves.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ from huey.consumer import Consumer
 
 from jobs import queue, recovery, runner
 from jobs import tasks as _tasks  # noqa: F401  (registers the tasks on the queues)
+from services.progress import THREADS_ENV
 
 if TYPE_CHECKING:
     from services.context import Studio
@@ -83,6 +85,14 @@ def _prepare(studio: Studio) -> recovery.Sweeper:
     return recovery.Sweeper(studio).start()
 
 
+def share_cpu_threads(workers: int) -> None:
+    """Thread policy for compute consumers: torch's thread count is per process, so N compute
+    workers in one process get cores // N threads each job (``$SLRNET_TORCH_THREADS`` wins when
+    set, e.g. to 1 when several worker processes share a machine: two OpenMP threads of a job
+    competing with another process for 2 cores were measured 10x slower than one)."""
+    os.environ.setdefault(THREADS_ENV, str(max(1, (os.cpu_count() or 1) // max(1, workers))))
+
+
 def start_embedded_consumer(studio: Studio, *, compute: bool = True, workers: int = 1) -> EmbeddedConsumers:
     """Start the app's consumers in background threads and return a handle to stop them.
 
@@ -92,6 +102,7 @@ def start_embedded_consumer(studio: Studio, *, compute: bool = True, workers: in
     handle = EmbeddedConsumers(studio, _prepare(studio))
     handle.consumers.append(StudioConsumer(queue.local, handle_signals=False))
     if compute:
+        share_cpu_threads(workers)
         handle.consumers.append(StudioConsumer(queue.compute, handle_signals=False, workers=workers))
     for consumer in handle.consumers:
         consumer.start()
@@ -102,6 +113,7 @@ def start_embedded_consumer(studio: Studio, *, compute: bool = True, workers: in
 def run_worker(studio: Studio, *, workers: int = 1) -> list[int]:
     """Consume the ``compute`` queue until SIGINT/SIGTERM; returns the ids of jobs left interrupted."""
     sweeper = _prepare(studio)
+    share_cpu_threads(workers)
     consumer = StudioConsumer(queue.compute, handle_signals=True, workers=workers)
     logger.info("worker %s consuming training and prediction jobs", runner.worker_name())
     try:

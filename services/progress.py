@@ -30,3 +30,7 @@ def no_progress(fraction: float, message: str, metrics: dict[str, Any]) -> None:
 def never_stop() -> bool:
     """The default stop check: never cancelled."""
     return False
+
+
+# Torch threads a CPU job may use (set by the job consumers, read by the training service).
+THREADS_ENV = "SLRNET_TORCH_THREADS"

@@ -29,7 +29,7 @@ from services import training_lock
 from services.context import Studio
 from services.errors import UserError
 from services.lookups import resolve_project
-from services.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
+from services.progress import THREADS_ENV, Cancelled, ProgressFn, StopFn, never_stop, no_progress
 from services.train_plan import (
     CPU_FEATURE_CHANNELS,
     CPU_IMAGE_SIZE,
@@ -189,6 +189,13 @@ def _configs(data: _ProjectLabels, mode: str, samples: Sequence[Sample], device:
     return model_config, train_config
 
 
+def _apply_thread_policy(device: torch.device) -> None:
+    """CPU jobs use ``$SLRNET_TORCH_THREADS`` threads when set (see jobs.consumers.share_cpu_threads)."""
+    threads = os.environ.get(THREADS_ENV, "")
+    if device.type == "cpu" and threads.isdigit() and int(threads) > 0:
+        torch.set_num_threads(int(threads))
+
+
 def _run_config(model_config: ModelConfig, train_config: TrainConfig) -> dict[str, Any]:
     """The run's settings as the JSON column gives them back (tuples become lists)."""
     return json.loads(json.dumps({"model": asdict(model_config), "train": asdict(train_config)}))
@@ -264,6 +271,7 @@ def train(
         torch_device = resolve_device(device)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
+    _apply_thread_policy(torch_device)
     model_config, train_config = _configs(
         data, choice.mode, samples, torch_device, backbone=backbone, epochs=epochs, image_size=image_size,
         seed=seed, train_overrides=train_overrides, model_overrides=model_overrides)
@@ -546,6 +554,7 @@ def predict(
         raise UserError(f"the checkpoint of model version {version} is missing ({checkpoint})")
     try:
         torch_device = resolve_device(device)
+        _apply_thread_policy(torch_device)
         if config is None and torch_device.type == "cpu":
             config = CPU_INFERENCE
         predictor = Predictor.from_checkpoint(checkpoint, config=config, device=torch_device)

@@ -228,3 +228,26 @@ def test_warm_start_continues_from_the_current_model_without_warm_up(
     assert runs(studio)[-1].config["train"]["warmup_epochs"] == 0
     fresh = training.train(studio, "p", warm_start=False, **FAST)
     assert "warm_start_from_version" not in fresh.metrics["plan"]
+
+
+def test_compute_consumers_share_the_cores_between_their_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import torch
+
+    from jobs.consumers import share_cpu_threads
+    from services.progress import THREADS_ENV
+
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    share_cpu_threads(4)
+    assert os.environ[THREADS_ENV] == "2"
+    monkeypatch.setenv(THREADS_ENV, "1")  # set by the operator: kept
+    share_cpu_threads(1)
+    assert os.environ[THREADS_ENV] == "1"
+    before = torch.get_num_threads()
+    try:
+        training._apply_thread_policy(torch.device("cpu"))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
