@@ -76,7 +76,7 @@ class ImageCache:
             return image
         factor = self.max_side / max(h, w)
         size = [max(1, round(h * factor)), max(1, round(w * factor))]
-        small = F.resize(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), size, antialias=True)
+        small = F.resize(torch.from_numpy(np.array(image)).permute(2, 0, 1), size, antialias=True)
         return small.permute(1, 2, 0).numpy()
 
     def get(self, key: Hashable, load: Callable[[], np.ndarray]) -> np.ndarray:
