@@ -73,7 +73,7 @@ CHECKPOINT_DIR = "checkpoints"
 # sized to a wall-time budget from a measured step, and the CPU-sized model. The numbers live in
 # the torch-free services.train_plan (the UI's preview uses them); benchmarks/RESULTS.md ("CPU
 # defaults") has the measurements behind each value.
-CPU_MODEL = {"feature_channels": CPU_FEATURE_CHANNELS, "separable_head": True, "freeze_low": True}
+CPU_MODEL = {"feature_channels": CPU_FEATURE_CHANNELS, "separable_head": False, "freeze_low": True}
 CPU_TRAIN = {"feature_resolution_losses": True}
 CPU_INFERENCE = InferenceConfig(pamr_scale=0.5)
 
