@@ -37,7 +37,9 @@ def _speeds(studio: Studio, known: dict[str, float]) -> None:
 
 def test_preview_guesses_the_speed_when_nothing_was_measured(studio: Studio, project: str) -> None:
     _tag(studio, project, ["img0.png", "img1.png", "img2.png"])
-    preview = train_plan.preview_training(studio, project, device="cpu", budget_s=10)
+    default = train_plan.preview_training(studio, project, device="cpu", budget_s=10)
+    assert default.image_size == train_plan.CPU_IMAGE_SIZE
+    preview = train_plan.preview_training(studio, project, device="cpu", budget_s=10, image_size=224)
     assert (preview.mode, preview.image_size, preview.images_per_epoch) == ("wsss", 224, 3)
     assert preview.speed_source == "guessed" and preview.images_per_s == pytest.approx(3.0)
     assert preview.epochs == 10  # floor(10 s / (3 images / 3 img/s))
@@ -51,7 +53,7 @@ def test_preview_guesses_the_speed_when_nothing_was_measured(studio: Studio, pro
 def test_preview_uses_the_measured_speed_and_scales_another_size(studio: Studio, project: str) -> None:
     _tag(studio, project, ["img0.png", "img1.png"])
     _speeds(studio, {"cpu/mobilenet_v2/64/224": 1.0, "cpu/tiny/64/64": 40.0})
-    measured = train_plan.preview_training(studio, project, device="cpu", budget_s=60)
+    measured = train_plan.preview_training(studio, project, device="cpu", budget_s=60, image_size=224)
     assert measured.speed_source == "measured" and measured.epochs == 30
     assert measured.estimated_s == pytest.approx(60.0)  # 30 epochs x 2 images at 1 img/s
     scaled = train_plan.preview_training(studio, project, device="cpu", backbone="tiny", image_size=128,
@@ -65,7 +67,7 @@ def test_preview_default_budget_epochs_given_and_gpu(studio: Studio, project: st
     default = train_plan.preview_training(studio, project, device="cpu")
     assert default.budget_s == train_plan.CPU_TRAIN_BUDGET_S
     assert default.epochs == 30  # 240 s / (10 images / 3 img/s) = 72 epochs, clamped
-    given = train_plan.preview_training(studio, project, device="cpu", epochs=2)
+    given = train_plan.preview_training(studio, project, device="cpu", epochs=2, image_size=224)
     # the loader drops the last partial batch of 8: an epoch trains on 8 of the 10 images
     assert given.epochs == 2 and given.budget_s is None and given.estimated_s == pytest.approx(2 * 8 / 3)
     gpu = train_plan.preview_training(studio, project, device="cuda")
@@ -103,7 +105,7 @@ def test_unreadable_throughput_file_falls_back_to_the_guess(studio: Studio, proj
 
 def test_train_tab_shows_the_plan_and_follows_the_options(studio: Studio, project: str) -> None:
     _tag(studio, project, ["img0.png", "img1.png", "img2.png"])
-    text = handlers_train.plan_markdown(studio, project, "auto", "", None, None, "cpu", None, True)
+    text = handlers_train.plan_markdown(studio, project, "auto", "", None, 224, "cpu", None, True)
     assert "Will train in **wsss** mode" in text
     assert "Plan: **30 epoch(s)** of 3 images at **224 px**, about **30 s** of training" in text
     assert "a first guess" in text and "to label all 10 images" in text
@@ -227,7 +229,7 @@ def test_the_duration_comes_from_the_last_whole_run_of_the_model(studio: Studio,
         run = run_repo.create_run(session, row.id, mode="wsss", backbone="mobilenet_v2", config=config)
         run_repo.record_epoch(session, run, 2, metrics)
         run_repo.mark_trained(session, run)
-    preview = train_plan.preview_training(studio, project, device="cpu", budget_s=20)
+    preview = train_plan.preview_training(studio, project, device="cpu", budget_s=20, image_size=224)
     assert preview.epochs == 6  # floor(20 s / (10 images / 3 img/s guessed))
     assert preview.images_per_s == pytest.approx(4.0)  # 2 epochs x 8 trained images in 4 s
     assert preview.estimated_s == pytest.approx(6 * 8 / 4.0)
