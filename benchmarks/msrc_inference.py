@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from benchmarks.common import DATA, write_result
-from benchmarks.msrc_wsss import VIEWS, gold_mask, read_tags
+from benchmarks.msrc_wsss import VIEWS, gold_mask, load_view
 
 DEFAULT_VARIANTS = {
     "cpu_default": {},
@@ -42,12 +42,9 @@ def main() -> None:
     from storage.files import read_rgb
 
     root, view = DATA / "msrc", VIEWS[args.view]
-    names = [n.strip() for n in (root / view["classes"]).read_text().splitlines() if n.strip()]
+    names, tags, tune = load_view(root, view, args.seed)
     index = {n: i for i, n in enumerate(names)}
-    tags = read_tags(root / "train" / view["tags"])
     images = sorted(tags)
-    order = np.random.default_rng(args.seed).permutation(len(images))
-    tune = {images[i] for i in order[: round(len(images) * 2 / 3)]}
     variants = json.loads(args.variants) if args.variants else DEFAULT_VARIANTS
     pixels = {n: read_rgb(root / "train" / "images" / n) for n in images}
     golds = {n: gold_mask(root, view, n) for n in images}

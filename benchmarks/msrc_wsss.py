@@ -47,6 +47,15 @@ def read_tags(path: Path) -> dict[str, list[str]]:
         return {row["image"]: [t for t in row["tags"].split(";") if t] for row in csv.DictReader(f)}
 
 
+def load_view(root: Path, view: dict, seed: int) -> tuple[list[str], dict[str, list[str]], set[str]]:
+    """Class names, each photo's tag names, and the seeded 2/3 of the photos (the "tune" split)."""
+    names = [n.strip() for n in (root / view["classes"]).read_text().splitlines() if n.strip()]
+    tag_names = read_tags(root / "train" / view["tags"])
+    images = sorted(tag_names)
+    order = np.random.default_rng(seed).permutation(len(images))
+    return names, tag_names, {images[i] for i in order[: round(len(images) * 2 / 3)]}
+
+
 def gold_mask(root: Path, view: dict, name: str) -> np.ndarray:
     with PILImage.open(root / "train" / view["masks"] / f"{Path(name).stem}.png") as im:
         return np.array(im, dtype=np.uint8)
@@ -181,12 +190,9 @@ def main() -> None:
     view = VIEWS[args.view]
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-msrc-{args.view}-"))
     seed_torch_home(tmp / "torch")
-    names = [n.strip() for n in (root / view["classes"]).read_text().splitlines() if n.strip()]
+    names, tag_names, two_thirds = load_view(root, view, args.seed)
     index = {n: i for i, n in enumerate(names)}
-    tag_names = read_tags(root / "train" / view["tags"])
     images = sorted(tag_names)
-    order = np.random.default_rng(args.seed).permutation(len(images))
-    two_thirds = {images[i] for i in order[: round(len(images) * 2 / 3)]}
     seen = sorted(two_thirds) if args.split == "thirds" else images
     unseen = sorted(set(images) - two_thirds) if args.split == "thirds" else []
     tags = {n: [index[t] for t in tag_names[n]] for n in images}
