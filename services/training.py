@@ -43,7 +43,7 @@ from services.train_plan import (
     throughput_key,
 )
 from slrnet.config import MODE_LOSS_WEIGHTS, InferenceConfig, ModelConfig, TrainConfig
-from slrnet.data import ImageCache, Sample
+from slrnet.data import ImageCache, Sample, epoch_order
 from slrnet.inference import Predictor
 from slrnet.metrics import SegmentationMeter
 from slrnet.train import (
@@ -54,6 +54,7 @@ from slrnet.train import (
     default_mask_repeat,
     default_warmup,
     fit,
+    images_per_epoch,
     load_checkpoint,
     resolve_device,
     seconds_per_image,
@@ -334,9 +335,13 @@ def _plan_budget(studio: Studio, data: _ProjectLabels, samples: list[Sample], mo
     trains whole batches only (the loader drops a last partial batch)."""
     from slrnet.model import build_model
 
-    visits = len(_epoch_order(samples, train_config))
-    batch = min(train_config.batch_size, visits)
-    per_epoch = visits if visits <= batch else (visits // batch) * batch
+    per_epoch = images_per_epoch(len(epoch_order(samples, train_config.mask_repeat)),
+                                 train_config.batch_size)
+    warm_started = bool(plan.get("warm_start_from_version"))
+
+    def warmup_of(n: int) -> int:
+        return 0 if warm_started else min(default_warmup(n), n)
+
     resumable = _resumable_epochs(studio, data, model_config, train_config)
     seconds = warm_seconds = None
     if resumable is not None:
@@ -350,19 +355,13 @@ def _plan_budget(studio: Studio, data: _ProjectLabels, samples: list[Sample], mo
                                          train_config=train_config, device=device, steps=1,
                                          pseudo_labels=False)
         del probe
-        epochs = 1
-        for n in range(1, MAX_EPOCHS + 1):  # the most epochs whose warm-up + pseudo epochs fit
-            warmup = 0 if plan.get("warm_start_from_version") else min(default_warmup(n), n)
-            cost = per_epoch * (warmup * warm_seconds + (n - warmup) * seconds)
-            if cost > budget_s:
-                break
-            epochs = n
-    warmup = 0 if plan.get("warm_start_from_version") else default_warmup(epochs)
-    train_config = replace(train_config, epochs=epochs, warmup_epochs=min(warmup, epochs))
-    estimate = None
-    if seconds is not None and warm_seconds is not None:
-        estimate = per_epoch * (train_config.warmup_epochs * warm_seconds
-                                + (epochs - train_config.warmup_epochs) * seconds)
+
+        def cost(n: int) -> float:  # warm-up epochs skip the pseudo-label term and its PAMR
+            return per_epoch * (warmup_of(n) * warm_seconds + (n - warmup_of(n)) * seconds)
+
+        epochs = max([1, *(n for n in range(1, MAX_EPOCHS + 1) if cost(n) <= budget_s)])
+    train_config = replace(train_config, epochs=epochs, warmup_epochs=warmup_of(epochs))
+    estimate = None if seconds is None else cost(epochs)
     plan = {**plan, "epochs": epochs, "warmup_epochs": train_config.warmup_epochs,
             "image_size": train_config.image_size, "budget_s": budget_s, "images_per_epoch": per_epoch,
             "seconds_per_image": seconds, "warmup_seconds_per_image": warm_seconds, "estimated_s": estimate}
@@ -377,11 +376,6 @@ def _plan_budget(studio: Studio, data: _ProjectLabels, samples: list[Sample], mo
 
 def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
-
-
-def _epoch_order(samples: Sequence[Sample], train_config: TrainConfig) -> list[int]:
-    """The images one epoch visits (masked images repeated ``mask_repeat`` times)."""
-    return [i for i, s in enumerate(samples) for _ in range(train_config.mask_repeat if s.has_mask else 1)]
 
 
 def _resumable_epochs(studio: Studio, data: _ProjectLabels, model_config: ModelConfig,
@@ -503,7 +497,8 @@ def _train(studio: Studio, data: _ProjectLabels, choice: TrainPlan, samples: lis
                "mode_reason": choice.reason, "plan": plan or {}, "train_seconds": train_seconds}
     if main and device.type == "cpu" and train_seconds > 0 and result.resumed_from_epoch == 0:
         # The whole run's speed (warm-up and pseudo-label epochs): what the next preview uses.
-        per_epoch = (plan or {}).get("images_per_epoch") or len(_epoch_order(samples, train_config))
+        per_epoch = (plan or {}).get("images_per_epoch") or images_per_epoch(
+            len(epoch_order(samples, train_config.mask_repeat)), train_config.batch_size)
         record_throughput(studio.data_dir, throughput_key(device.type, model_config.backbone,
                                                           model_config.feature_channels,
                                                           train_config.image_size),

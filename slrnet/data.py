@@ -135,6 +135,11 @@ class Augmentation:
         return image, mask
 
 
+def epoch_order(samples: Sequence[Sample], mask_repeat: int) -> list[int]:
+    """The sample indices one epoch visits: masked images ``mask_repeat`` times, others once."""
+    return [i for i, s in enumerate(samples) for _ in range(mask_repeat if s.has_mask else 1)]
+
+
 class TrainSet(Dataset):
     """Augmented samples; masked images are repeated ``mask_repeat`` times per epoch (the paper
     oversamples the few labelled images when most of the data is unlabelled)."""
@@ -150,7 +155,7 @@ class TrainSet(Dataset):
         self.num_classes = num_classes
         self.augmentation = augmentation
         self.has_background = has_background
-        self.order = [i for i, s in enumerate(self.samples) for _ in range(mask_repeat if s.has_mask else 1)]
+        self.order = epoch_order(self.samples, mask_repeat)
 
     def __len__(self) -> int:
         return len(self.order)

@@ -317,9 +317,15 @@ def epochs_for_budget(budget_s: float, seconds_per_img: float, images_per_epoch:
     return max(1, min(max_epochs, math.floor(budget_s / max(per_epoch, 1e-9))))
 
 
+def images_per_epoch(visits: int, batch_size: int) -> int:
+    """Images an epoch of ``visits`` trains on: whole batches only, unless the set is smaller
+    than one batch (the rule of `make_loader`)."""
+    return visits if visits <= batch_size else (visits // batch_size) * batch_size
+
+
 def make_loader(dataset: TrainSet, cfg: TrainConfig, epoch: int) -> DataLoader:
     """The epoch's loader: shuffled from (seed, epoch), split across ranks under DDP."""
-    drop_last = len(dataset) > cfg.batch_size
+    drop_last = len(dataset) > cfg.batch_size  # see images_per_epoch
     if dist.is_initialized():
         sampler: Any = DistributedSampler(dataset, shuffle=True, seed=cfg.seed, drop_last=drop_last)
         sampler.set_epoch(epoch)
