@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from services.context import Studio
 from services.errors import UserError
 from services.labeling import ImageInfo, image_info, set_tags
-from services.lookups import parse_image_filter, resolve_image, resolve_project
+from services.lookups import image_in_project, parse_image_filter, resolve_image, resolve_project
 from storage import images as image_repo
 from storage import labels as label_repo
 from storage import projects as project_repo
@@ -178,9 +178,7 @@ def tag_view(
         raise UserError(f"move must be one of {TAG_MOVES}, got {move!r}")
     with studio.Session.begin() as session:
         row = resolve_project(session, project)
-        current = resolve_image(session, image_id) if image_id is not None else None
-        if current is not None and current.project_id != row.id:
-            current = None
+        current = image_in_project(session, row.id, image_id)
         saved = None
         if save is not None:
             if current is None:

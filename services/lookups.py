@@ -38,6 +38,15 @@ def resolve_image(session: Session, image_id: int) -> Image:
     return image
 
 
+def image_in_project(session: Session, project_id: int, image_id: int | None) -> Image | None:
+    """The image when ``image_id`` names one of the project's images; None when it is None or
+    belongs to another project (a stale page); UserError when no image has that id."""
+    if image_id is None:
+        return None
+    image = resolve_image(session, image_id)
+    return image if image.project_id == project_id else None
+
+
 def parse_image_filter(image_filter: ImageFilter | str) -> ImageFilter:
     """The :class:`ImageFilter` named ``image_filter``; UserError listing the valid names otherwise."""
     try:

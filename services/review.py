@@ -14,7 +14,7 @@ from services.browse import step_through
 from services.context import Studio
 from services.errors import UserError
 from services.labeling import ImageInfo, ProjectInfo, image_info, project_info
-from services.lookups import resolve_image, resolve_project
+from services.lookups import image_in_project, resolve_image, resolve_project
 from storage import images as image_repo
 from storage import labels as label_repo
 from storage import runs as run_repo
@@ -115,9 +115,7 @@ def review_view(
         raise UserError(f"move must be one of {REVIEW_MOVES}, got {move!r}")
     with studio.Session.begin() as session:
         row = resolve_project(session, project)
-        current = resolve_image(session, image_id) if image_id is not None else None
-        if current is not None and current.project_id != row.id:
-            current = None
+        current = image_in_project(session, row.id, image_id)
         chosen = current
         if move == "suggest" or current is None:
             chosen = _suggest(session, row.id, current.id if current is not None else None) or current
