@@ -59,5 +59,7 @@ def start_polling() -> Any:
 def follow_jobs(
     studio: Studio, project: str | None, import_jobs: list[int] | None, export_job: int | None
 ) -> Any:
-    """Tick while a followed job is active, e.g. when the page opens or the Train tab is shown."""
-    return gr.Timer(active=any_active(studio, project, import_jobs, export_job))
+    """Start ticking when a followed job is active, e.g. when the page opens or the Train tab is
+    shown. Never stops the timer (``gr.skip()``): a job queued by a click while this ran would
+    otherwise go unfollowed; :func:`poll_jobs` stops it once nothing is active."""
+    return gr.Timer(active=True) if any_active(studio, project, import_jobs, export_job) else gr.skip()

@@ -84,6 +84,21 @@ TAB_IDS = ("projects", "import", "browse", "tag", "paint", "train", "review", "e
 
 
 @shows_user_errors
+def keep_open_image(
+    studio: Studio, project: str | None, image_id: int | None, paint_session: dict | None
+) -> tuple[Any, Any]:
+    """The project changed (or was restored on load): drop the open image and painting when they
+    are of another project; otherwise leave them untouched (``gr.skip()``, not the values read
+    here), so a Paint tab that opened an image while this ran keeps it and still saves."""
+    painted = paint_session["image_id"] if paint_session else None
+
+    def kept(value: object, image: int | None) -> Any:
+        ours = bool(project) and labeling.is_project_image(studio, project, image)
+        return gr.skip() if value is None or ours else None
+
+    return kept(image_id, image_id), kept(paint_session, painted)
+
+
 def load_projects(studio: Studio, current: str | None, tab: str | None = None) -> dict[str, Any]:
     """Fill the project chooser, keeping ``current`` (e.g. the project this browser chose before
     a reload) when it still exists, and reopen tab ``tab`` when it is one."""

@@ -574,10 +574,11 @@ def _wire_page(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace) -> N
         studio,
     )
     chosen = chosen.then(
-        lambda: (None, None, 0, None),
-        None,
-        [ui.current_image, ui.paint.session, ui.browse.page, ui.review.cache],
+        _bind(handlers_projects.keep_open_image, studio),
+        [ui.project, ui.current_image, ui.paint.session],
+        [ui.current_image, ui.paint.session],
     )
+    chosen = chosen.then(lambda: (0, None), None, [ui.browse.page, ui.review.cache])
     chosen = _on(
         chosen.then,
         handlers_browse.show_page,

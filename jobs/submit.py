@@ -242,8 +242,12 @@ def cancel_job(studio: Studio, job_id: int) -> JobView:
                 job_rows.request_cancel(session, job_id)
         else:
             raise UserError(f"job {job_id} has already ended ({view.status})")
+        session.expire_all()
+        # read back in the same transaction: a progress report landing after it must not make
+        # the answer to this click look as if the cancel had not been taken
+        view = load_view(session, job_id)
     logger.info("cancel requested for job %d", job_id)
-    return get_job(studio, job_id)
+    return view
 
 
 def resume_job(studio: Studio, job_id: int) -> JobView:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from services.context import Studio
 from services.errors import UserError
-from services.lookups import resolve_image, resolve_project
+from services.lookups import image_in_project, resolve_image, resolve_project
 from storage import images as image_repo
 from storage import labels as label_repo
 from storage import projects as project_repo
@@ -366,6 +366,17 @@ def get_image(studio: Studio, image_id: int) -> ImageInfo:
     """An image by id."""
     with studio.Session.begin() as session:
         return image_info(resolve_image(session, image_id))
+
+
+def is_project_image(studio: Studio, project: int | str, image_id: int | None) -> bool:
+    """Whether ``image_id`` names one of the project's images (False for None or a deleted image)."""
+    if image_id is None:
+        return False
+    with studio.Session.begin() as session:
+        try:
+            return image_in_project(session, resolve_project(session, project).id, image_id) is not None
+        except UserError:
+            return False
 
 
 def image_counts(studio: Studio, project: int | str) -> dict[str, int]:
