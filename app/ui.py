@@ -121,7 +121,9 @@ def _build_projects() -> SimpleNamespace:
     return SimpleNamespace(**locals())
 
 
-def _build_import() -> SimpleNamespace:
+def _build_import(server_folders: bool) -> SimpleNamespace:
+    """The Import tab; the server-folder column only when the server has import roots (a web user
+    may name paths under them alone), else a line saying how to allow it."""
     with gr.Tab("Import", id="import", elem_id="tab-import"):
         with gr.Row():
             with gr.Column():
@@ -132,7 +134,7 @@ def _build_import() -> SimpleNamespace:
                     elem_id="upload-files",
                 )
                 upload_btn = gr.Button("Import uploaded files", variant="primary", elem_id="import-upload")
-            with gr.Column():
+            with gr.Column(visible=server_folders, elem_id="import-folder-column"):
                 folder = gr.Textbox(
                     label="…or a folder / .zip on the server",
                     placeholder="/data/photos",
@@ -144,6 +146,12 @@ def _build_import() -> SimpleNamespace:
                     masks_dir = gr.Textbox(label="Masks folder (PNG class indices, 255 = unknown)")
                     coco_json = gr.Textbox(label="COCO instances JSON")
                 folder_btn = gr.Button("Import folder", elem_id="import-folder-btn")
+        if not server_folders:
+            gr.Markdown(
+                "To import a folder already on the server, start it with `--import-root DIR` "
+                "(or `$SLRNET_IMPORT_ROOTS`); only paths under those folders can be named here.",
+                elem_id="import-folder-hint",
+            )
         status = gr.Markdown("No import yet.", elem_id="import-status")
         progress = gr.HTML(elem_id="import-progress")
         jobs = gr.State([])
@@ -627,7 +635,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
         restore_tab = gr.Textbox(elem_id="restore-tab", elem_classes=["slr-exchange"], show_label=False)
         with gr.Tabs(elem_id="tabs") as tabs:
             projects = _build_projects()
-            imp = _build_import()
+            imp = _build_import(bool(studio.import_roots))
             browse = _build_browse()
             tag = _build_tag()
             paint = _build_paint()

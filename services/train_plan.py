@@ -149,11 +149,16 @@ def mask_repeat(masked: int, others: int) -> int:
     return max(1, min(8, round(others / (2 * masked))))
 
 
+def whole_batches(images: int, batch: int) -> int:
+    """Images an epoch of ``images`` trains on: the loader drops a last partial batch (the rule of
+    slrnet.train.images_per_epoch, which needs torch)."""
+    return images // batch * batch if images > batch else images
+
+
 def trained_per_epoch(images_per_epoch: int, samples: int, device: str) -> int:
-    """Images one epoch really trains on: the loader drops a last partial batch (batch size
-    ``min(8, samples)`` on a CPU, 16 on a GPU, as services.training sets it)."""
-    batch = max(1, min(16 if device == "cuda" else 8, samples))
-    return images_per_epoch // batch * batch if images_per_epoch > batch else images_per_epoch
+    """Images one epoch really trains on, with the batch size services.training sets
+    (``min(8, samples)`` on a CPU, 16 on a GPU)."""
+    return whole_batches(images_per_epoch, max(1, min(16 if device == "cuda" else 8, samples)))
 
 
 def planned_epochs(budget_s: float, images_per_s: float, images_per_epoch: int) -> int:
@@ -194,9 +199,7 @@ def speed_of_runs(runs: list[dict], device: str, backbone: str, feature_channels
                 and train.get("image_size") == image_size and bool(train.get("amp")) == (device == "cuda"))
         if not same or not epochs or not plan.get("images_per_epoch"):
             continue
-        per_epoch = int(plan["images_per_epoch"])
-        batch = int(train.get("batch_size", 8))
-        trained = per_epoch // batch * batch if per_epoch > batch else per_epoch
+        trained = whole_batches(int(plan["images_per_epoch"]), int(train.get("batch_size", 8)))
         return len(epochs) * trained / sum(epochs)
     return None
 
@@ -298,6 +301,8 @@ def preview_training(
         speed = probe
     else:
         source = "measured"
+    # the service plans and reports whole batches (the loader drops the last partial one)
+    trained = trained_per_epoch(per_epoch, samples, resolved)
     budget = None
     if epochs:
         planned = epochs
@@ -305,14 +310,13 @@ def preview_training(
         budget = budget_s if budget_s is not None else CPU_TRAIN_BUDGET_S
         if warm_from is not None and budget_s is None:
             budget *= WARM_START_BUDGET_SHARE
-        planned = planned_epochs(budget, probe, per_epoch)
+        planned = planned_epochs(budget, probe, trained)
     else:  # slrnet.train.default_budget on a GPU
         planned = max(8, min(MAX_EPOCHS, math.ceil(40_000 / max(per_epoch, 1))))
-    trained = trained_per_epoch(per_epoch, samples, resolved)
     estimate = planned * trained / speed if speed else None
     return TrainPreview(
         mode=choice.mode, reason=choice.reason, device=resolved, epochs=planned, image_size=size,
-        images_per_epoch=per_epoch, budget_s=budget, images_per_s=speed, speed_source=source,
+        images_per_epoch=trained, budget_s=budget, images_per_s=speed, speed_source=source,
         estimated_s=estimate, predict_images=total, predict_s=total / PREDICT_IMAGES_PER_S,
         warm_start_from=warm_from,
     )

@@ -38,6 +38,15 @@ def test_build_without_launch_has_every_screen(studio: Studio) -> None:
     assert {"start_training", "poll_jobs", "save_painting", "save_and_next", "start_export"} <= names
 
 
+def test_server_folder_import_shows_only_with_import_roots(studio: Studio, tmp_path: Path) -> None:
+    hidden = _components(ui.build_ui(studio))
+    assert hidden["import-folder-column"].visible is False
+    assert "--import-root" in hidden["import-folder-hint"].value
+    studio.import_roots = (tmp_path.resolve(),)
+    shown = _components(ui.build_ui(studio))
+    assert shown["import-folder-column"].visible is True and "import-folder-hint" not in shown
+
+
 def test_training_defaults_come_from_the_environment(studio: Studio, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLRNET_TRAIN_OPTIONS", '{"backbone": "tiny", "epochs": 1, "image_size": 64}')
     values = {b.label: b.value for b in ui.build_ui(studio).blocks.values() if hasattr(b, "value")}

@@ -78,8 +78,10 @@ def test_preview_default_budget_epochs_given_and_gpu(studio: Studio, project: st
 def test_mask_modes_count_every_image_and_the_mask_repeats(studio: Studio, project: str) -> None:
     labeling.save_mask(studio, image_ids(studio, project)["img0.png"], np.zeros((30, 40), np.uint8))
     preview = train_plan.preview_training(studio, project, device="cpu", budget_s=30)
-    # ssss: 10 images, the one masked image seen round(9 / 2) = 4 times per epoch
-    assert preview.mode == "ssss" and preview.images_per_epoch == 10 + 3
+    # ssss: 10 images, the one masked image seen round(9 / 2) = 4 times per epoch: 13 views, of
+    # which one epoch trains on the whole batch of 8 (as the service's plan counts them)
+    assert train_plan.mask_repeat(1, 9) == 4
+    assert preview.mode == "ssss" and preview.images_per_epoch == 8
 
 
 def test_preview_continues_from_the_current_model(studio: Studio, project: str) -> None:
@@ -230,9 +232,10 @@ def test_the_duration_comes_from_the_last_whole_run_of_the_model(studio: Studio,
         run_repo.record_epoch(session, run, 2, metrics)
         run_repo.mark_trained(session, run)
     preview = train_plan.preview_training(studio, project, device="cpu", budget_s=20, image_size=224)
-    assert preview.epochs == 6  # floor(20 s / (10 images / 3 img/s guessed))
+    # floor(20 s / (8 images, the whole batch of the 10, / 3 img/s guessed)), as the service plans
+    assert preview.epochs == 7 and preview.images_per_epoch == 8
     assert preview.images_per_s == pytest.approx(4.0)  # 2 epochs x 8 trained images in 4 s
-    assert preview.estimated_s == pytest.approx(6 * 8 / 4.0)
+    assert preview.estimated_s == pytest.approx(7 * 8 / 4.0)
     # another image size: no run of that model, back to the guess
     smaller = train_plan.preview_training(studio, project, device="cpu", image_size=112)
     assert smaller.speed_source == "guessed"
