@@ -31,6 +31,10 @@ WARM_START_BUDGET_SHARE = 0.5  # a warm-started round trains for half the defaul
 CPU_IMAGE_SIZE = 160  # MSRC-21: 5 epochs at 160 px beat 5 at 224 px per CPU-minute (RESULTS.md)
 CPU_BACKBONE = "mobilenet_v2"
 CPU_FEATURE_CHANNELS = 64
+# modes whose CPU model keeps the ImageNet backbone as it is (ModelConfig.freeze_backbone): with
+# tags only, 6 epochs of a frozen backbone beat 4 fine-tuned ones in the same 4 minutes by 5-8
+# mIoU points on MSRC-21 (RESULTS.md); with masks it is not measured, so those modes fine-tune
+CPU_FROZEN_BACKBONE_MODES = ("wsss",)
 GPU_IMAGE_SIZE = 448
 MAX_EPOCHS = 30  # slrnet.train.epochs_for_budget's clamp
 
@@ -187,7 +191,7 @@ def guessed_images_per_s(known: dict[str, float], device: str, backbone: str, fe
 
 
 def speed_of_runs(runs: list[dict], device: str, backbone: str, feature_channels: int,
-                  image_size: int) -> float | None:
+                  image_size: int, frozen_backbone: bool = False) -> float | None:
     """Images per second that the newest finished run of this model trained at, over its whole
     training (its epochs' times), not a probe's few steps. ``runs``: ``{"config", "metrics"}``
     dicts of runs, newest first."""
@@ -196,6 +200,7 @@ def speed_of_runs(runs: list[dict], device: str, backbone: str, feature_channels
         plan = run["metrics"].get("plan") or {}
         epochs = [h["seconds"] for h in run["metrics"].get("history", []) if h.get("seconds")]
         same = (model.get("backbone") == backbone and model.get("feature_channels") == feature_channels
+                and bool(model.get("freeze_backbone")) == frozen_backbone
                 and train.get("image_size") == image_size and bool(train.get("amp")) == (device == "cuda"))
         if not same or not epochs or not plan.get("images_per_epoch"):
             continue
@@ -296,7 +301,9 @@ def preview_training(
     # The service sizes the epochs from its timed probe steps (what the throughput file records);
     # the duration is best told by how fast the last whole run of this model really trained.
     probe, source = guessed_images_per_s(read_throughput(studio.data_dir), resolved, backbone, channels, size)
-    speed = speed_of_runs(runs, resolved, backbone, channels, size)
+    frozen = bool((model_overrides or {}).get(
+        "freeze_backbone", cpu and choice.mode in CPU_FROZEN_BACKBONE_MODES))
+    speed = speed_of_runs(runs, resolved, backbone, channels, size, frozen)
     if speed is None:
         speed = probe
     else:

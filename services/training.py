@@ -32,6 +32,7 @@ from services.lookups import resolve_project
 from services.progress import THREADS_ENV, Cancelled, ProgressFn, StopFn, never_stop, no_progress
 from services.train_plan import (
     CPU_FEATURE_CHANNELS,
+    CPU_FROZEN_BACKBONE_MODES,
     CPU_IMAGE_SIZE,
     CPU_TRAIN_BUDGET_S,
     MAX_EPOCHS,
@@ -175,7 +176,8 @@ def _configs(data: _ProjectLabels, mode: str, samples: Sequence[Sample], device:
     try:
         model_config = ModelConfig(**{
             "num_classes": len(data.class_names), "mode": mode, "backbone": backbone or "mobilenet_v2",
-            "has_background": data.has_background, **(CPU_MODEL if cpu else {}), **(model_overrides or {}),
+            "has_background": data.has_background, **(CPU_MODEL if cpu else {}),
+            "freeze_backbone": cpu and mode in CPU_FROZEN_BACKBONE_MODES, **(model_overrides or {}),
         })
         train_config = TrainConfig(**{
             "epochs": epochs, "warmup_epochs": default_warmup(epochs), "image_size": image_size or auto_size,

@@ -47,6 +47,9 @@ class ModelConfig:
         feature_channels: width of the decoder and of the low-rank module (256 in the paper).
         freeze_low: do not train the backbone up to stride 4 (`Backbone.freeze_low`; the official
             code freezes WideResNet-38's stem and b2 only). The CPU-sized model sets it.
+        freeze_backbone: do not train the backbone at all (ImageNet features as they are): its
+            forward then records no autograd graph, so a step skips the backbone's backward, the
+            largest part of a CPU step with a narrow head.
         separable_head: depthwise-separable 3x3 convs in the decoder and heads (False in the paper;
             the CPU-sized model, see `cpu_model_defaults`).
         view_scale: scale of the second view w.r.t. the crop (0.5 in the paper's configuration).
@@ -68,6 +71,7 @@ class ModelConfig:
     feature_channels: int = 256
     separable_head: bool = False
     freeze_low: bool = False
+    freeze_backbone: bool = False
     view_scale: float = 0.5
     view_flip: bool = False
     low_rank_iters: int = 1
@@ -207,6 +211,12 @@ class InferenceConfig:
             is raised to this power and renormalised again (official SLRNet `bg_pow`: 3 for VOC
             tags, 1 for COCO). 1 unless a benchmark on held-out data says otherwise
             (benchmarks/RESULTS.md).
+        class_max_norm: after PAMR, divide each kept class's map by its maximum over the image
+            and renormalise (the official COCO pseudo-label rule, and how the training
+            pseudo-labels read their maps): a class that never wins a pixel outright, such as an
+            object always seen on a stuff class, still takes the pixels where it is strongest.
+            Only when the class filter kept a subset (known or predicted tags). On by default:
+            +4 to +23 mIoU points on MSRC-21 for every head measured (benchmarks/RESULTS.md).
     """
 
     size: int | None = None
@@ -218,6 +228,7 @@ class InferenceConfig:
     pamr_scale: float = 1.0
     uncertain_below: float = UNCERTAIN_BELOW
     background_power: float = 1.0
+    class_max_norm: bool = True
 
     def __post_init__(self) -> None:
         if not self.scales or any(s <= 0 for s in self.scales):

@@ -133,6 +133,12 @@ class Predictor:
                 refined = F.interpolate(refined, size=base, mode="bilinear", align_corners=False)
             probs = torch.zeros_like(probs)
             probs[:, kept] = refined / refined.sum(1, keepdim=True).clamp_min(1e-8)
+        if self.config.class_max_norm and not bool(keep.all()):
+            # peak-relative, as the training pseudo-labels read their maps (cut-off = a share of
+            # each class's peak); only over a known or predicted class list: with every class
+            # kept, an absent class's faint map would be raised to 1 as well
+            probs = probs / probs.amax(dim=(2, 3), keepdim=True).clamp_min(1e-8)
+            probs = probs / probs.sum(1, keepdim=True).clamp_min(1e-8)
         if base != (height, width):
             probs = F.interpolate(probs, size=(height, width), mode="bilinear", align_corners=False)
         confidence, labels = probs[0].max(0)

@@ -188,7 +188,9 @@ class SLRNet(nn.Module):
 def build_model(cfg: ModelConfig) -> SLRNet:
     """Build SLRNet from a `ModelConfig` (loads backbone weights when `cfg.pretrained`)."""
     backbone = build_backbone(cfg.backbone, cfg.output_stride, cfg.pretrained, cfg.backbone_weights)
-    if cfg.freeze_low:
+    if cfg.freeze_backbone:
+        backbone.requires_grad_(False)
+    elif cfg.freeze_low:
         backbone.freeze_low()
     return SLRNet(
         backbone,

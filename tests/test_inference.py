@@ -88,9 +88,10 @@ def test_from_checkpoint_gives_the_same_predictions(tmp_path: Path, image: np.nd
 
 
 def test_background_power_shrinks_background(image: np.ndarray) -> None:
-    plain = make_predictor(pamr=False).predict(image)
+    # the power alone (the peak-relative reading after it rescales every kept class again)
+    plain = make_predictor(pamr=False, class_max_norm=False).predict(image)
     assert make_predictor().background_power == 1.0  # the default, whatever the mode
-    cubed = make_predictor(pamr=False, background_power=3.0).predict(image)
+    cubed = make_predictor(pamr=False, background_power=3.0, class_max_norm=False).predict(image)
     assert np.allclose(cubed.probs.sum(0), 1.0, atol=1e-4)
     assert (cubed.probs[0] <= plain.probs[0] + 1e-6).all()
     assert (cubed.probs[0] < plain.probs[0]).any()
@@ -126,3 +127,33 @@ def test_pamr_at_reduced_scale_keeps_shapes_and_probabilities(image: np.ndarray)
     assert np.allclose(pred.probs.sum(0), 1.0, atol=1e-4)
     with pytest.raises(ValueError):
         InferenceConfig(pamr_scale=0.0)
+
+
+def test_class_max_norm_lets_an_object_on_a_stuff_class_take_its_pixels() -> None:
+    """A cow always on grass: grass's probability is higher everywhere, the cow's map only peaks
+    on the cow. Read peak-relative (as the training pseudo-labels are), the cow takes its pixels;
+    with every class kept (no tags known) the maps are left as they are."""
+    k = 3
+    cfg = ModelConfig(num_classes=k, mode="wsss", has_background=False, backbone="tiny", pretrained=False,
+                      feature_channels=16)
+
+    class Grass(torch.nn.Module):  # grass 2.0 everywhere; the cow 1.5 on the left quarter, else 0
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            b, _, h, w = x.shape
+            logits = torch.zeros(b, k, h // 4, w // 4)
+            logits[:, 0] = 2.0
+            logits[:, 1, :, : w // 16] = 1.5
+            logits[:, 2] = -4.0
+            return {"seg_logits": logits, "cls_logits": torch.zeros(b, k)}
+
+    def labels(max_norm: bool, known: np.ndarray | None) -> np.ndarray:
+        predictor = Predictor(Grass(), cfg, ["grass", "cow", "sky"], default_size=64, config=InferenceConfig(
+            pamr=False, flip=False, class_filter="known" if known is not None else "none",
+            class_max_norm=max_norm))
+        return predictor.predict(np.zeros((64, 64, 3), dtype=np.uint8), known_tags=known).labels
+
+    tags = np.array([1.0, 1.0, 0.0], dtype=np.float32)
+    assert (labels(False, tags) == 0).all()  # the cow never wins a pixel outright
+    peaked = labels(True, tags)
+    assert (peaked[:, :12] == 1).all() and (peaked[:, 20:] == 0).all()
+    np.testing.assert_array_equal(labels(True, None), labels(False, None))  # nothing known: unchanged

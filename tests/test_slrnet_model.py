@@ -158,3 +158,21 @@ def test_second_view_is_downscaled_and_flipped_back() -> None:
     assert outs["seg_logits_view2"].shape == outs["seg_logits"].shape == (8, K, 16, 16)
     assert outs["codes_view2"].shape == outs["codes"].shape == (8, K, 16, 16)
     torch.testing.assert_close(outs["probs_view2"].sum(1), torch.ones(8, 16, 16))
+
+
+def test_a_frozen_backbone_records_no_graph_and_the_head_still_learns() -> None:
+    from slrnet.config import TrainConfig
+    from slrnet.train import build_optimizer
+
+    cfg = ModelConfig(num_classes=K, backbone="tiny", pretrained=False, freeze_backbone=True)
+    model: SLRNet = build_model(cfg)
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    optimizer = build_optimizer(model, TrainConfig())
+    assert len(optimizer.param_groups[0]["params"]) == 0  # nothing of the backbone
+    images = torch.randn(3, 3, 64, 64)
+    low, deep = model.backbone(images)
+    assert low.grad_fn is None and deep.grad_fn is None  # no backward through it
+    losses = compute_losses(cfg, model.forward_train(images), _batch(images), use_pseudo_labels=True)
+    losses["total"].backward()
+    assert all(p.grad is None for p in model.backbone.parameters())
+    assert all(p.grad is not None for g in model.param_groups()[1:] for p in g["params"])

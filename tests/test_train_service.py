@@ -251,3 +251,13 @@ def test_compute_consumers_share_the_cores_between_their_workers(monkeypatch: py
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_cpu_model_keeps_the_backbone_frozen_with_tags_only(
+    studio: Studio, project: dict[str, Path]
+) -> None:
+    training.train(studio, "p", mode="wsss", **FAST)
+    training.train(studio, "p", mode="ssss_tags", **FAST)
+    tags_only, with_masks = (run.config["model"] for run in runs(studio))
+    assert tags_only["freeze_backbone"] is True and tags_only["mode"] == "wsss"
+    assert with_masks["freeze_backbone"] is False  # masks: fine-tuned (not measured frozen)

@@ -220,7 +220,8 @@ def test_the_duration_comes_from_the_last_whole_run_of_the_model(studio: Studio,
     from storage.projects import get_project_by_name
 
     _tag(studio, project, [f"img{i}.png" for i in range(10)])
-    config = {"model": {"backbone": "mobilenet_v2", "feature_channels": 64},
+    # tags only: the CPU model of this mode keeps its backbone frozen (a faster model to time)
+    config = {"model": {"backbone": "mobilenet_v2", "feature_channels": 64, "freeze_backbone": True},
               "train": {"image_size": 224, "batch_size": 8, "amp": False}}
     metrics = {"plan": {"images_per_epoch": 10}, "history": [{"seconds": 2.0}, {"seconds": 2.0}]}
     with studio.Session.begin() as session:
@@ -236,6 +237,9 @@ def test_the_duration_comes_from_the_last_whole_run_of_the_model(studio: Studio,
     assert preview.epochs == 7 and preview.images_per_epoch == 8
     assert preview.images_per_s == pytest.approx(4.0)  # 2 epochs x 8 trained images in 4 s
     assert preview.estimated_s == pytest.approx(7 * 8 / 4.0)
-    # another image size: no run of that model, back to the guess
+    # another image size, or the backbone fine-tuned: no run of that model, back to the guess
     smaller = train_plan.preview_training(studio, project, device="cpu", image_size=112)
     assert smaller.speed_source == "guessed"
+    tuned = train_plan.preview_training(studio, project, device="cpu", budget_s=20, image_size=224,
+                                        model_overrides={"freeze_backbone": False})
+    assert tuned.speed_source == "guessed"
