@@ -204,7 +204,9 @@ def main() -> None:
         gold = gold_mask(root, view, n)
         for key, pred in prior_maps(gold, tags[n], freq, view["background"]).items():
             prior_meters.setdefault(key, SegmentationMeter(len(names))).update(pred, gold)
-    result: dict = {"args": vars(args), "images": len(images), "seen": len(seen), "unseen": len(unseen),
+    print(f"working folder (kept for benchmarks.msrc_repredict): {tmp}", flush=True)
+    result: dict = {"args": vars(args), "workdir": str(tmp), "images": len(images), "seen": len(seen),
+                    "unseen": len(unseen),
                     "torch_threads": torch.get_num_threads(),
                     "priors": {k: score(m, names) for k, m in prior_meters.items()}}
     print(json.dumps({k: v["miou"] for k, v in result["priors"].items()}), flush=True)

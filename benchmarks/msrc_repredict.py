@@ -1,0 +1,77 @@
+"""Re-predict a model that `benchmarks.msrc_wsss` trained, under inference variants, and score
+each on a seeded 2/3 of the photos ("tune": where a choice is made) and the other third ("held
+out": where it is confirmed). Only the inference settings differ between the rows.
+
+    OMP_NUM_THREADS=2 .venv/bin/python -m benchmarks.msrc_repredict /tmp/bench-msrc-all-XXXX \\
+        --variants '{"plain": {"class_max_norm": false}, "peak_relative": {"class_max_norm": true}}'
+
+The folder is the "working folder" msrc_wsss prints (and stores as "workdir" in its JSON); its
+``gold_seen`` links are the gold masks of the photos it trained on. The split shuffles their file
+names (sorted) with ``random.Random(seed)`` and cuts at 2/3. Each variant starts from the run's
+CPU inference settings (``services.training.CPU_INFERENCE``) with the given fields replaced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import random
+import tempfile
+from pathlib import Path
+
+from sqlalchemy import delete
+
+from benchmarks.common import seed_torch_home, write_result
+from services import training
+from services.context import Studio
+from slrnet.config import InferenceConfig
+from storage.models import PseudoLabel
+
+PROJECT = "msrc"
+
+
+def split_gold(gold_dir: Path, seed: int) -> dict[str, Path]:
+    """{"tune", "held_out"}: folders of links to 2/3 and 1/3 of the gold masks."""
+    gold = sorted(gold_dir.iterdir())
+    random.Random(seed).shuffle(gold)
+    cut = len(gold) * 2 // 3
+    folders = {}
+    for name, files in (("tune", gold[:cut]), ("held_out", gold[cut:])):
+        folder = Path(tempfile.mkdtemp(prefix=f"gold-{name}-"))
+        for f in files:
+            (folder / f.name).symlink_to(f.resolve())
+        folders[name] = folder
+    return folders
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("workdir", type=Path)
+    parser.add_argument("--variants", default='{"plain": {"class_max_norm": false}, '
+                                              '"peak_relative": {"class_max_norm": true}}')
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", default=None)
+    args = parser.parse_args()
+    variants = json.loads(args.variants)
+    seed_torch_home(args.workdir / "torch")
+    folders = split_gold(args.workdir / "gold_seen", args.seed)
+    studio = Studio.open(args.workdir / "data")
+    result: dict = {"args": {**vars(args), "workdir": str(args.workdir)}, "variants": {}}
+    try:
+        for name, fields in variants.items():
+            config = InferenceConfig(**{**dataclasses.asdict(training.CPU_INFERENCE), **fields})
+            with studio.Session.begin() as session:  # predict skips images already labelled
+                session.execute(delete(PseudoLabel))
+            training.predict(studio, PROJECT, device="cpu", config=config)
+            scores = {part: training.evaluate(studio, PROJECT, gt_masks=folder)
+                      for part, folder in folders.items()}
+            result["variants"][name] = {"config": dataclasses.asdict(config), **scores}
+            print(name, {part: round(s["miou"], 4) for part, s in scores.items()}, flush=True)
+    finally:
+        studio.close()
+    write_result(args.name or f"msrc_repredict_{args.workdir.name}", result)
+
+
+if __name__ == "__main__":
+    main()
