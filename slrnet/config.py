@@ -50,8 +50,9 @@ class ModelConfig:
         freeze_backbone: do not train the backbone at all (ImageNet features as they are): its
             forward then records no autograd graph, so a step skips the backbone's backward, the
             largest part of a CPU step with a narrow head.
-        separable_head: depthwise-separable 3x3 convs in the decoder and heads (False in the paper;
-            the CPU-sized model, see `cpu_model_defaults`).
+        separable_head: depthwise-separable 3x3 convs in the decoder and heads (False in the paper
+            and in the CPU-sized model, `services.training.CPU_MODEL`: no faster on the CPUs
+            measured, and less accurate).
         view_scale: scale of the second view w.r.t. the crop (0.5 in the paper's configuration).
         view_flip: randomly flip the second view horizontally (per image).
         low_rank_iters: T, iterations of the dictionary update (1 in the paper).
