@@ -32,13 +32,13 @@ from services.lookups import resolve_project
 from services.progress import THREADS_ENV, Cancelled, ProgressFn, StopFn, never_stop, no_progress
 from services.train_plan import (
     CPU_FEATURE_CHANNELS,
-    CPU_FROZEN_BACKBONE_MODES,
     CPU_IMAGE_SIZE,
     CPU_TRAIN_BUDGET_S,
     MAX_EPOCHS,
     WARM_START_BUDGET_SHARE,
     LabelCounts,
     TrainPlan,
+    freezes_backbone,
     plan_for_counts,
     record_throughput,
     throughput_key,
@@ -177,7 +177,8 @@ def _configs(data: _ProjectLabels, mode: str, samples: Sequence[Sample], device:
         model_config = ModelConfig(**{
             "num_classes": len(data.class_names), "mode": mode, "backbone": backbone or "mobilenet_v2",
             "has_background": data.has_background, **(CPU_MODEL if cpu else {}),
-            "freeze_backbone": cpu and mode in CPU_FROZEN_BACKBONE_MODES, **(model_overrides or {}),
+            "freeze_backbone": freezes_backbone(device.type, mode, model_overrides),
+            **(model_overrides or {}),
         })
         train_config = TrainConfig(**{
             "epochs": epochs, "warmup_epochs": default_warmup(epochs), "image_size": image_size or auto_size,
@@ -503,7 +504,8 @@ def _train(studio: Studio, data: _ProjectLabels, choice: TrainPlan, samples: lis
             len(epoch_order(samples, train_config.mask_repeat)), train_config.batch_size)
         record_throughput(studio.data_dir, throughput_key(device.type, model_config.backbone,
                                                           model_config.feature_channels,
-                                                          train_config.image_size),
+                                                          train_config.image_size,
+                                                          model_config.freeze_backbone),
                           per_epoch * result.epochs_completed / train_seconds)
     version = 0
     if main:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from services import training
+from services import train_plan, training
 from services.context import Studio
 from services.errors import UserError
 from services.importing import import_dataset
@@ -261,3 +261,7 @@ def test_the_cpu_model_keeps_the_backbone_frozen_with_tags_only(
     tags_only, with_masks = (run.config["model"] for run in runs(studio))
     assert tags_only["freeze_backbone"] is True and tags_only["mode"] == "wsss"
     assert with_masks["freeze_backbone"] is False  # masks: fine-tuned (not measured frozen)
+    # each run's speed is recorded under its own key, the one its preview reads
+    assert set(train_plan.read_throughput(studio.data_dir)) == {
+        train_plan.throughput_key("cpu", "tiny", 32, 32, True),
+        train_plan.throughput_key("cpu", "tiny", 32, 32)}

@@ -243,3 +243,23 @@ def test_the_duration_comes_from_the_last_whole_run_of_the_model(studio: Studio,
     tuned = train_plan.preview_training(studio, project, device="cpu", budget_s=20, image_size=224,
                                         model_overrides={"freeze_backbone": False})
     assert tuned.speed_source == "guessed"
+
+
+def test_a_frozen_backbone_is_timed_apart_from_a_fine_tuned_one() -> None:
+    """Tags-only CPU runs freeze the backbone (~1.5x faster a step): their speed must not size
+    the epochs of a mask project's fine-tuned run on the same data folder, nor the reverse."""
+    frozen_key = train_plan.throughput_key("cpu", "mobilenet_v2", 64, 160, True)
+    tuned_key = train_plan.throughput_key("cpu", "mobilenet_v2", 64, 160)
+    assert frozen_key != tuned_key
+    known = {frozen_key: 9.0, tuned_key: 6.0}
+    args = ("cpu", "mobilenet_v2", 64, 160)
+    assert train_plan.guessed_images_per_s(known, *args, True) == (9.0, "measured")
+    assert train_plan.guessed_images_per_s(known, *args, False) == (6.0, "measured")
+    # another size of the frozen model scales; with no frozen speed at all, the fine-tuned one
+    assert train_plan.guessed_images_per_s({frozen_key: 9.0}, "cpu", "mobilenet_v2", 64, 320,
+                                           True) == (pytest.approx(2.25), "scaled")
+    assert train_plan.guessed_images_per_s({tuned_key: 6.0}, *args, True) == (6.0, "measured")
+    assert train_plan.guessed_images_per_s({frozen_key: 9.0}, *args, False)[1] == "guessed"
+    assert train_plan.freezes_backbone("cpu", "wsss") and not train_plan.freezes_backbone("cuda", "wsss")
+    assert not train_plan.freezes_backbone("cpu", "ssss_tags")
+    assert not train_plan.freezes_backbone("cpu", "wsss", {"freeze_backbone": False})
