@@ -28,10 +28,9 @@ from services import training
 from services.context import Studio
 from services.importing import import_dataset
 from services.training import CPU_INFERENCE
-from slrnet.config import LossWeights
+from slrnet.config import LossWeights, default_mask_repeat
 from slrnet.inference import Predictor
 from slrnet.metrics import SegmentationMeter
-from slrnet.train import default_mask_repeat
 from storage.files import read_rgb
 
 SUPERVISED_ONLY = LossWeights(mask_consistency=0.0, code_consistency=0.0, pseudo=0.0)
@@ -93,6 +92,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=None)
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--train-overrides", default="{}", help="JSON of TrainConfig fields (SLRNet)")
+    parser.add_argument("--model-overrides", default="{}",
+                        help="JSON of ModelConfig fields (SLRNet only; supervised-only keeps the default)")
     parser.add_argument("--unlabelled", type=int, default=None, help="unlabelled train images (default: all)")
     parser.add_argument("--mask-repeat", type=int, default=None, help="default: the service's choice")
     parser.add_argument("--seed", type=int, default=0)
@@ -131,6 +132,7 @@ def main() -> None:
     with timed(times, "slrnet_train_s"):
         slr = training.train(studio, "slrnet", train_overrides={"mask_repeat": repeat,
                                                                 **json.loads(args.train_overrides)},
+                             model_overrides=json.loads(args.model_overrides) or None,
                              progress=log_epochs, **budget, **common)
     slr_epochs = slr.epochs
 

@@ -6,9 +6,10 @@ out": where it is confirmed). Only the inference settings differ between the row
         --variants '{"plain": {"class_max_norm": false}, "peak_relative": {"class_max_norm": true}}'
 
 The folder is the "working folder" msrc_wsss prints (and stores as "workdir" in its JSON); its
-``gold_seen`` links are the gold masks of the photos it trained on. The split shuffles their file
-names (sorted) with ``random.Random(seed)`` and cuts at 2/3. Each variant starts from the run's
-CPU inference settings (``services.training.CPU_INFERENCE``) with the given fields replaced.
+``gold_seen`` links are the gold masks of the photos it trained on. "tune" is msrc_wsss's own
+seeded 2/3 (``load_view``, where it chooses the CAM threshold), "held out" the rest. Each variant
+starts from the run's CPU inference settings (``services.training.CPU_INFERENCE``) with the given
+fields replaced.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import random
 import tempfile
 from pathlib import Path
 
 from sqlalchemy import delete
 
-from benchmarks.common import seed_torch_home, write_result
+from benchmarks.common import DATA, seed_torch_home, write_result
+from benchmarks.msrc_wsss import VIEWS, load_view
 from services import training
 from services.context import Studio
 from slrnet.config import InferenceConfig
@@ -31,13 +32,16 @@ from storage.models import PseudoLabel
 PROJECT = "msrc"
 
 
-def split_gold(gold_dir: Path, seed: int) -> dict[str, Path]:
-    """{"tune", "held_out"}: folders of links to 2/3 and 1/3 of the gold masks."""
+def split_gold(gold_dir: Path, view: str, seed: int) -> dict[str, Path]:
+    """{"tune", "held_out"}: folders of links to the gold masks of msrc_wsss's tune 2/3 and the
+    other photos."""
+    _, _, tune = load_view(DATA / "msrc", VIEWS[view], seed)
+    tune_stems = {Path(name).stem for name in tune}
     gold = sorted(gold_dir.iterdir())
-    random.Random(seed).shuffle(gold)
-    cut = len(gold) * 2 // 3
+    parts = {"tune": [f for f in gold if f.stem in tune_stems],
+             "held_out": [f for f in gold if f.stem not in tune_stems]}
     folders = {}
-    for name, files in (("tune", gold[:cut]), ("held_out", gold[cut:])):
+    for name, files in parts.items():
         folder = Path(tempfile.mkdtemp(prefix=f"gold-{name}-"))
         for f in files:
             (folder / f.name).symlink_to(f.resolve())
@@ -50,12 +54,13 @@ def main() -> None:
     parser.add_argument("workdir", type=Path)
     parser.add_argument("--variants", default='{"plain": {"class_max_norm": false}, '
                                               '"peak_relative": {"class_max_norm": true}}')
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--view", choices=sorted(VIEWS), default="all", help="the view it trained on")
+    parser.add_argument("--seed", type=int, default=0, help="msrc_wsss's --seed (its split)")
     parser.add_argument("--name", default=None)
     args = parser.parse_args()
     variants = json.loads(args.variants)
     seed_torch_home(args.workdir / "torch")
-    folders = split_gold(args.workdir / "gold_seen", args.seed)
+    folders = split_gold(args.workdir / "gold_seen", args.view, args.seed)
     studio = Studio.open(args.workdir / "data")
     result: dict = {"args": {**vars(args), "workdir": str(args.workdir)}, "variants": {}}
     try:

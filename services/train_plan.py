@@ -18,7 +18,7 @@ from pathlib import Path
 from services.context import Studio
 from services.errors import UserError
 from services.lookups import resolve_project
-from slrnet.config import MODES, ModelConfig
+from slrnet.config import MODES, ModelConfig, default_mask_repeat
 from storage import images as image_repo
 from storage import runs as run_repo
 
@@ -32,8 +32,8 @@ CPU_IMAGE_SIZE = 160  # MSRC-21: 5 epochs at 160 px beat 5 at 224 px per CPU-min
 CPU_BACKBONE = "mobilenet_v2"
 CPU_FEATURE_CHANNELS = 64
 # modes whose CPU model keeps the ImageNet backbone as it is (ModelConfig.freeze_backbone): with
-# tags only, 6 epochs of a frozen backbone beat 4 fine-tuned ones in the same 4 minutes by 5-8
-# mIoU points on MSRC-21 (RESULTS.md); with masks it is not measured, so those modes fine-tune
+# tags only, 6 epochs of a frozen backbone beat 4 fine-tuned ones in the same 4 minutes by 2-8
+# mIoU points on MSRC-21; with masks (CamVid@20) it did not help, so those modes fine-tune (RESULTS.md)
 CPU_FROZEN_BACKBONE_MODES = ("wsss",)
 GPU_IMAGE_SIZE = 448
 MAX_EPOCHS = 30  # slrnet.train.epochs_for_budget's clamp
@@ -155,13 +155,6 @@ def record_throughput(data_dir: str | Path, key: str, images_per_s: float) -> No
         os.replace(tmp, path)
     except OSError as exc:
         logger.warning("could not record the training throughput: %s", exc)
-
-
-def mask_repeat(masked: int, others: int) -> int:
-    """Repeats per epoch of each masked image (the same rule as slrnet.train.default_mask_repeat)."""
-    if masked == 0:
-        return 1
-    return max(1, min(8, round(others / (2 * masked))))
 
 
 def whole_batches(images: int, batch: int) -> int:
@@ -304,7 +297,8 @@ def preview_training(
         samples = per_epoch = counts.tagged
     else:
         samples = total
-        per_epoch = total + counts.masked * (mask_repeat(counts.masked, total - counts.masked) - 1)
+        per_epoch = total + counts.masked * (
+            default_mask_repeat(counts.masked, total - counts.masked, choice.mode) - 1)
     warm_from = None
     if warm_start is not False and current_version is not None \
             and current_model.get("backbone", backbone) == backbone \

@@ -43,7 +43,7 @@ from services.train_plan import (
     record_throughput,
     throughput_key,
 )
-from slrnet.config import MODE_LOSS_WEIGHTS, InferenceConfig, ModelConfig, TrainConfig
+from slrnet.config import MODE_LOSS_WEIGHTS, InferenceConfig, ModelConfig, TrainConfig, default_mask_repeat
 from slrnet.data import ImageCache, Sample, epoch_order
 from slrnet.inference import Predictor
 from slrnet.metrics import SegmentationMeter
@@ -52,7 +52,6 @@ from slrnet.train import (
     TrainingStopped,
     TrainProgress,
     default_budget,
-    default_mask_repeat,
     default_warmup,
     fit,
     images_per_epoch,
@@ -183,7 +182,7 @@ def _configs(data: _ProjectLabels, mode: str, samples: Sequence[Sample], device:
         train_config = TrainConfig(**{
             "epochs": epochs, "warmup_epochs": default_warmup(epochs), "image_size": image_size or auto_size,
             "batch_size": min(16 if device.type == "cuda" else 8, len(samples)),
-            "mask_repeat": default_mask_repeat(n_masked, len(samples) - n_masked) if mode != "wsss" else 1,
+            "mask_repeat": default_mask_repeat(n_masked, len(samples) - n_masked, mode),
             "amp": device.type == "cuda", "seed": seed, "loss_weights": MODE_LOSS_WEIGHTS[mode],
             **(CPU_TRAIN if cpu else {}),
             **(train_overrides or {}),

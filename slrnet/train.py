@@ -102,13 +102,6 @@ def default_warmup(epochs: int) -> int:
     return min(epochs - 1, max(1, round(epochs / 6))) if epochs > 1 else 1
 
 
-def default_mask_repeat(masked: int, others: int) -> int:
-    """Repeats per epoch of each masked image so masks make up about a third of what is seen."""
-    if masked == 0:
-        return 1
-    return max(1, min(8, round(others / (2 * masked))))
-
-
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + rank * 104_729) % (2**63)
 

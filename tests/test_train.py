@@ -256,3 +256,20 @@ def test_save_checkpoint_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.undo()
     assert load_checkpoint(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]
+
+
+def test_masks_are_oversampled_to_their_mode_share() -> None:
+    """ssss: masks about half of an epoch's views (the official semi config without tags), with
+    tags a third (with them); never below 1, capped, and 1 without masks or in wsss."""
+    from slrnet.config import MAX_MASK_REPEAT, default_mask_repeat
+    from slrnet.data import epoch_order
+
+    assert default_mask_repeat(20, 347, "ssss") == 17  # 340 mask views of 687
+    assert default_mask_repeat(20, 347, "ssss_tags") == 9  # 180 of 527
+    assert default_mask_repeat(0, 347, "ssss") == default_mask_repeat(5, 50, "wsss") == 1
+    assert default_mask_repeat(100, 10, "ssss") == 1
+    assert default_mask_repeat(1, 10_000, "ssss") == MAX_MASK_REPEAT
+    samples = [Sample(name=str(i), image=np.zeros((4, 4, 3), np.uint8),
+                      mask=np.zeros((4, 4), np.uint8) if i < 2 else None) for i in range(12)]
+    order = epoch_order(samples, default_mask_repeat(2, 10, "ssss"))
+    assert sum(samples[i].has_mask for i in order) == 10 and len(order) == 20

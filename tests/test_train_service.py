@@ -260,7 +260,7 @@ def test_the_cpu_model_keeps_the_backbone_frozen_with_tags_only(
     training.train(studio, "p", mode="ssss_tags", **FAST)
     tags_only, with_masks = (run.config["model"] for run in runs(studio))
     assert tags_only["freeze_backbone"] is True and tags_only["mode"] == "wsss"
-    assert with_masks["freeze_backbone"] is False  # masks: fine-tuned (not measured frozen)
+    assert with_masks["freeze_backbone"] is False  # masks: fine-tuned (frozen did not help on CamVid)
     # each run's speed is recorded under its own key, the one its preview reads
     assert set(train_plan.read_throughput(studio.data_dir)) == {
         train_plan.throughput_key("cpu", "tiny", 32, 32, True),

@@ -15,6 +15,7 @@ from jobs import queue
 from jobs.kinds import job_params
 from services import labeling, train_plan
 from services.context import Studio
+from slrnet.config import default_mask_repeat
 from storage import jobs as job_rows
 from tests.ui_support import image_ids, make_project, publish_pseudo_labels
 
@@ -78,10 +79,10 @@ def test_preview_default_budget_epochs_given_and_gpu(studio: Studio, project: st
 def test_mask_modes_count_every_image_and_the_mask_repeats(studio: Studio, project: str) -> None:
     labeling.save_mask(studio, image_ids(studio, project)["img0.png"], np.zeros((30, 40), np.uint8))
     preview = train_plan.preview_training(studio, project, device="cpu", budget_s=30)
-    # ssss: 10 images, the one masked image seen round(9 / 2) = 4 times per epoch: 13 views, of
-    # which one epoch trains on the whole batch of 8 (as the service's plan counts them)
-    assert train_plan.mask_repeat(1, 9) == 4
-    assert preview.mode == "ssss" and preview.images_per_epoch == 8
+    # ssss: 10 images, the one masked image seen 9 times per epoch (masks are half the views):
+    # 18 views, of which one epoch trains on the 2 whole batches of 8 (as the service counts them)
+    assert default_mask_repeat(1, 9, "ssss") == 9
+    assert preview.mode == "ssss" and preview.images_per_epoch == 16
 
 
 def test_preview_continues_from_the_current_model(studio: Studio, project: str) -> None:
@@ -155,12 +156,10 @@ def test_minutes_in_the_train_defaults() -> None:
 def test_the_training_service_uses_the_same_constants_and_key() -> None:
     """The preview is only right while it prices the run the service will train."""
     from services import training
-    from slrnet.train import default_mask_repeat, epochs_for_budget
+    from slrnet.train import epochs_for_budget
 
     assert training.CPU_MODEL["feature_channels"] == train_plan.CPU_FEATURE_CHANNELS
     assert training.throughput_key is train_plan.throughput_key
-    for masked, others in [(0, 5), (1, 9), (2, 40), (3, 1), (1, 100)]:
-        assert train_plan.mask_repeat(masked, others) == default_mask_repeat(masked, others)
     for budget, speed, images in [(240, 3.0, 40), (10, 3.0, 3), (1, 0.5, 100), (1e4, 50.0, 2)]:
         planned = train_plan.planned_epochs(budget, speed, images)
         assert planned == epochs_for_budget(budget, 1 / speed, images)
