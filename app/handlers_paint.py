@@ -20,7 +20,7 @@ import numpy as np
 from app.errors import shows_user_errors
 from app.handlers_projects import class_palette
 from app.overlay import resize_nearest, resize_rgb
-from app.paint import apply_paint, decode_painting, edit_size, editor_document
+from app.paint import apply_paint, decode_painting, edit_size, editor_document, opening_token
 from app.superpixels import superpixels
 from services import browse, labeling
 from services.context import Studio
@@ -86,7 +86,8 @@ def load_editor(
     size = edit_size(full)
     rgb = resize_rgb(studio.images.read_rgb(image.path), size)
     small_labels = None if opened.labels is None else resize_nearest(opened.labels, size)
-    token = uuid.uuid4().hex
+    start_png = None if opened.labels is None else encode_label_png(opened.labels)
+    token = opening_token(image.id, opened.version, opened.start, start_png, size)
     background = next((c.index for c in info.classes if c.is_background), None)
     document = editor_document(
         token=token,
@@ -104,7 +105,7 @@ def load_editor(
         "token": token,
         "version": opened.version,
         "start": opened.start,
-        "start_png": None if opened.labels is None else encode_label_png(opened.labels),
+        "start_png": start_png,
         "full_size": list(full),
         "edit_size": list(size),
     }
@@ -113,6 +114,8 @@ def load_editor(
         f"**{image.name}** ({image.width}×{image.height}) · starting from {START_NAMES[opened.start]}"
         f"{scale_note}"
     )
+    # a fresh id per opening, so the editor reopens (and drops strokes) even on the same token
+    document["opened"] = uuid.uuid4().hex
     return {
         **empty,
         "load": json.dumps(document),

@@ -12,6 +12,7 @@ resolution and written over the starting label map, so class boundaries stay har
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import logging
 from collections.abc import Sequence
@@ -108,6 +109,17 @@ def brush_entries(palette: PaintPalette) -> list[dict]:
         {"value": b.value, "name": b.name, "color": b.color, "key": _key(k, b)}
         for k, b in enumerate(palette.brushes)
     ]
+
+
+def opening_token(image_id: int, version: str, start: str, start_png: bytes | None,
+                  edit_size: tuple[int, int]) -> str:
+    """What a painting is of: the image, its mask version, what it started from (kind and
+    labels) and the edit size. Two openings of the same thing get the same token, so a page whose
+    image was opened twice at once (a tab switch and a button both loading it) saves whichever
+    copy the editor shows; any other difference refuses the save."""
+    digest = hashlib.sha256(f"{image_id}|{version}|{start}|{edit_size[0]}x{edit_size[1]}|".encode())
+    digest.update(start_png or b"")
+    return digest.hexdigest()[:32]
 
 
 def editor_document(

@@ -59,10 +59,14 @@ RESTORE_JS = (
     "(project, tab) => { try { return [localStorage.getItem('slrnet.project') || project, "
     "localStorage.getItem('slrnet.tab') || tab]; } catch (e) { return [project, tab]; } }"
 )
-DISABLE_IMPORT_JS = (
+_IMPORT_BUTTONS_JS = (
     "() => { for (const id of ['import-upload', 'import-folder-btn']) { "
-    "const b = document.getElementById(id); if (b) b.disabled = true; } return []; }"
+    "const b = document.getElementById(id); if (b) b.disabled = %s; } return []; }"
 )
+DISABLE_IMPORT_JS = _IMPORT_BUTTONS_JS % "true"
+# Gradio does not touch a button it already thinks interactive, so what the browser disabled
+# the browser enables again
+ENABLE_IMPORT_JS = _IMPORT_BUTTONS_JS % "false"
 
 
 def _bind(fn: Any, *args: Any) -> Any:
@@ -410,7 +414,7 @@ def _wire_import(studio: Studio, ui: SimpleNamespace) -> None:
         queued.success(handlers_jobs.start_polling, None, [ui.timer])
         if button is imp.upload_btn:
             queued.success(lambda: None, None, [imp.uploads])
-        queued.then(lambda: (gr.update(interactive=True),) * 2, None, [imp.upload_btn, imp.folder_btn])
+        queued.then(None, None, None, js=ENABLE_IMPORT_JS)
 
 
 def _wire_browse(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace) -> None:

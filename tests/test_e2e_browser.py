@@ -197,6 +197,7 @@ def test_label_train_review_export_loop(
         page.dblclick("#import-upload")
         expect(page.locator("#import-status")).to_contain_text("succeeded")
         expect(page.locator("#summary")).to_contain_text("4 images")
+        expect(page.locator("#import-upload")).to_be_enabled()  # a next import needs no reload
         _shot(page, "import")
         ids = {i.name: i.id for i in project_images(studio, "e2e")}
         assert sorted(ids) == PHOTOS

@@ -343,6 +343,25 @@ def test_a_save_while_the_editor_loads_or_shows_another_image_is_refused(
     )
 
 
+def test_an_image_opened_twice_at_once_saves_the_copy_the_editor_shows(
+    studio: Studio, project: str
+) -> None:
+    """Review's "Correct in editor" and the Paint tab's own select both load the image: the
+    page keeps whichever session came last while the canvas may show the other copy (the e2e
+    failed on "another image" at that step)."""
+    image_id = image_ids(studio)["img0.png"]
+    shown = handlers_paint.load_editor(studio, project, image_id, handlers_paint.START_EMPTY)
+    late = handlers_paint.load_editor(studio, project, image_id, handlers_paint.START_EMPTY)
+    assert json.loads(shown["load"])["opened"] != json.loads(late["load"])["opened"]  # both reopen
+    _save(studio, project, late["session"], _sent(shown, slice(0, 5), slice(0, 40), 2), False)
+    assert (labeling.get_mask(studio, image_id)[:5] == 2).all()
+    # from another start (or after the mask changed) it is another painting: refused
+    labeled = handlers_paint.load_editor(studio, project, image_id, handlers_paint.START_MASK)
+    again = handlers_paint.load_editor(studio, project, image_id, handlers_paint.START_EMPTY)
+    with pytest.raises(gr.Error, match="another image"):
+        _save(studio, project, again["session"], _sent(labeled, slice(0, 5), slice(0, 40), 1), False)
+
+
 def test_two_pages_painting_one_image_the_later_save_is_refused(studio: Studio, project: str) -> None:
     image_id = image_ids(studio)["img0.png"]
     page_a = handlers_paint.load_editor(studio, project, image_id, None)
