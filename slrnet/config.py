@@ -233,7 +233,7 @@ class InferenceConfig:
             pseudo-labels read their maps): a class that never wins a pixel outright, such as an
             object always seen on a stuff class, still takes the pixels where it is strongest.
             Only when the class filter kept a subset (known or predicted tags). On by default:
-            +4 to +23 mIoU points on MSRC-21 for every head measured (benchmarks/RESULTS.md).
+            +4 to +22 mIoU points on MSRC-21 for every head measured (benchmarks/RESULTS.md).
     """
 
     size: int | None = None
