@@ -232,7 +232,7 @@ def predict(args: argparse.Namespace) -> int:
     """``predict [--device D]``: pseudo-labels of every image with the newest trained model, then
     that model becomes current."""
     from services.context import Studio
-    from services.training import predict as predict_service
+    from services.publishing import predict as predict_service
 
     with Studio.open(args.data) as studio, _progress_bar(disable=None) as bar:
         result = predict_service(studio, args.project, device=args.device, progress=_tqdm_progress(bar))
@@ -246,7 +246,7 @@ def evaluate(args: argparse.Namespace) -> int:
     import json
 
     from services.context import Studio
-    from services.training import evaluate as evaluate_service
+    from services.evaluation import evaluate as evaluate_service
 
     with Studio.open(args.data) as studio:
         scores = evaluate_service(studio, args.project, gt_masks=args.gt_masks)

@@ -24,10 +24,10 @@ import numpy as np
 from PIL import Image as PILImage
 
 from benchmarks.common import DATA, log_epochs, seed_torch_home, timed, write_result
-from services import training
+from services import publishing, training
 from services.context import Studio
 from services.importing import import_dataset
-from services.training import CPU_INFERENCE
+from services.publishing import CPU_INFERENCE
 from slrnet.config import LossWeights, default_mask_repeat
 from slrnet.inference import Predictor
 from slrnet.metrics import SegmentationMeter
@@ -148,7 +148,7 @@ def main() -> None:
     result: dict = {"args": vars(args), "slrnet_epochs": slr_epochs, "slrnet_plan": slr.metrics.get("plan"),
                     "supervised_epochs": sup_epochs, "slrnet_mode": slr.mode}
     with timed(times, "slrnet_predict_train_s"):
-        training.predict(studio, "slrnet", run_id=slr.run_id, device="cpu")
+        publishing.predict(studio, "slrnet", run_id=slr.run_id, device="cpu")
     result["pseudo_labels_on_unlabelled"] = pseudo_label_quality(studio, root, names, {p.name for p in rest})
     result["slrnet"], slr_rate = val_scores(studio, slr.checkpoint_path, root, names)
     result["supervised_only"], _ = val_scores(studio, sup.checkpoint_path, root, names)

@@ -23,7 +23,7 @@ from PIL import Image as PILImage
 
 from benchmarks.cam_baseline import cam_label_map, normalised_cams, train_cam
 from benchmarks.common import DATA, log_epochs, seed_torch_home, timed, write_result
-from services import training
+from services import evaluation, publishing, training
 from services.context import Studio
 from services.importing import import_dataset
 from slrnet.data import Sample
@@ -73,8 +73,8 @@ def run_slrnet(args: argparse.Namespace, tmp: Path) -> dict:
                                      progress=log_epochs)
         history = trained.metrics["history"]
     with timed(times, "predict_s"):
-        published = training.predict(studio, "coco", device="cpu")
-    scores = training.evaluate(studio, "coco", gt_masks=root / "masks")
+        published = publishing.predict(studio, "coco", device="cpu")
+    scores = evaluation.evaluate(studio, "coco", gt_masks=root / "masks")
     studio.close()
     return {
         "miou": scores["miou"], "images": scores["images"], "pixel_accuracy": scores["pixel_accuracy"],

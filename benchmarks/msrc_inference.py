@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--name", default=None)
     args = parser.parse_args()
 
-    from services.training import CPU_INFERENCE
+    from services.publishing import CPU_INFERENCE
     from slrnet.config import InferenceConfig
     from slrnet.inference import Predictor
     from slrnet.metrics import SegmentationMeter

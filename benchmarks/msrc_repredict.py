@@ -8,7 +8,7 @@ out": where it is confirmed). Only the inference settings differ between the row
 The folder is the "working folder" msrc_wsss prints (and stores as "workdir" in its JSON); its
 ``gold_seen`` links are the gold masks of the photos it trained on. "tune" is msrc_wsss's own
 seeded 2/3 (``load_view``, where it chooses the CAM threshold), "held out" the rest. Each variant
-starts from the run's CPU inference settings (``services.training.CPU_INFERENCE``) with the given
+starts from the run's CPU inference settings (``services.publishing.CPU_INFERENCE``) with the given
 fields replaced.
 """
 
@@ -24,7 +24,7 @@ from sqlalchemy import delete
 
 from benchmarks.common import DATA, seed_torch_home, write_result
 from benchmarks.msrc_wsss import VIEWS, load_view
-from services import training
+from services import evaluation, publishing
 from services.context import Studio
 from slrnet.config import InferenceConfig
 from storage.models import PseudoLabel
@@ -65,11 +65,11 @@ def main() -> None:
     result: dict = {"args": {**vars(args), "workdir": str(args.workdir)}, "variants": {}}
     try:
         for name, fields in variants.items():
-            config = InferenceConfig(**{**dataclasses.asdict(training.CPU_INFERENCE), **fields})
+            config = InferenceConfig(**{**dataclasses.asdict(publishing.CPU_INFERENCE), **fields})
             with studio.Session.begin() as session:  # predict skips images already labelled
                 session.execute(delete(PseudoLabel))
-            training.predict(studio, PROJECT, device="cpu", config=config)
-            scores = {part: training.evaluate(studio, PROJECT, gt_masks=folder)
+            publishing.predict(studio, PROJECT, device="cpu", config=config)
+            scores = {part: evaluation.evaluate(studio, PROJECT, gt_masks=folder)
                       for part, folder in folders.items()}
             result["variants"][name] = {"config": dataclasses.asdict(config), **scores}
             print(name, {part: round(s["miou"], 4) for part, s in scores.items()}, flush=True)

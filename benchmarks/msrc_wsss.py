@@ -180,7 +180,7 @@ def main() -> None:
 
     import torch
 
-    from services import training
+    from services import evaluation, publishing, training
     from services.context import Studio
     from services.importing import import_dataset
     from slrnet.config import InferenceConfig
@@ -240,13 +240,13 @@ def main() -> None:
     inference = json.loads(args.inference)
     config = None
     if inference:
-        config = InferenceConfig(**{**vars(training.CPU_INFERENCE), **inference})
+        config = InferenceConfig(**{**vars(publishing.CPU_INFERENCE), **inference})
     with timed(times, "predict_s"):
-        predicted = training.predict(studio, "msrc", device="cpu", config=config)
-    result["slrnet"] = {"seen": training.evaluate(studio, "msrc",
+        predicted = publishing.predict(studio, "msrc", device="cpu", config=config)
+    result["slrnet"] = {"seen": evaluation.evaluate(studio, "msrc",
                                                    gt_masks=link_gold(root, view, seen, tmp / "gold_seen"))}
     if unseen:
-        result["slrnet"]["unseen_without_tags"] = training.evaluate(
+        result["slrnet"]["unseen_without_tags"] = evaluation.evaluate(
             studio, "msrc", gt_masks=link_gold(root, view, unseen, tmp / "gold_unseen"))
     history = trained.metrics["history"]
     result["slrnet"].update({

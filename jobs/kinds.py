@@ -126,7 +126,7 @@ def job_params(job: Job) -> Any:
 
 
 def _service(name: str) -> ModuleType:
-    """A service module, imported on first use (``services.training`` pulls in torch)."""
+    """A service module, imported on first use (the training and publishing services pull in torch)."""
     return importlib.import_module(name)
 
 
@@ -167,7 +167,7 @@ def run_train(studio: Studio, job: Job, progress: ProgressFn, should_stop: StopF
         result["summary"] = f"model version {version} trained; run predict to publish its pseudo-labels"
         return result
 
-    predicted = training.predict(
+    predicted = _service("services.publishing").predict(
         studio, params.project_id, run_id=run_id, device=params.options.device, job_id=job.id,
         progress=phase_progress(progress, train_end, 1.0, "predicting"), should_stop=should_stop,
     )
@@ -179,9 +179,9 @@ def run_train(studio: Studio, job: Job, progress: ProgressFn, should_stop: StopF
 
 def run_predict(studio: Studio, job: Job, progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
     """Pseudo-labels of every image with a trained model (default: the newest), then publish it."""
-    training = _service("services.training")
+    publishing = _service("services.publishing")
     params: PredictParams = job_params(job)
-    predicted = training.predict(
+    predicted = publishing.predict(
         studio, params.project_id, run_id=params.run_id, device=params.device,
         job_id=job.id, progress=progress, should_stop=should_stop,
     )

@@ -1,9 +1,6 @@
-"""Services that train SLRNet on a project's labels, publish its pseudo-labels and score them.
-
-* :func:`train` — one training run (resuming an interrupted one with the same settings); the
-  finished run gets the next model version but is not current until published.
-* :func:`predict` — pseudo-labels of every image with a trained run, then marks it published.
-* :func:`evaluate` — mIoU of the current pseudo-labels against a folder of gold PNGs.
+"""The service that trains SLRNet on a project's labels: :func:`train`, one training run
+(resuming an interrupted one with the same settings); the finished run gets the next model
+version but is not current until published (``services.publishing.predict``).
 
 Under ``torchrun`` (WORLD_SIZE > 1) :func:`train` trains with DDP; only rank 0 touches the
 database and the checkpoint.
@@ -17,19 +14,18 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from PIL import Image as PILImage
 
 from services import training_lock
 from services.context import Studio
+from services.devices import open_device
 from services.errors import UserError
 from services.lookups import resolve_project
-from services.progress import THREADS_ENV, Cancelled, ProgressFn, StopFn, never_stop, no_progress
+from services.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
 from services.train_plan import (
     CPU_FEATURE_CHANNELS,
     CPU_IMAGE_SIZE,
@@ -43,10 +39,8 @@ from services.train_plan import (
     record_throughput,
     throughput_key,
 )
-from slrnet.config import MODE_LOSS_WEIGHTS, InferenceConfig, ModelConfig, TrainConfig, default_mask_repeat
+from slrnet.config import MODE_LOSS_WEIGHTS, ModelConfig, TrainConfig, default_mask_repeat
 from slrnet.data import ImageCache, Sample, epoch_order
-from slrnet.inference import Predictor
-from slrnet.metrics import SegmentationMeter
 from slrnet.train import (
     CheckpointError,
     TrainingStopped,
@@ -56,13 +50,12 @@ from slrnet.train import (
     fit,
     images_per_epoch,
     load_checkpoint,
-    resolve_device,
     seconds_per_image,
 )
 from storage import labels as label_repo
 from storage import runs as run_repo
 from storage.files import read_rgb
-from storage.images import all_images, iter_images_with_labels
+from storage.images import iter_images_with_labels
 from storage.label_maps import decode_label_png
 from storage.projects import list_classes
 
@@ -76,7 +69,6 @@ CHECKPOINT_DIR = "checkpoints"
 # defaults") has the measurements behind each value.
 CPU_MODEL = {"feature_channels": CPU_FEATURE_CHANNELS, "separable_head": False, "freeze_low": True}
 CPU_TRAIN = {"feature_resolution_losses": True}
-CPU_INFERENCE = InferenceConfig(pamr_scale=0.5)
 
 
 @dataclass(frozen=True)
@@ -89,14 +81,6 @@ class TrainResult:
     resumed_from_epoch: int
     checkpoint_path: str  # relative to the data dir
     metrics: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class PredictResult:
-    run_id: int
-    version: int
-    images: int
-    mean_score: float
 
 
 @dataclass(frozen=True)
@@ -192,13 +176,6 @@ def _configs(data: _ProjectLabels, mode: str, samples: Sequence[Sample], device:
     return model_config, train_config
 
 
-def _apply_thread_policy(device: torch.device) -> None:
-    """CPU jobs use ``$SLRNET_TORCH_THREADS`` threads when set (see jobs.consumers.share_cpu_threads)."""
-    threads = os.environ.get(THREADS_ENV, "")
-    if device.type == "cpu" and threads.isdigit() and int(threads) > 0:
-        torch.set_num_threads(int(threads))
-
-
 def _run_config(model_config: ModelConfig, train_config: TrainConfig) -> dict[str, Any]:
     """The run's settings as the JSON column gives them back (tuples become lists)."""
     return json.loads(json.dumps({"model": asdict(model_config), "train": asdict(train_config)}))
@@ -270,11 +247,7 @@ def train(
     data = _load_labels(studio, project)
     choice = _plan(data, mode)
     samples = _training_samples(data, choice.mode)
-    try:
-        torch_device = resolve_device(device)
-    except ValueError as exc:
-        raise UserError(str(exc)) from exc
-    _apply_thread_policy(torch_device)
+    torch_device = open_device(device)
     model_config, train_config = _configs(
         data, choice.mode, samples, torch_device, backbone=backbone, epochs=epochs, image_size=image_size,
         seed=seed, train_overrides=train_overrides, model_overrides=model_overrides)
@@ -517,104 +490,3 @@ def _train(studio: Studio, data: _ProjectLabels, choice: TrainPlan, samples: lis
     return TrainResult(run_id=run_id, version=version, mode=choice.mode, reason=choice.reason,
                        epochs=result.epochs_completed, resumed_from_epoch=result.resumed_from_epoch,
                        checkpoint_path=rel_path, metrics=metrics)
-
-
-# --- prediction ---------------------------------------------------------------------------------
-
-
-def predict(
-    studio: Studio,
-    project: str = "default",
-    *,
-    run_id: int | None = None,
-    device: str = "auto",
-    config: InferenceConfig | None = None,
-    job_id: int | None = None,
-    progress: ProgressFn = no_progress,
-    should_stop: StopFn = never_stop,
-) -> PredictResult:
-    """Write the pseudo-label of every image with a trained run (default: the newest), then mark
-    the run published. Images already done for that run are skipped, so a cancelled predict
-    resumes where it stopped. ``job_id`` only labels the log lines."""
-    with studio.Session.begin() as session:
-        proj = resolve_project(session, project)
-        run = run_repo.get_run(session, run_id) if run_id is not None \
-            else run_repo.latest_trained_run(session, proj.id)
-        if run is None or run.project_id != proj.id or run.status not in ("trained", "published"):
-            raise UserError(f"project {proj.name!r} has no trained model to predict with; run train first")
-        run_id, version, mode = run.id, int(run.version or 0), run.mode
-        checkpoint = studio.data_dir / str(run.checkpoint_path)
-        classes = list_classes(session, proj.id)
-        index_of = {c.id: c.index for c in classes}
-        todo = [(image.image_id, image.path, [index_of[t] for t in image.tag_class_ids])
-                for image in iter_images_with_labels(session, proj.id, without_pseudo_label_of=run_id)]
-    if not checkpoint.is_file():
-        raise UserError(f"the checkpoint of model version {version} is missing ({checkpoint})")
-    try:
-        torch_device = resolve_device(device)
-        _apply_thread_policy(torch_device)
-        if config is None and torch_device.type == "cpu":
-            config = CPU_INFERENCE
-        predictor = Predictor.from_checkpoint(checkpoint, config=config, device=torch_device)
-    except ValueError as exc:
-        raise UserError(str(exc)) from exc
-    background = 1 if predictor.model_config.has_background else 0
-    logger.info("job %s: pseudo-labels of %d image(s) with model version %d", job_id, len(todo), version)
-    for done, (image_id, path, tag_indices) in enumerate(todo):
-        if should_stop():
-            raise Cancelled(f"predict cancelled after {done} of {len(todo)} images; model not published")
-        known = None
-        if tag_indices:
-            known = np.zeros(predictor.num_classes, dtype=np.float32)
-            known[tag_indices] = 1.0
-        pred = predictor.predict(studio.images.read_rgb(path), known_tags=known)
-        with studio.Session.begin() as session:
-            label_repo.put_pseudo_label(session, image_id, run_id, pred.labels, pred.confidence)
-            if mode != "ssss":
-                present = [c.id for c in classes if c.index >= background and pred.tag_scores[c.index] >
-                           predictor.config.tag_threshold]
-                scores = {c.id: float(pred.tag_scores[c.index]) for c in classes}
-                label_repo.set_tags(session, image_id, present, "model", scores=scores, run_id=run_id)
-        progress((done + 1) / len(todo), f"pseudo-labels {done + 1}/{len(todo)}", {"images": done + 1})
-    with studio.Session.begin() as session:
-        run = run_repo.get_run(session, run_id)
-        run_repo.mark_published(session, run)
-        labelled, mean_score = label_repo.pseudo_label_score_summary(session, run.project_id, run_id)
-    progress(1.0, f"model version {version} published", {"run_id": run_id, "version": version})
-    return PredictResult(run_id=run_id, version=version, images=labelled,
-                         mean_score=mean_score if mean_score is not None else 0.0)
-
-
-# --- evaluation ---------------------------------------------------------------------------------
-
-
-def evaluate(studio: Studio, project: str = "default", *, gt_masks: str | Path) -> dict[str, Any]:
-    """Score the project's current pseudo-labels against gold PNGs in ``gt_masks`` matched by file
-    stem (255 in the gold = ignored; an uncertain 255 in a pseudo-label counts as wrong)."""
-    gt_dir = Path(gt_masks)
-    if not gt_dir.is_dir():
-        raise UserError(f"gold mask folder {gt_dir} does not exist")
-    gold = {p.stem: p for p in gt_dir.iterdir() if p.suffix.lower() == ".png"}
-    with studio.Session.begin() as session:
-        proj = resolve_project(session, project)
-        if label_repo.current_run_id(session, proj.id) is None:
-            raise UserError(f"project {proj.name!r} has no published model; run train and predict first")
-        names = [c.name for c in list_classes(session, proj.id)]
-        meter = SegmentationMeter(len(names))
-        for image in all_images(session, proj.id):
-            path = gold.get(Path(image.name).stem)
-            row = label_repo.current_pseudo_label(session, proj.id, image.id)
-            if path is None or row is None:
-                continue
-            with PILImage.open(path) as im:
-                target = np.array(im, dtype=np.uint8)
-            pred = decode_label_png(row.png)
-            if pred.shape != target.shape:
-                pred = np.array(PILImage.fromarray(pred).resize(target.shape[::-1], PILImage.NEAREST))
-            meter.update(pred, target)
-    if meter.images == 0:
-        raise UserError(f"no gold mask in {gt_dir} matches an image of project {project!r} by name")
-    scores = meter.scores()
-    per_class = dict(zip(names, scores["per_class_iou"], strict=True))
-    return {"miou": scores["miou"], "per_class_iou": per_class, "pixel_accuracy": scores["pixel_accuracy"],
-            "images": scores["images"]}

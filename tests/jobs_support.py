@@ -1,5 +1,6 @@
-"""Helpers of the job tests: a small project in the database, and a torch-free stand-in for
-``services.training`` that keeps its contract (runs, per-epoch checkpoints, resume, publish on predict).
+"""Helpers of the job tests: a small project in the database, and torch-free stand-ins for
+``services.training`` and ``services.publishing`` that keep their contract (runs, per-epoch
+checkpoints, resume, publish on predict).
 """
 
 from __future__ import annotations
@@ -64,11 +65,19 @@ class FakeTraining:
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     seen: list[tuple[str, float, str]] = field(default_factory=list)  # (phase, progress, message) of the row
 
-    def module(self) -> types.ModuleType:
-        mod = types.ModuleType("services.training")
-        mod.train = self.train  # type: ignore[attr-defined]
-        mod.predict = self.predict  # type: ignore[attr-defined]
-        return mod
+    def modules(self) -> dict[str, types.ModuleType]:
+        """Stand-ins for ``services.training`` (train) and ``services.publishing`` (predict), to
+        put in ``sys.modules``."""
+        training = types.ModuleType("services.training")
+        training.train = self.train  # type: ignore[attr-defined]
+        publishing = types.ModuleType("services.publishing")
+        publishing.predict = self.predict  # type: ignore[attr-defined]
+        return {"services.training": training, "services.publishing": publishing}
+
+    def install(self, monkeypatch: Any) -> None:
+        """Put the stand-ins in ``sys.modules`` for the test (``monkeypatch``: pytest's)."""
+        for name, module in self.modules().items():
+            monkeypatch.setitem(sys.modules, name, module)
 
     def _observe(self, studio: Studio, job_id: int | None) -> None:
         if job_id is None:
@@ -176,7 +185,7 @@ def worker_main(data_dir: str, step_s: float, epochs: int) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(name)s: %(message)s")
     fake = FakeTraining(step_s=step_s, default_epochs=epochs)
-    sys.modules["services.training"] = fake.module()
+    sys.modules.update(fake.modules())
     runner.SETTINGS = runner.RunnerSettings(heartbeat_s=0.2, write_interval_s=0.05)
     studio = Studio.open(Path(data_dir))
     try:

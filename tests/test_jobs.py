@@ -5,7 +5,6 @@ interruption and resume, views."""
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -48,7 +47,7 @@ def studio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Studio]:
 
 
 def install(monkeypatch: pytest.MonkeyPatch, fake: FakeTraining) -> FakeTraining:
-    monkeypatch.setitem(sys.modules, "services.training", fake.module())
+    fake.install(monkeypatch)
     return fake
 
 

@@ -168,7 +168,7 @@ def test_embedded_consumer_runs_import_train_export_and_stops_cleanly(
 ) -> None:
     monkeypatch.setattr(runner, "SETTINGS", runner.RunnerSettings(heartbeat_s=0.1, write_interval_s=0.05))
     fake = FakeTraining(step_s=0.01)
-    monkeypatch.setitem(sys.modules, "services.training", fake.module())
+    fake.install(monkeypatch)
     _write_images(tmp_path / "photos", 3)
     (tmp_path / "classes.txt").write_text("cat\ndog\n")
     handle = start_embedded_consumer(studio)
@@ -212,7 +212,7 @@ def test_tagging_while_a_job_writes_pseudo_labels_loses_nothing(
     n = 40
     project_id = make_project(studio, "p", images=n, tagged=1)
     fake = FakeTraining()
-    monkeypatch.setitem(sys.modules, "services.training", fake.module())
+    fake.install(monkeypatch)
     handle = start_embedded_consumer(studio)
     try:
         trained = submit_train_on_my_labels(studio, "p", predict_after=False, epochs=1)
@@ -262,7 +262,7 @@ def test_a_dead_workers_job_is_recovered_while_the_workers_are_busy(
     # and `serve --no-worker` never ran it at all.
     monkeypatch.setattr(recovery, "SWEEP_INTERVAL_S", 0.1)
     fake = FakeTraining(gate=threading.Event())
-    monkeypatch.setitem(sys.modules, "services.training", fake.module())
+    fake.install(monkeypatch)
     make_project(studio, "p")
     orphan_project = make_project(studio, "q")
     busy = submit_train_on_my_labels(studio, "p")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from sqlalchemy import event
 
-from services import training
+from services import publishing, training
 from services.context import Studio
 from services.errors import UserError
 from services.lookups import resolve_project
@@ -99,7 +99,7 @@ class StubPredictor:
 @pytest.fixture()
 def stub_predictor(monkeypatch: pytest.MonkeyPatch, studio: Studio) -> StubPredictor:
     stub = StubPredictor()
-    monkeypatch.setattr(training.Predictor, "from_checkpoint", classmethod(lambda cls, *a, **k: stub))
+    monkeypatch.setattr(publishing.Predictor, "from_checkpoint", classmethod(lambda cls, *a, **k: stub))
     monkeypatch.setattr(studio.images, "read_rgb", lambda path: np.zeros((6, 8, 3), np.uint8))
     (studio.data_dir / "checkpoints").mkdir(exist_ok=True)
     return stub
@@ -153,7 +153,7 @@ def test_predict_loading_statements_do_not_grow_with_images(studio: Studio) -> N
         make_project(studio, name, n)
         add_trained_run(studio, name)  # its checkpoint file is missing: predict stops after loading
         with count_statements(studio) as statements, pytest.raises(UserError, match="checkpoint"):
-            training.predict(studio, name, device="cpu")
+            publishing.predict(studio, name, device="cpu")
         counts.append(len(statements))
     assert counts[0] == counts[1] <= MAX_STATEMENTS, counts
 
@@ -168,7 +168,7 @@ def test_predict_skips_done_images_and_summarises_in_constant_statements(
         for image_id in done:  # already predicted by an earlier, cancelled predict
             label_repo.put_pseudo_label(session, image_id, run_id, np.zeros((6, 8), np.uint8),
                                         np.full((6, 8), 1.0, np.float32))
-    result = training.predict(studio, "p", device="cpu")
+    result = publishing.predict(studio, "p", device="cpu")
     # the 20 others were predicted, in name order, with their human tags as known classes
     assert stub_predictor.known == [expected_tags(i) for i in range(30) if ids[i] not in done]
     assert result.images == 30
@@ -186,7 +186,7 @@ def test_predict_skips_done_images_and_summarises_in_constant_statements(
                 label_repo.put_pseudo_label(session, image_id, other_run, np.zeros((6, 8), np.uint8),
                                             np.full((6, 8), 0.25, np.float32))
         with count_statements(studio) as statements:
-            again = training.predict(studio, name, device="cpu")
+            again = publishing.predict(studio, name, device="cpu")
         assert (again.images, again.mean_score) == (n, pytest.approx(64 / 255))  # confidence 0.25 -> 64
         counts.append(len(statements))
     assert counts[0] == counts[1] <= 2 * MAX_STATEMENTS, counts

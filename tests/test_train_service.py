@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from services import train_plan, training
+from services import evaluation, publishing, train_plan, training
 from services.context import Studio
+from services.devices import open_device
 from services.errors import UserError
 from services.importing import import_dataset
 from services.progress import Cancelled
@@ -108,8 +109,8 @@ def test_train_predict_evaluate_publish_versions(studio: Studio, project: dict[s
     assert len(run.metrics["history"]) == 2
 
     with pytest.raises(UserError, match="no published model"):
-        training.evaluate(studio, "p", gt_masks=project["gt"])
-    published = training.predict(studio, "p", device="cpu")
+        evaluation.evaluate(studio, "p", gt_masks=project["gt"])
+    published = publishing.predict(studio, "p", device="cpu")
     assert (published.version, published.images) == (1, 6)
     with studio.Session() as session:
         pid = get_project_by_name(session, "p").id
@@ -120,7 +121,7 @@ def test_train_predict_evaluate_publish_versions(studio: Studio, project: dict[s
         assert labels.shape == (40, 48) and confidence.shape == (40, 48)
         assert set(np.unique(labels)) <= {0, 1, 2, 255}
 
-    scores = training.evaluate(studio, "p", gt_masks=project["gt"])
+    scores = evaluation.evaluate(studio, "p", gt_masks=project["gt"])
     assert scores["images"] == 6
     assert set(scores["per_class_iou"]) == {"background", "red", "blue"}
     assert 0.0 <= scores["miou"] <= 1.0 and 0.0 <= scores["pixel_accuracy"] <= 1.0
@@ -135,7 +136,7 @@ def test_train_predict_evaluate_publish_versions(studio: Studio, project: dict[s
 def test_cancel_keeps_the_published_model_and_resume_continues(studio: Studio,
                                                                project: dict[str, Path]) -> None:
     first = training.train(studio, "p", **FAST)
-    training.predict(studio, "p", device="cpu")
+    publishing.predict(studio, "p", device="cpu")
 
     calls = 0
 
@@ -170,7 +171,7 @@ def test_bad_input_changes_nothing(studio: Studio, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no labels"):
         training.train(studio, "bare", **FAST)
     with pytest.raises(UserError, match="no trained model"):
-        training.predict(studio, "bare", device="cpu")
+        publishing.predict(studio, "bare", device="cpu")
     import_dataset(studio, files["images"], project="bare", tags_csv=files["tags"])
     with pytest.raises(UserError, match="ssss needs"):
         training.train(studio, "bare", mode="ssss", **FAST)
@@ -222,7 +223,7 @@ def test_warm_start_continues_from_the_current_model_without_warm_up(
     first = training.train(studio, "p", **FAST)
     with pytest.raises(UserError, match="no current model"):
         training.train(studio, "p", warm_start=True, **FAST)  # trained, not yet published
-    training.predict(studio, "p", run_id=first.run_id, device="cpu")
+    publishing.predict(studio, "p", run_id=first.run_id, device="cpu")
     again = training.train(studio, "p", **FAST)  # default: warm start when a model is current
     assert again.metrics["plan"]["warm_start_from_version"] == first.version
     assert runs(studio)[-1].config["train"]["warmup_epochs"] == 0
@@ -247,7 +248,7 @@ def test_compute_consumers_share_the_cores_between_their_workers(monkeypatch: py
     assert os.environ[THREADS_ENV] == "1"
     before = torch.get_num_threads()
     try:
-        training._apply_thread_policy(torch.device("cpu"))
+        open_device("cpu")
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)

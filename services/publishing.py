@@ -1,0 +1,99 @@
+"""Publishing a trained model: the pseudo-label (and model tags) of every image, then the run
+becomes the project's current model.
+
+* :func:`predict` — pseudo-labels of every image with a trained run, then marks it published.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from services.context import Studio
+from services.devices import open_device
+from services.errors import UserError
+from services.lookups import resolve_project
+from services.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
+from slrnet.config import InferenceConfig
+from slrnet.inference import Predictor
+from storage import labels as label_repo
+from storage import runs as run_repo
+from storage.images import iter_images_with_labels
+from storage.projects import list_classes
+
+logger = logging.getLogger(__name__)
+
+# The inference settings of a CPU predict (RESULTS.md, "CPU defaults").
+CPU_INFERENCE = InferenceConfig(pamr_scale=0.5)
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    run_id: int
+    version: int
+    images: int
+    mean_score: float
+
+
+def predict(
+    studio: Studio,
+    project: str = "default",
+    *,
+    run_id: int | None = None,
+    device: str = "auto",
+    config: InferenceConfig | None = None,
+    job_id: int | None = None,
+    progress: ProgressFn = no_progress,
+    should_stop: StopFn = never_stop,
+) -> PredictResult:
+    """Write the pseudo-label of every image with a trained run (default: the newest), then mark
+    the run published. Images already done for that run are skipped, so a cancelled predict
+    resumes where it stopped. ``job_id`` only labels the log lines."""
+    with studio.Session.begin() as session:
+        proj = resolve_project(session, project)
+        run = run_repo.get_run(session, run_id) if run_id is not None \
+            else run_repo.latest_trained_run(session, proj.id)
+        if run is None or run.project_id != proj.id or run.status not in ("trained", "published"):
+            raise UserError(f"project {proj.name!r} has no trained model to predict with; run train first")
+        run_id, version, mode = run.id, int(run.version or 0), run.mode
+        checkpoint = studio.data_dir / str(run.checkpoint_path)
+        classes = list_classes(session, proj.id)
+        index_of = {c.id: c.index for c in classes}
+        todo = [(image.image_id, image.path, [index_of[t] for t in image.tag_class_ids])
+                for image in iter_images_with_labels(session, proj.id, without_pseudo_label_of=run_id)]
+    if not checkpoint.is_file():
+        raise UserError(f"the checkpoint of model version {version} is missing ({checkpoint})")
+    torch_device = open_device(device)
+    if config is None and torch_device.type == "cpu":
+        config = CPU_INFERENCE
+    try:
+        predictor = Predictor.from_checkpoint(checkpoint, config=config, device=torch_device)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    background = 1 if predictor.model_config.has_background else 0
+    logger.info("job %s: pseudo-labels of %d image(s) with model version %d", job_id, len(todo), version)
+    for done, (image_id, path, tag_indices) in enumerate(todo):
+        if should_stop():
+            raise Cancelled(f"predict cancelled after {done} of {len(todo)} images; model not published")
+        known = None
+        if tag_indices:
+            known = np.zeros(predictor.num_classes, dtype=np.float32)
+            known[tag_indices] = 1.0
+        pred = predictor.predict(studio.images.read_rgb(path), known_tags=known)
+        with studio.Session.begin() as session:
+            label_repo.put_pseudo_label(session, image_id, run_id, pred.labels, pred.confidence)
+            if mode != "ssss":
+                present = [c.id for c in classes if c.index >= background and pred.tag_scores[c.index] >
+                           predictor.config.tag_threshold]
+                scores = {c.id: float(pred.tag_scores[c.index]) for c in classes}
+                label_repo.set_tags(session, image_id, present, "model", scores=scores, run_id=run_id)
+        progress((done + 1) / len(todo), f"pseudo-labels {done + 1}/{len(todo)}", {"images": done + 1})
+    with studio.Session.begin() as session:
+        run = run_repo.get_run(session, run_id)
+        run_repo.mark_published(session, run)
+        labelled, mean_score = label_repo.pseudo_label_score_summary(session, run.project_id, run_id)
+    progress(1.0, f"model version {version} published", {"run_id": run_id, "version": version})
+    return PredictResult(run_id=run_id, version=version, images=labelled,
+                         mean_score=mean_score if mean_score is not None else 0.0)
