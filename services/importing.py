@@ -352,6 +352,19 @@ def sweep_unreferenced_files(studio: Studio, *, min_age_s: float = ORPHAN_MIN_AG
     return len(removed)
 
 
+def sweep_orphan_features(studio: Studio) -> int:
+    """Delete stored features of image contents that are no longer in the image store (a fill
+    that was computing while its image left); returns how many contents' features went."""
+    with_features = studio.features.contents()  # listed before the images: a feature written
+    stored = {Path(relpath).stem for relpath, _ in studio.images.stored_files()}  # later has its image
+    orphans = with_features - stored
+    for sha in orphans:
+        studio.features.remove_content(sha)
+    if orphans:
+        logger.info("removed the stored features of %d images no longer stored", len(orphans))
+    return len(orphans)
+
+
 def _plan_tags(path: Path, plan: _Plan, class_index: dict[str, int]) -> None:
     by_stem: dict[str, set[str]] = {}  # an image may also be named by its stem when that is unambiguous
     for name, entry in plan.by_name.items():
@@ -579,6 +592,7 @@ def _import(
     plan = _Plan(classes=to_set, has_background=has_background)
     created: dict[str, int] = {}
     sweep_unreferenced_files(studio)
+    sweep_orphan_features(studio)
     try:
         _existing_entries(studio, project, plan)
         with (open_upload_sources if upload else open_sources)(source) as sources:

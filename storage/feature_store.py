@@ -1,7 +1,8 @@
 """The feature store: a frozen backbone's features of each image, computed once, kept on disk.
 
 Entries are keyed by (image content hash, feature spec key) and live under
-``<data dir>/features/<spec key>/<sha[:2]>/<sha>.feat``; an entry is a dict of named half-precision
+``<data dir>/features/<spec folder>/<sha[:2]>/<sha>.feat`` (the spec folder is the key with its
+``/`` written as ``,``); an entry is a dict of named half-precision
 arrays (e.g. ``"s1/l1"``: scale 1, level 1). The store is bounded: after writes push it over
 ``cap_bytes`` the least recently used entries go (reads move an entry's mtime forward, as
 :mod:`storage.files` does for images).
@@ -49,7 +50,9 @@ STALE_TMP_S = 3600.0  # a temporary file this old was left by a killed writer
 MAGIC = b"SLRFEAT1"
 _LENGTHS = struct.Struct("<IQ")  # header length, payload length
 _CRC = struct.Struct("<I")
-_SPEC_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,199}")
+_KEY_PART = r"[A-Za-z0-9][A-Za-z0-9._+=-]*"
+_SPEC_KEY = re.compile(rf"{_KEY_PART}(/{_KEY_PART})*")
+_SPEC_DIR = re.compile(rf"{_KEY_PART}(,{_KEY_PART})*")
 _SHA = re.compile(r"[0-9a-f]{64}")
 _LOCK_FILE = ".evict.lock"
 
@@ -87,10 +90,16 @@ def kilobytes(n: int) -> str:
 
 
 def check_spec_key(spec_key: str) -> str:
-    """``spec_key`` if it is a safe folder name (letters, digits, ``._+=-``), else ValueError."""
-    if not _SPEC_KEY.fullmatch(spec_key):
+    """``spec_key`` if it is made of safe names (letters, digits, ``._+=-``, not starting with a
+    dot) joined by ``/``, at most 200 characters; else ValueError."""
+    if len(spec_key) > 200 or not _SPEC_KEY.fullmatch(spec_key):
         raise ValueError(f"not a usable feature spec key: {spec_key!r}")
     return spec_key
+
+
+def spec_folder(spec_key: str) -> str:
+    """The one folder name of a spec key (``/`` -> ``,``; no key part holds a comma)."""
+    return check_spec_key(spec_key).replace("/", ",")
 
 
 def check_sha(sha256: str) -> str:
@@ -159,7 +168,7 @@ class FeatureStore:
 
     def path_for(self, sha256: str, spec_key: str) -> Path:
         """Where the entry of (content, spec) lives (whether or not it is there)."""
-        return self.root / check_spec_key(spec_key) / sha256[:2] / f"{check_sha(sha256)}{SUFFIX}"
+        return self.root / spec_folder(spec_key) / sha256[:2] / f"{check_sha(sha256)}{SUFFIX}"
 
     # --- one entry ------------------------------------------------------------------------------
 
@@ -218,7 +227,8 @@ class FeatureStore:
 
     def remove_content(self, sha256: str) -> int:
         """Delete every entry of an image content (all specs); returns the bytes freed."""
-        check_sha(sha256)
+        if not _SHA.fullmatch(sha256):
+            return 0  # nothing is ever stored under another name
         freed = 0
         for spec_dir in self._spec_dirs():
             path = spec_dir / sha256[:2] / f"{sha256}{SUFFIX}"
@@ -234,13 +244,13 @@ class FeatureStore:
 
     def _spec_dirs(self) -> list[Path]:
         try:
-            return [p for p in self.root.iterdir() if p.is_dir() and _SPEC_KEY.fullmatch(p.name)]
+            return [p for p in self.root.iterdir() if p.is_dir() and _SPEC_DIR.fullmatch(p.name)]
         except FileNotFoundError:
             return []
 
-    def _entries(self, spec_key: str | None = None) -> Iterator[tuple[Path, str, int, int]]:
-        """(path, spec key, size, mtime_ns) of every entry file (of one spec when given)."""
-        dirs = [self.root / check_spec_key(spec_key)] if spec_key else self._spec_dirs()
+    def _entries(self, spec_key: str | None = None) -> Iterator[tuple[Path, int, int]]:
+        """(path, size, mtime_ns) of every entry file (of one spec when given)."""
+        dirs = [self.root / spec_folder(spec_key)] if spec_key else self._spec_dirs()
         for spec_dir in dirs:
             for path in spec_dir.glob(f"*/*{SUFFIX}"):
                 if path.name.startswith(TMP_PREFIX):
@@ -249,10 +259,10 @@ class FeatureStore:
                     st = path.stat()
                 except FileNotFoundError:
                     continue
-                yield path, spec_dir.name, st.st_size, st.st_mtime_ns
+                yield path, st.st_size, st.st_mtime_ns
 
     def _scan_bytes(self) -> int:
-        return sum(size for _, _, size, _ in self._entries())
+        return sum(size for _, size, _ in self._entries())
 
     def contents(self) -> set[str]:
         """The image content hashes that have at least one entry."""
@@ -263,7 +273,7 @@ class FeatureStore:
         wanted = set(hashes) if hashes is not None else None
         entries = size = 0
         images: set[str] = set()
-        for path, _, nbytes, _ in self._entries(spec_key):
+        for path, nbytes, _ in self._entries(spec_key):
             if wanted is not None and path.stem not in wanted:
                 continue
             entries += 1
@@ -284,10 +294,10 @@ class FeatureStore:
                 except BlockingIOError:
                     return 0
             self._remove_stale_temporaries()
-            entries = sorted(self._entries(), key=lambda e: e[3])
-            total = sum(e[2] for e in entries)
+            entries = sorted(self._entries(), key=lambda e: e[2])
+            total = sum(e[1] for e in entries)
             freed = 0
-            for path, _, size, _ in entries:
+            for path, size, _ in entries:
                 if total - freed <= cap:
                     break
                 with contextlib.suppress(FileNotFoundError):

@@ -23,11 +23,14 @@ import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    from storage.feature_store import FeatureStore
 
 logger = logging.getLogger(__name__)
 
@@ -253,12 +256,14 @@ TMP_PREFIX = ".tmp-"
 
 
 class ImageStore:
-    """The content-addressed image files under a data dir, and their thumbnail cache."""
+    """The content-addressed image files under a data dir, and what is derived from them: the
+    thumbnail cache and, when given, the feature store (both go with the file)."""
 
-    def __init__(self, data_dir: str | Path) -> None:
+    def __init__(self, data_dir: str | Path, features: FeatureStore | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.images_dir = self.data_dir / "images"
         self.thumbs_dir = self.data_dir / "thumbs"
+        self.features = features
 
     @staticmethod
     def relpath_for(sha256: str, ext: str) -> str:
@@ -327,7 +332,8 @@ class ImageStore:
     def remove_unused(
         self, relpaths: Iterable[str], still_used: Callable[[dict[str, int]], set[str]]
     ) -> list[str]:
-        """Delete stored files (and their thumbnails) unless they are still used; returns the deleted.
+        """Delete stored files (and their thumbnails and features) unless they are still used;
+        returns the deleted. This is the one place image content leaves the data dir.
 
         Each file is first renamed aside, so that a concurrent :meth:`put` of the same content
         writes a fresh copy instead of relying on this one; then ``still_used({relpath: mtime_ns})``
@@ -351,14 +357,16 @@ class ImageStore:
                 moved.unlink()
                 continue
             moved.unlink()
-            self._remove_thumbnails(relpath)
+            self._remove_derived(relpath)
             removed.append(relpath)
         return removed
 
-    def _remove_thumbnails(self, relpath: str) -> None:
+    def _remove_derived(self, relpath: str) -> None:
         sha = Path(relpath).stem
         for thumb in self.thumbs_dir.glob(f"{sha[:2]}/{sha}_*.jpg"):
             thumb.unlink(missing_ok=True)
+        if self.features is not None:
+            self.features.remove_content(sha)
 
     def read_rgb(self, relpath: str) -> np.ndarray:
         """:func:`read_rgb` of a store path."""

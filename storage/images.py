@@ -74,6 +74,14 @@ def referenced_paths(session: Session, paths: Iterable[str] | None = None) -> se
     return set(session.scalars(query))
 
 
+def image_contents(session: Session, project_id: int) -> list[tuple[int, str, str]]:
+    """``(image id, content hash, store path)`` of every image of a project, by name (one
+    statement, no ORM rows)."""
+    stmt = (select(Image.id, Image.sha256, Image.path)
+            .where(Image.project_id == project_id).order_by(Image.name, Image.id))
+    return [(int(i), str(sha), str(path)) for i, sha, path in session.execute(stmt)]
+
+
 def all_images(session: Session, project_id: int) -> list[Image]:
     """Every image of a project, by name."""
     return list(session.scalars(select(Image).where(Image.project_id == project_id).order_by(Image.name)))

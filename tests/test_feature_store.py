@@ -14,7 +14,7 @@ import pytest
 
 from storage.feature_store import FeatureStore, Usage, check_spec_key, decode, encode
 
-SPEC = "fake-v1-160-2v"
+SPEC = "fake-v1/s160/s1+s1f"  # the shape of slrnet.features.FeatureSpec.key
 
 
 def sha(i: int | str) -> str:
@@ -77,12 +77,13 @@ def test_corrupt_foreign_and_misplaced_files_never_read_as_valid(tmp_path: Path)
 
 def test_keys_must_be_safe_names(tmp_path: Path) -> None:
     store = FeatureStore(tmp_path, cap_bytes=10**9)
-    for bad in ("../x", "a/b", "", ".hidden", "a b"):
+    for bad in ("../x", "a/../b", "a//b", "/a", "a/", "", ".hidden", "a b", "a,b", "x" * 201):
         with pytest.raises(ValueError):
             check_spec_key(bad)
     with pytest.raises(ValueError):
         store.put("not-a-hash", SPEC, feats(0))
-    check_spec_key("efficientnet_lite0+pypi-160-s1s2f")
+    check_spec_key("efficientnet_lite0-57934424/s320/s1+s1f+s0.5+s0.5f")
+    assert store.path_for(sha(0), "a/b").parent.parent.name == "a,b"
 
 
 def _set_mtime(store: FeatureStore, h: str, seconds_ago: float) -> None:
@@ -191,7 +192,7 @@ def test_reading_while_another_evicts(tmp_path: Path) -> None:
                 for h, want in expected.items():
                     got = reader.get(h, SPEC)
                     assert got is None or np.array_equal(got["s1/l2"], want)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=read_all) for _ in range(2)]
