@@ -74,9 +74,9 @@ def make_extractor(spec: Any, device: str = "auto") -> Extractor:
     """The extractor of ``spec`` on ``device`` ("auto": CUDA when present). The one place one is
     built (tests swap it for a fake)."""
     module = importlib.import_module(EXTRACTOR_MODULE)
-    from slrnet.train import resolve_device
+    from services.devices import open_device
 
-    return module.FeatureExtractor(spec, device=resolve_device(device))
+    return module.FeatureExtractor(spec, device=open_device(device))
 
 
 class LazyExtractor:

@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import struct
-import tempfile
 import time
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
@@ -35,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from storage.files import TMP_PREFIX, write_atomic
 
 try:
     import fcntl
@@ -45,7 +46,6 @@ logger = logging.getLogger(__name__)
 
 FEATURES_DIR = "features"
 SUFFIX = ".feat"
-TMP_PREFIX = ".tmp-"
 STALE_TMP_S = 3600.0  # a temporary file this old was left by a killed writer
 MAGIC = b"SLRFEAT1"
 _LENGTHS = struct.Struct("<IQ")  # header length, payload length
@@ -202,17 +202,8 @@ class FeatureStore:
         """Store (or replace) the entry atomically; returns its size in bytes. Evicts least
         recently used entries when the store has grown over its cap. OSError (a full disk, say)
         propagates and leaves nothing behind."""
-        target = self.path_for(sha256, spec_key)
         data = encode(sha256, spec_key, features)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=TMP_PREFIX)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(self.path_for(sha256, spec_key), data)
         if self._written_since_scan is None:
             self._written_since_scan = self._scan_bytes()
         else:

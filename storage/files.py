@@ -229,7 +229,9 @@ def read_rgb(path: str | Path) -> np.ndarray:
         return np.asarray(upright.convert("RGB"), dtype=np.uint8)
 
 
-def _write_atomic(target: Path, data: bytes) -> None:
+def write_atomic(target: Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` whole or not at all: a temporary file in the same folder,
+    then ``os.replace`` (readers see the old file, the new one, or none)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=TMP_PREFIX)
     try:
@@ -283,7 +285,7 @@ class ImageStore:
             mtime = self.touch(relpath)
             if mtime is not None:
                 return Stored(sha, relpath, False, mtime)
-            _write_atomic(target, data)
+            write_atomic(target, data)
             try:
                 mtime = target.stat().st_mtime_ns
             except FileNotFoundError:
@@ -382,5 +384,5 @@ class ImageStore:
         thumb.thumbnail((size, size))
         buf = io.BytesIO()
         thumb.save(buf, format="JPEG", quality=85)
-        _write_atomic(target, buf.getvalue())
+        write_atomic(target, buf.getvalue())
         return target
