@@ -160,6 +160,7 @@ class TagView:
     classes: tuple[tuple[str, int], ...]
     saved: tuple[int, ...] | None  # the tags just saved, None when nothing was saved
     every_image_tagged: bool = False  # "next untagged" found none (the view stays put)
+    tags_version: int = 0  # of the shown image's human tags: pass it with their next save
 
 
 def tag_view(
@@ -168,12 +169,15 @@ def tag_view(
     image_id: int | None = None,
     *,
     save: Sequence[int] | None = None,
+    expected_version: int | None = None,
     move: str = "stay",
 ) -> TagView:
     """One user event of the Tag screen in one transaction: optionally save ``save`` as the human
     tags of ``image_id``, then show ``image_id`` (``move="stay"``; with none, the first untagged
     image, else the first), the next untagged image after it (one saved with no tags is not
-    untagged any more), or the next / previous image by name."""
+    untagged any more), or the next / previous image by name. With ``expected_version`` (the
+    ``tags_version`` of the view the tags were chosen in) a save is refused when another save of
+    the image's tags came in between."""
     if move not in TAG_MOVES:
         raise UserError(f"move must be one of {TAG_MOVES}, got {move!r}")
     with studio.Session.begin() as session:
@@ -183,7 +187,7 @@ def tag_view(
         if save is not None:
             if current is None:
                 raise UserError("no image to tag")
-            saved = tuple(set_tags(session, current, save))
+            saved = tuple(set_tags(session, current, save, expected_version=expected_version))
         chosen, none_left = current, False
         if move == "next_untagged" or current is None:
             chosen = _next(session, row.id, ImageFilter.UNTAGGED, current, 1)
@@ -199,4 +203,5 @@ def tag_view(
         names = {c.id: c.name for c in classes}
         state = _state(session, chosen, names, label_repo.current_run_id(session, row.id))
         tag_ids = tuple(label_repo.get_tag_class_ids(session, chosen.id, "human"))
-        return TagView(state, tag_ids, taggable, saved, none_left)
+        return TagView(state, tag_ids, taggable, saved, none_left,
+                       label_repo.tags_version(session, chosen.id))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC
 
 import numpy as np
 from sqlalchemy.orm import Session
@@ -19,6 +18,7 @@ from services.lookups import image_in_project, resolve_image, resolve_project
 from storage import images as image_repo
 from storage import labels as label_repo
 from storage import projects as project_repo
+from storage.errors import StaleVersion
 from storage.label_maps import decode_label_png, is_hex_color
 from storage.models import (
     IGNORE_INDEX,
@@ -219,27 +219,62 @@ def set_classes(
         return project_info(session, row)
 
 
-def set_tags(session: Session, image: Image, class_ids: Sequence[int], source: str = "human") -> list[int]:
+TAGS_CHANGED = (
+    "the tags of {name} changed since you opened it (saved from another tab or by someone else); "
+    "your tags were not saved: reopen the image to see the stored tags and tag it again"
+)
+
+
+def set_tags(
+    session: Session,
+    image: Image,
+    class_ids: Sequence[int],
+    source: str = "human",
+    *,
+    expected_version: int | None = None,
+) -> list[int]:
     """Replace ``image``'s tags from ``source`` with these class ids (checked); returns them sorted.
-    Human tags also mark the image checked, so one saved with no tags is no longer "untagged"."""
+    Human tags also mark the image checked, so one saved with no tags is no longer "untagged".
+
+    With ``expected_version`` (the ``tags_version`` the user's view was read at) the save is refused
+    with a UserError when another save came in between (compare-and-set: of two concurrent saves
+    from one version exactly one wins)."""
     if source not in TAG_SOURCES:
         raise UserError(f"tag source must be one of {TAG_SOURCES}, got {source!r}")
     valid = {c.id for c in project_repo.list_classes(session, image.project_id)}
     unknown = sorted(set(class_ids) - valid)
     if unknown:
         raise UserError(f"class ids {unknown} are not classes of this image's project")
-    label_repo.set_tags(session, image.id, class_ids, source)
+    name = image.name
+    try:
+        label_repo.set_tags(session, image.id, class_ids, source, expected_version=expected_version)
+    except StaleVersion as exc:
+        raise UserError(TAGS_CHANGED.format(name=repr(name))) from exc
     if source == "human":
         image.tags_checked_at = utcnow()
     return sorted(set(class_ids))
 
 
 def set_image_tags(
-    studio: Studio, image_id: int, class_ids: Sequence[int], source: str = "human"
+    studio: Studio,
+    image_id: int,
+    class_ids: Sequence[int],
+    source: str = "human",
+    *,
+    expected_version: int | None = None,
 ) -> list[int]:
-    """Replace the image's tags from ``source`` with these class ids; returns them sorted."""
+    """Replace the image's tags from ``source`` with these class ids; returns them sorted. With
+    ``expected_version`` (from :func:`get_tags_version` or ``TagView.tags_version``) refused when
+    the tags were saved since."""
     with studio.Session.begin() as session:
-        return set_tags(session, resolve_image(session, image_id), class_ids, source)
+        return set_tags(session, resolve_image(session, image_id), class_ids, source,
+                        expected_version=expected_version)
+
+
+def get_tags_version(studio: Studio, image_id: int) -> int:
+    """The version of the image's human tags, to pass as ``expected_version`` with its next save."""
+    with studio.Session.begin() as session:
+        return label_repo.tags_version(session, resolve_image(session, image_id).id)
 
 
 def get_image_tags(studio: Studio, image_id: int, source: str = "human") -> list[int]:
@@ -256,12 +291,17 @@ MASK_CHANGED = (
 
 def mask_version(mask: Mask | None) -> str:
     """A token that changes whenever the image's mask is saved, replaced or deleted ("" without one)."""
-    if mask is None:
-        return ""
-    stamp = mask.updated_at
-    if stamp.tzinfo is not None:  # PostgreSQL gives aware times, SQLite naive UTC ones
-        stamp = stamp.astimezone(UTC).replace(tzinfo=None)
-    return f"{mask.id}@{stamp.isoformat()}"
+    mask_id, version = label_repo.mask_version(mask)
+    return "" if mask is None else f"{mask_id}.{version}"
+
+
+def _parse_mask_version(token: str) -> label_repo.MaskVersion:
+    if token == "":
+        return label_repo.NO_MASK
+    mask_id, _, version = token.partition(".")
+    if not (mask_id.isdigit() and version.isdigit()):
+        return (-1, -1)  # from an older release: matches no mask, so the save is refused
+    return int(mask_id), int(version)
 
 
 @dataclass(frozen=True)
@@ -319,9 +359,8 @@ def _checked_label_map(session: Session, image: Image, mask: np.ndarray) -> np.n
     return label_map
 
 
-def _check_version(session: Session, image: Image, expected: str | None) -> None:
-    if expected is not None and mask_version(label_repo.get_mask(session, image.id)) != expected:
-        raise UserError(MASK_CHANGED.format(name=repr(image.name)))
+def _expected(expected_version: str | None) -> label_repo.MaskVersion | None:
+    return None if expected_version is None else _parse_mask_version(expected_version)
 
 
 def save_mask(
@@ -335,14 +374,18 @@ def save_mask(
     """Save the image's full-resolution mask (``IGNORE_INDEX`` = unknown).
 
     With ``expected_version`` (the :func:`mask_version` the painting started from) the save is
-    refused with a UserError when the stored mask changed meanwhile, e.g. from another tab.
+    refused with a UserError when the stored mask changed meanwhile, e.g. from another tab: the
+    write is compare-and-set, so of two saves from one version exactly one wins.
     """
     with studio.Session.begin() as session:
         image = resolve_image(session, image_id)
         label_map = _checked_label_map(session, image, mask)
-        _check_version(session, image, expected_version)
-        row = label_repo.put_mask(session, image.id, label_map, source=source)
-        session.flush()
+        name = image.name  # a failed write expires the row
+        try:
+            row = label_repo.put_mask(session, image.id, label_map, source=source,
+                                      expected=_expected(expected_version))
+        except StaleVersion as exc:
+            raise UserError(MASK_CHANGED.format(name=repr(name))) from exc
         labelled = float((label_map != IGNORE_INDEX).mean())
         return SavedMask(row.is_partial, mask_version(row), labelled)
 
@@ -358,8 +401,11 @@ def delete_mask(studio: Studio, image_id: int, *, expected_version: str | None =
     ``expected_version``, refused when the mask changed since that version was read."""
     with studio.Session.begin() as session:
         image = resolve_image(session, image_id)
-        _check_version(session, image, expected_version)
-        return label_repo.delete_mask(session, image.id)
+        image_id, name = image.id, image.name
+        try:
+            return label_repo.delete_mask(session, image_id, expected=_expected(expected_version))
+        except StaleVersion as exc:
+            raise UserError(MASK_CHANGED.format(name=repr(name))) from exc
 
 
 def get_image(studio: Studio, image_id: int) -> ImageInfo:

@@ -18,6 +18,7 @@ from services.lookups import image_in_project, resolve_image, resolve_project
 from storage import images as image_repo
 from storage import labels as label_repo
 from storage import runs as run_repo
+from storage.errors import StaleVersion
 from storage.images import ImageFilter
 from storage.models import IGNORE_INDEX, Image
 
@@ -133,9 +134,18 @@ def review_view(
         )
 
 
-def accept_pseudo_label(studio: Studio, image_id: int) -> bool:
+PAINTED_MASK_KEPT = (
+    "{name} has a painted mask; accepting the pseudo-label would replace it. "
+    "Confirm to replace the painted mask, or correct it in the editor instead"
+)
+
+
+def accept_pseudo_label(studio: Studio, image_id: int, *, overwrite: bool = False) -> bool:
     """Make the current pseudo-label the image's mask as it is (source "accepted"); its uncertain
-    pixels stay unknown. Returns whether the mask is partial."""
+    pixels stay unknown. Returns whether the mask is partial.
+
+    A mask the user painted (source "human") is replaced only with ``overwrite``; without it the
+    call raises a UserError (:data:`PAINTED_MASK_KEPT`) and changes nothing."""
     with studio.Session.begin() as session:
         image = resolve_image(session, image_id)
         row = label_repo.current_pseudo_label(session, image.project_id, image.id)
@@ -144,7 +154,15 @@ def accept_pseudo_label(studio: Studio, image_id: int) -> bool:
         labels, _ = label_repo.pseudo_label_arrays(row)
         if (labels == IGNORE_INDEX).all():
             raise UserError(f"the pseudo-label of {image.name!r} is uncertain everywhere; paint it instead")
-        mask = label_repo.put_mask(session, image.id, labels, source="accepted")
+        current = label_repo.get_mask(session, image.id)
+        if current is not None and current.source == "human" and not overwrite:
+            raise UserError(PAINTED_MASK_KEPT.format(name=repr(image.name)))
+        name = image.name
+        try:  # replaces exactly the mask checked above
+            mask = label_repo.put_mask(session, image.id, labels, source="accepted",
+                                       expected=label_repo.mask_version(current))
+        except StaleVersion as exc:
+            raise UserError(f"the mask of {name!r} changed meanwhile; look at it again") from exc
         logger.info("accepted the pseudo-label of image %d (run %d) as its mask", image.id, row.run_id)
         return mask.is_partial
 

@@ -42,7 +42,7 @@ from storage.models import Base, Image, Job, Project, TrainingRun
 logger = logging.getLogger(__name__)
 
 DATABASE_URL_ENV = "SLRNET_DATABASE_URL"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 BUSY_TIMEOUT_S = 30.0
 
 _version_metadata = MetaData()
@@ -214,11 +214,23 @@ def _v4_image_tags_checked(conn: Connection) -> None:
     conn.exec_driver_sql(f"ALTER TABLE images ADD COLUMN tags_checked_at {ddl_type}")
 
 
+def _v5_label_versions(conn: Connection) -> None:
+    """v4 -> v5: masks and images' human tags carry a version for compare-and-set saves."""
+    for table, name, default in (("masks", "version", 1), ("images", "tags_version", 0)):
+        if not inspect(conn).has_table(table):
+            Base.metadata.tables[table].create(conn)
+            continue
+        if name in {c["name"] for c in inspect(conn).get_columns(table)}:
+            continue  # created by an earlier step with today's layout
+        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} INTEGER NOT NULL DEFAULT {default}")
+
+
 # (version reached, step) in ascending order; a step runs when the stored version is below it.
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (2, _v2_job_worker_heartbeat),
     (3, _v3_run_owner_and_lock),
     (4, _v4_image_tags_checked),
+    (5, _v5_label_versions),
 ]
 
 

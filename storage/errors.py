@@ -12,6 +12,11 @@ class ConcurrentChange(Exception):
     """A uniqueness rule failed: another writer added the same rows in the meantime."""
 
 
+class StaleVersion(Exception):
+    """A compare-and-set write found another version than the one its caller read: someone else
+    saved (or deleted) the same labels in between; nothing was written."""
+
+
 @contextmanager
 def concurrent_changes() -> Iterator[None]:
     """Raise :class:`ConcurrentChange` for an ``IntegrityError`` inside the block (wrap the whole

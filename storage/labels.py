@@ -2,6 +2,12 @@
 
 The caller owns the session (no commits) and validates class ids and label values. Label maps go in
 and out as ``(H, W) uint8`` arrays (``IGNORE_INDEX`` = unknown) and are stored as PNG bytes.
+
+Human labels are written compare-and-set: an image's human tags carry ``Image.tags_version`` and its
+mask ``(Mask.id, Mask.version)``; a write that names the version it read is one conditional
+statement (``UPDATE ... WHERE version = :expected``), so of two writers that read the same version
+exactly one succeeds and the other gets :class:`storage.errors.StaleVersion`, on SQLite and on
+PostgreSQL alike (where the row lock also serializes two unconditional tag saves: no union).
 """
 
 from __future__ import annotations
@@ -9,11 +15,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from storage.errors import StaleVersion
 from storage.label_maps import decode_label_png, encode_label_png
 from storage.models import IGNORE_INDEX, Image, ImageTag, Mask, PseudoLabel, TrainingRun, utcnow
+
+MaskVersion = tuple[int, int]  # (mask id, version): which mask and which save of it
+NO_MASK: MaskVersion = (0, 0)  # "the image has no mask" as an expected version
 
 
 def get_tag_class_ids(session: Session, image_id: int, source: str = "human") -> list[int]:
@@ -31,9 +42,18 @@ def add_tags(session: Session, image_id: int, class_ids: Iterable[int], source: 
     """Add the tags the image does not have yet from ``source``; returns how many were added."""
     have = set(get_tag_class_ids(session, image_id, source))
     new = sorted(set(class_ids) - have)
+    if new and source == "human":  # an editor opened before sees its version change
+        session.execute(update(Image).where(Image.id == image_id)
+                        .values(tags_version=Image.tags_version + 1)
+                        .execution_options(synchronize_session="fetch"))
     session.add_all(ImageTag(image_id=image_id, class_id=c, source=source) for c in new)
     session.flush()
     return len(new)
+
+
+def tags_version(session: Session, image_id: int) -> int:
+    """The version of the image's human tags (0 before the first save)."""
+    return int(session.scalar(select(Image.tags_version).where(Image.id == image_id)) or 0)
 
 
 def set_tags(
@@ -44,8 +64,22 @@ def set_tags(
     *,
     scores: dict[int, float] | None = None,
     run_id: int | None = None,
-) -> None:
-    """Replace an image's tags from ``source`` with ``class_ids`` (model tags: with scores and run)."""
+    expected_version: int | None = None,
+) -> int:
+    """Replace an image's tags from ``source`` with ``class_ids`` (model tags: with scores and run).
+
+    Human tags first raise ``Image.tags_version`` by one, conditionally on it still being
+    ``expected_version`` when given (else :class:`StaleVersion`, nothing written); that row lock
+    also serializes concurrent saves. Returns the new version (model tags: the unchanged one).
+    """
+    if source == "human":
+        bump = update(Image).where(Image.id == image_id)
+        if expected_version is not None:
+            bump = bump.where(Image.tags_version == expected_version)
+        result = session.execute(bump.values(tags_version=Image.tags_version + 1)
+                                 .execution_options(synchronize_session="fetch"))
+        if result.rowcount != 1:
+            raise StaleVersion(f"the tags of image {image_id} changed since version {expected_version}")
     session.execute(delete(ImageTag).where(ImageTag.image_id == image_id, ImageTag.source == source))
     scores = scores or {}
     session.add_all(
@@ -53,6 +87,7 @@ def set_tags(
         for c in sorted(set(class_ids))
     )
     session.flush()
+    return tags_version(session, image_id)
 
 
 def image_ids_with_mask(session: Session, project_id: int) -> set[int]:
@@ -71,29 +106,77 @@ def get_mask_array(session: Session, image_id: int) -> np.ndarray | None:
     return None if mask is None else decode_label_png(mask.png)
 
 
-def put_mask(session: Session, image_id: int, label_map: np.ndarray, *, source: str = "human") -> Mask:
+def mask_version(mask: Mask | None) -> MaskVersion:
+    """The version of a mask row (``NO_MASK`` for None)."""
+    return NO_MASK if mask is None else (mask.id, mask.version)
+
+
+def put_mask(
+    session: Session,
+    image_id: int,
+    label_map: np.ndarray,
+    *,
+    source: str = "human",
+    expected: MaskVersion | None = None,
+) -> Mask:
     """Create or replace the image's mask; ``is_partial`` is set when any pixel is ``IGNORE_INDEX``."""
     is_partial = bool((label_map == IGNORE_INDEX).any())
-    return put_mask_png(session, image_id, encode_label_png(label_map), is_partial=is_partial, source=source)
+    return put_mask_png(session, image_id, encode_label_png(label_map), is_partial=is_partial,
+                        source=source, expected=expected)
 
 
 def put_mask_png(
-    session: Session, image_id: int, png: bytes, *, is_partial: bool, source: str = "human"
+    session: Session,
+    image_id: int,
+    png: bytes,
+    *,
+    is_partial: bool,
+    source: str = "human",
+    expected: MaskVersion | None = None,
 ) -> Mask:
-    """Create or replace the image's mask from PNG bytes already encoded with ``encode_label_png``."""
-    mask = get_mask(session, image_id)
-    if mask is None:
-        mask = Mask(image_id=image_id, png=png, is_partial=is_partial, source=source)
-        session.add(mask)
-    else:
-        mask.png, mask.is_partial, mask.source, mask.updated_at = png, is_partial, source, utcnow()
-    session.flush()
+    """Create or replace the image's mask from PNG bytes already encoded with ``encode_label_png``.
+
+    With ``expected`` (``NO_MASK``: there is none) the write happens only while the stored mask
+    still is that version, else :class:`StaleVersion`; without, it replaces whatever is stored. A
+    second creation racing a first also raises :class:`StaleVersion` (the transaction is then
+    unusable: let it roll back).
+    """
+    if expected != NO_MASK:
+        replace = update(Mask).where(Mask.image_id == image_id)
+        if expected is not None:
+            replace = replace.where(Mask.id == expected[0], Mask.version == expected[1])
+        result = session.execute(
+            replace.values(png=png, is_partial=is_partial, source=source, version=Mask.version + 1,
+                           updated_at=utcnow()).execution_options(synchronize_session=False))
+        if result.rowcount == 1:
+            return session.scalars(select(Mask).where(Mask.image_id == image_id)
+                                   .execution_options(populate_existing=True)).one()
+        if expected is not None:
+            raise StaleVersion(f"the mask of image {image_id} changed since version {expected}")
+    elif get_mask(session, image_id) is not None:
+        raise StaleVersion(f"image {image_id} got a mask meanwhile")
+    mask = Mask(image_id=image_id, png=png, is_partial=is_partial, source=source, version=1)
+    session.add(mask)
+    try:
+        session.flush()
+    except IntegrityError as exc:  # another writer created it first
+        raise StaleVersion(f"the mask of image {image_id} was created meanwhile") from exc
     return mask
 
 
-def delete_mask(session: Session, image_id: int) -> bool:
-    """Delete the image's mask; True when there was one."""
-    result = session.execute(delete(Mask).where(Mask.image_id == image_id))
+def delete_mask(session: Session, image_id: int, *, expected: MaskVersion | None = None) -> bool:
+    """Delete the image's mask; True when there was one. With ``expected`` only while the stored
+    mask is that version (``NO_MASK``: none stored), else :class:`StaleVersion`."""
+    if expected == NO_MASK:
+        if get_mask(session, image_id) is not None:
+            raise StaleVersion(f"image {image_id} got a mask meanwhile")
+        return False
+    remove = delete(Mask).where(Mask.image_id == image_id)
+    if expected is not None:
+        remove = remove.where(Mask.id == expected[0], Mask.version == expected[1])
+    result = session.execute(remove.execution_options(synchronize_session=False))
+    if expected is not None and result.rowcount != 1:
+        raise StaleVersion(f"the mask of image {image_id} changed since version {expected}")
     return bool(result.rowcount)
 
 

@@ -103,6 +103,9 @@ class Image(Base):
     # When a user last saved its human tags, also as "none of the classes": a checked image is not
     # "untagged" any more (see storage.images.ImageFilter.UNTAGGED). None: never checked.
     tags_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    # Raised by one at every save of its human tags: a save that names the version it read is
+    # refused once another save came in between (compare-and-set, see storage.labels.set_tags).
+    tags_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
     project: Mapped[Project] = relationship(back_populates="images")
     tags: Mapped[list[ImageTag]] = relationship(back_populates="image", cascade="all, delete-orphan")
@@ -147,6 +150,8 @@ class Mask(Base):
     png: Mapped[bytes] = mapped_column(LargeBinary)
     is_partial: Mapped[bool] = mapped_column(Boolean, default=False)
     source: Mapped[str] = mapped_column(String(16), default="human")  # MASK_SOURCES
+    # 1 when created, raised by one at every replacement (compare-and-set, see storage.labels).
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 

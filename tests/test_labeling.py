@@ -202,12 +202,14 @@ def test_schema_v3_database_gets_the_tags_checked_column(tmp_path) -> None:
         conn.execute("INSERT INTO images (project_id, name, sha256, path, width, height, created_at) "
                      "VALUES (1, 'a.png', 'x', 'images/x', 2, 2, '2024-01-01')")
         conn.execute("ALTER TABLE images DROP COLUMN tags_checked_at")
+        conn.execute("ALTER TABLE images DROP COLUMN tags_version")
+        conn.execute("ALTER TABLE masks DROP COLUMN version")
         conn.execute("UPDATE schema_version SET version = 3")
     engine, sessions = open_database(url)
     try:
         assert "tags_checked_at" in {c["name"] for c in inspect(engine).get_columns("images")}
         with sessions.begin() as session:
             assert image_repo.count_images(session, 1, image_repo.ImageFilter.UNTAGGED) == 1
-        assert SCHEMA_VERSION == 4
+        assert SCHEMA_VERSION == 5
     finally:
         engine.dispose()

@@ -10,19 +10,14 @@ only when they are missing or do not start.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,103 +25,16 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
+from tests import servers
 from tests.conftest import REPO_ROOT
 from tests.jobs_support import wait_for
+from tests.servers import Postgres, free_port
 
 pytestmark = pytest.mark.multimachine
+postgres, redis_url = servers.postgres, servers.redis_url  # the fixtures
 
 TRAIN = {"backbone": "tiny", "epochs": 6, "image_size": 32, "device": "cpu"}
 SWEEP_S = 0.5  # the sweep interval of every process here
-EXTRAS = "pip install -r requirements-extras.txt"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _as_postgres_user() -> list[str]:
-    """Run PostgreSQL's programs as the ``postgres`` user when we are root (it refuses root)."""
-    if os.geteuid() != 0:
-        return []
-    runuser = shutil.which("runuser")
-    if runuser is None:
-        pytest.skip("running as root and runuser is missing: cannot start PostgreSQL")
-    return [runuser, "-u", "postgres", "--"]
-
-
-@dataclass
-class Postgres:
-    bin_dir: Path
-    port: int
-    prefix: list[str]
-
-    def createdb(self, name: str) -> str:
-        subprocess.run([*self.prefix, str(self.bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
-                        "-U", "postgres", name], check=True, capture_output=True)
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    pytest.importorskip("psycopg", reason=f"the psycopg driver is missing ({EXTRAS})")
-    initdbs = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not initdbs:
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
-    bin_dir = Path(initdbs[-1]).parent
-    prefix = _as_postgres_user()
-    root = Path(tempfile.mkdtemp(prefix="slrnet-pg-"))
-    if prefix:
-        shutil.chown(root, "postgres")
-    port = _free_port()
-    data = root / "data"
-    started = False
-    try:
-        init = subprocess.run([*prefix, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres",
-                               "--auth=trust", "-E", "UTF8"], capture_output=True, text=True)
-        if init.returncode != 0:
-            pytest.skip(f"initdb failed: {init.stderr.strip()[-300:]}")
-        start = subprocess.run(
-            [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-t", "60",
-             "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
-            capture_output=True, text=True)
-        if start.returncode != 0:
-            pytest.skip(f"PostgreSQL did not start: {start.stderr.strip()[-300:]}")
-        started = True
-        yield Postgres(bin_dir, port, prefix)
-    finally:
-        if started:
-            subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                           capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    redis = pytest.importorskip("redis", reason=f"the redis driver is missing ({EXTRAS})")
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    port = _free_port()
-    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        client = redis.Redis.from_url(url)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.skip("redis-server did not start")
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def _write_images(root: Path, n: int = 6) -> dict[str, Path]:
@@ -221,7 +129,7 @@ def test_serve_and_two_workers_import_train_kill_resume_export(
     data_args = ["--data", str(data)]
 
     # All three start together: on PostgreSQL huey's CREATE TABLE used to crash one of them.
-    serve_args = ["serve", *data_args, "--no-worker", "--port", str(_free_port())]
+    serve_args = ["serve", *data_args, "--no-worker", "--port", str(free_port())]
     serve = Process(serve_args, env, tmp_path / "serve.log")
     workers = [Process(["worker", *data_args], env, tmp_path / f"worker{i}.log") for i in range(2)]
     processes = [serve, *workers]

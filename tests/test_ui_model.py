@@ -185,6 +185,23 @@ def test_accept_turns_the_pseudo_label_into_a_mask(studio: Studio, project: str)
     assert (mask[:15] == 2).all() and (mask[15:] == 1).all() and not (mask == IGNORE_INDEX).any()
 
 
+def test_accept_over_a_painted_mask_needs_an_explicit_overwrite(studio: Studio, project: str) -> None:
+    from services import review
+    from services.errors import UserError
+
+    publish_pseudo_labels(studio, {"img0.png": 0.8})
+    image_id = image_ids(studio)["img0.png"]
+    painted = np.full((30, 40), IGNORE_INDEX, np.uint8)
+    painted[:5] = 1
+    labeling.save_mask(studio, image_id, painted)
+    with pytest.raises(UserError, match="has a painted mask"):
+        review.accept_pseudo_label(studio, image_id)
+    np.testing.assert_array_equal(labeling.get_mask(studio, image_id), painted)  # kept as painted
+    assert review.accept_pseudo_label(studio, image_id, overwrite=True) is False
+    assert (labeling.get_mask(studio, image_id)[:15] == 2).all()
+    assert review.accept_pseudo_label(studio, image_id) is False  # an accepted mask: no question
+
+
 def test_suggest_next_walks_the_confidence_order_instead_of_flipping(studio: Studio, project: str) -> None:
     publish_pseudo_labels(studio, {"img0.png": 0.9, "img1.png": 0.2, "img2.png": 0.4, "img3.png": 0.1})
     ids = image_ids(studio)
