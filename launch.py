@@ -124,9 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
 def serve(args: argparse.Namespace) -> int:
     """``serve``: the web app, with the job consumers in-process (threads; ``--no-worker``: only
     imports/exports run here, training waits for a ``launch.py worker``)."""
+    from app.security import guard_middleware
     from app.ui import launch
     from jobs.consumers import start_embedded_consumer
-    from serve_security import guard_middleware
     from services.context import Studio
     from services.import_sources import IMPORT_ROOTS_ENV, parse_import_roots
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+from app.tabs import TABS
+
 CSS = """
 #header { align-items: center; }
 #title h2 { margin: 0; }
@@ -29,10 +33,12 @@ table.legend td, table.legend th { padding: 2px 6px; text-align: left; }
 # saves, n skips to the next untagged image, p goes back to the previous image.
 SHORTCUTS_JS = """
 () => {
+  const TAB_IDS = __TAB_IDS__;
   document.addEventListener("click", (event) => {
     const tab = event.target.closest && event.target.closest("#tabs button[role=tab]");
     if (!tab) return;
-    try { localStorage.setItem("slrnet.tab", tab.textContent.trim().toLowerCase()); } catch (e) {}
+    const id = TAB_IDS[tab.textContent.trim()];
+    if (id) { try { localStorage.setItem("slrnet.tab", id); } catch (e) {} }
   });
   document.addEventListener("input", (event) => {
     if (!event.target.closest || !event.target.closest("#tag-search")) return;
@@ -64,4 +70,4 @@ SHORTCUTS_JS = """
     }
   });
 }
-"""
+""".replace("__TAB_IDS__", json.dumps({label: tab_id for tab_id, label in TABS.items()}))

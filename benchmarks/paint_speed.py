@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
-from app.paint import PaintPalette, edit_size, editor_document
+from app.painter import PaintPalette, edit_size, editor_document
 from app.superpixels import DEFAULT_SEGMENTS, superpixels
 
 REPO = Path(__file__).resolve().parents[1]

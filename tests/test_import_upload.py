@@ -10,7 +10,7 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
-from app import handlers_import
+from app.tabs import import_ as import_tab
 from jobs import queue
 from jobs.views import get_job
 from services.context import Studio
@@ -48,7 +48,7 @@ def test_same_named_uploads_both_arrive_in_one_job(
     studio: Studio, tmp_path: Path, immediate_jobs: None
 ) -> None:
     files = [str(p) for p in _browser_cache(tmp_path)]
-    _status, _bar, job_ids = handlers_import.import_uploads(studio, "p", files)
+    _status, _bar, job_ids = import_tab.import_uploads(studio, "p", files)
     assert len(job_ids) == 1
     job = get_job(studio, job_ids[0])
     assert job.status == "succeeded", job.error
@@ -62,7 +62,7 @@ def test_a_failing_upload_imports_nothing_and_cleans_up(
     files = _browser_cache(tmp_path)
     files.append(write(tmp_path / "cache" / "5" / "broken.jpg", image_bytes(64, 48, seed=5)[:300]))
     before = snapshot(studio)
-    _status, _bar, job_ids = handlers_import.import_uploads(studio, "p", [str(p) for p in files])
+    _status, _bar, job_ids = import_tab.import_uploads(studio, "p", [str(p) for p in files])
     job = get_job(studio, job_ids[0])
     assert job.status == "failed"
     assert job.error == "broken.jpg: not an image file"
@@ -117,10 +117,10 @@ def test_server_folder_import_is_refused_without_or_outside_import_roots(
     folder = tmp_path / "imgs"
     write(folder / "a.jpg", image_bytes(32, 24, seed=1))
     with pytest.raises(gr.Error, match="off"):
-        handlers_import.import_folder(studio, "p", str(folder), None, None, None, None)
+        import_tab.import_folder(studio, "p", str(folder), None, None, None, None)
     (tmp_path / "elsewhere").mkdir()
     studio.import_roots = ((tmp_path / "elsewhere").resolve(),)
     for args in ((str(folder), None), ("../imgs", None), (str(tmp_path / "elsewhere"), "/etc/shadow")):
         with pytest.raises(gr.Error, match="must lie under an import root"):
-            handlers_import.import_folder(studio, "p", args[0], None, args[1], None, None)
+            import_tab.import_folder(studio, "p", args[0], None, args[1], None, None)
     assert not (studio.data_dir / "jobs").exists() and images_of_count(studio) == 0

@@ -15,7 +15,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 import launch
-from serve_security import LoginLimiter, allowed_host_names, guard_middleware, host_allowed
+from app.security import LoginLimiter, allowed_host_names, guard_middleware, host_allowed
 
 
 def _free_port() -> int:

@@ -12,14 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from app import (
-    handlers_browse,
-    handlers_import,
-    handlers_paint,
-    handlers_projects,
-    handlers_tag,
-)
-from app.paint import data_url
+from app.painter import data_url
+from app.tabs import browse as browse_tab
+from app.tabs import import_ as import_tab
+from app.tabs import paint as paint_tab
+from app.tabs import projects as projects_tab
+from app.tabs import tag as tag_tab
 from jobs import queue
 from services import labeling
 from services.context import Studio
@@ -44,19 +42,19 @@ def project(studio: Studio, tmp_path: Path) -> str:
 
 
 def test_class_lines_parse_names_and_optional_colours() -> None:
-    names, colors = handlers_projects.parse_class_lines("cat #FF8800\n\n  hot dog  \ndog #00ff00\n")
+    names, colors = projects_tab.parse_class_lines("cat #FF8800\n\n  hot dog  \ndog #00ff00\n")
     assert names == ["cat", "hot dog", "dog"]
     assert colors == ["#ff8800", None, "#00ff00"]
     with pytest.raises(Exception, match="not a colour"):
-        handlers_projects.parse_class_lines("cat #ff88")
+        projects_tab.parse_class_lines("cat #ff88")
 
 
 def test_create_project_selects_it_and_shows_its_classes(studio: Studio) -> None:
-    created = handlers_projects.create_project(studio, "birds", "robin #ff0000\ncrow", True)
+    created = projects_tab.create_project(studio, "birds", "robin #ff0000\ncrow", True)
     chooser, status = created["project"], created["status"]
     assert chooser["value"] == "birds" and chooser["choices"] == ["birds"]
     assert "3 classes" in status
-    shown = handlers_projects.show_project(studio, "birds")
+    shown = projects_tab.show_project(studio, "birds")
     text, swatches, summary = shown["classes_text"], shown["swatches"], shown["summary"]
     assert "crow #803e75" in text  # a bright default, not the dark VOC colour
     assert text.splitlines()[0].startswith("background ")
@@ -66,13 +64,13 @@ def test_create_project_selects_it_and_shows_its_classes(studio: Studio) -> None
 
 
 def test_duplicate_project_is_a_visible_error(studio: Studio) -> None:
-    handlers_projects.create_project(studio, "birds", "robin", True)
+    projects_tab.create_project(studio, "birds", "robin", True)
     with pytest.raises(gr.Error, match="already exists"):
-        handlers_projects.create_project(studio, "birds", "crow", True)
+        projects_tab.create_project(studio, "birds", "crow", True)
 
 
 def test_save_classes_recolours_and_adds(studio: Studio, project: str) -> None:
-    saved = handlers_projects.save_classes(
+    saved = projects_tab.save_classes(
         studio, project, "background #000000\ncat #123456\ndog\nbird #abcdef"
     )
     text, status = saved["classes_text"], saved["status"]
@@ -89,12 +87,12 @@ def test_save_classes_recolours_and_adds(studio: Studio, project: str) -> None:
 
 def test_load_projects_keeps_the_current_choice(studio: Studio) -> None:
     for name in ("a", "b"):
-        handlers_projects.create_project(studio, name, "x", True)
-    assert handlers_projects.load_projects(studio, "b")["project"]["value"] == "b"
-    assert handlers_projects.load_projects(studio, "gone")["project"]["value"] == "a"
+        projects_tab.create_project(studio, name, "x", True)
+    assert projects_tab.load_projects(studio, "b")["project"]["value"] == "b"
+    assert projects_tab.load_projects(studio, "gone")["project"]["value"] == "a"
     # after a reload the page asks for the project and tab it had: the tab comes back too
-    restored = handlers_projects.load_projects(studio, "b", "train")
-    assert restored["tabs"].selected == "train" and "tabs" not in handlers_projects.load_projects(
+    restored = projects_tab.load_projects(studio, "b", "train")
+    assert restored["tabs"].selected == "train" and "tabs" not in projects_tab.load_projects(
         studio, "b", "x"
     )
 
@@ -110,13 +108,13 @@ def test_uploaded_images_and_zips_are_imported(studio: Studio, tmp_path: Path, i
     with zipfile.ZipFile(archive, "w") as zf:
         for path in zipped:
             zf.write(path, f"z/{path.name}")
-    _status, _bar, job_ids = handlers_import.import_uploads(studio, PROJECT, [*map(str, loose), str(archive)])
+    _status, _bar, job_ids = import_tab.import_uploads(studio, PROJECT, [*map(str, loose), str(archive)])
     assert len(job_ids) == 1  # one upload, one all-or-nothing job
     assert labeling.image_counts(studio, PROJECT)["all"] == 5
-    polled = handlers_import.poll_imports(studio, PROJECT, job_ids, None)
+    polled = import_tab.poll_imports(studio, PROJECT, job_ids, None)
     assert polled[0].count("succeeded") == 1 and 'aria-valuenow="100"' in polled[1]
     assert "**5** images" in polled[3]
-    assert handlers_import.poll_imports(studio, PROJECT, job_ids, polled[2])[0] == gr.skip()
+    assert import_tab.poll_imports(studio, PROJECT, job_ids, polled[2])[0] == gr.skip()
     assert list((studio.data_dir / "uploads").iterdir()) == []  # staged copies removed once imported
 
 
@@ -125,9 +123,9 @@ def test_upload_of_other_files_is_refused(studio: Studio, tmp_path: Path) -> Non
     notes = tmp_path / "notes.txt"
     notes.write_text("hi")
     with pytest.raises(gr.Error, match=r"not an image or a \.zip"):
-        handlers_import.import_uploads(studio, PROJECT, [str(notes)])
+        import_tab.import_uploads(studio, PROJECT, [str(notes)])
     with pytest.raises(gr.Error, match="choose some images"):
-        handlers_import.import_uploads(studio, PROJECT, [])
+        import_tab.import_uploads(studio, PROJECT, [])
 
 
 def test_server_folder_import_with_tags(studio: Studio, tmp_path: Path, immediate_jobs: None) -> None:
@@ -136,7 +134,7 @@ def test_server_folder_import_with_tags(studio: Studio, tmp_path: Path, immediat
     tags = tmp_path / "tags.csv"
     tags.write_text("image,tags\nimg0.png,cat;dog\nimg2.png,dog\n")
     studio.import_roots = (tmp_path.resolve(),)  # serve --import-root
-    status, _, _ = handlers_import.import_folder(studio, PROJECT, str(folder), "", str(tags), "", "")
+    status, _, _ = import_tab.import_folder(studio, PROJECT, str(folder), "", str(tags), "", "")
     assert "succeeded" in status
     counts = labeling.image_counts(studio, PROJECT)
     assert (counts["all"], counts["tagged"]) == (3, 2)
@@ -149,8 +147,8 @@ def test_gallery_pages_show_cached_thumbnails_not_full_images(
     studio: Studio, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     make_project(studio, tmp_path, count=5, size=(600, 900))
-    monkeypatch.setattr(handlers_browse, "PAGE_SIZE", 2)
-    shown = handlers_browse.show_page(studio, PROJECT, "all", 2)
+    monkeypatch.setattr(browse_tab, "PAGE_SIZE", 2)
+    shown = browse_tab.show_page(studio, PROJECT, "all", 2)
     tiles, ids, label, page, filters = (
         shown[k] for k in ("gallery", "page_ids", "page_label", "page", "filter")
     )
@@ -163,7 +161,7 @@ def test_gallery_pages_show_cached_thumbnails_not_full_images(
     assert ids == [image_ids(studio)["img4.png"]]
     assert ("Untagged (5)", "untagged") in filters["choices"]
     # past the end: clamped to the last page
-    assert handlers_browse.show_page(studio, PROJECT, "all", 9)["page"] == 2
+    assert browse_tab.show_page(studio, PROJECT, "all", 9)["page"] == 2
 
 
 def test_gallery_filters_and_captions_follow_labels(studio: Studio, project: str) -> None:
@@ -172,22 +170,22 @@ def test_gallery_filters_and_captions_follow_labels(studio: Studio, project: str
     labeling.set_image_tags(studio, ids["img1.png"], [cat])
     publish_pseudo_labels(studio, {"img1.png": 0.3, "img3.png": 0.9})
     labeling.save_mask(studio, ids["img3.png"], np.zeros((30, 40), np.uint8))
-    tagged = handlers_browse.show_page(studio, project, "tagged", 0)
+    tagged = browse_tab.show_page(studio, project, "tagged", 0)
     assert tagged["page_ids"] == [ids["img1.png"]]
     assert tagged["gallery"][0][1] == "🏷 1 ◐ 0.30 · img1.png"  # per-image status on the tile
     assert (
-        handlers_browse.show_page(studio, project, "has_mask", 0)["gallery"][0][1]
+        browse_tab.show_page(studio, project, "has_mask", 0)["gallery"][0][1]
         == "▣ mask ◐ 0.90 · img3.png"
     )
-    assert handlers_browse.show_page(studio, project, "low_confidence", 0)["page_ids"] == [ids["img1.png"]]
-    empty = handlers_browse.show_page(studio, project, "untagged", 9)
+    assert browse_tab.show_page(studio, project, "low_confidence", 0)["page_ids"] == [ids["img1.png"]]
+    empty = browse_tab.show_page(studio, project, "untagged", 9)
     assert len(empty["page_ids"]) == 4
 
 
 def test_clicking_a_tile_chooses_its_image(studio: Studio, project: str) -> None:
     event = gr.SelectData(None, {"index": 1, "value": None})
-    assert handlers_browse.select_image([11, 12, 13], event) == 12
-    text = handlers_browse.describe_image(studio, image_ids(studio)["img0.png"])
+    assert browse_tab.select_image([11, 12, 13], event) == 12
+    text = browse_tab.describe_image(studio, image_ids(studio)["img0.png"])
     assert "img0.png" in text and "no mask" in text
 
 
@@ -195,7 +193,7 @@ def test_clicking_a_tile_chooses_its_image(studio: Studio, project: str) -> None
 
 
 def test_tag_view_starts_at_the_first_untagged_image_without_background(studio: Studio, project: str) -> None:
-    shown = handlers_tag.show(studio, project, None)
+    shown = tag_tab.show(studio, project, None)
     assert shown["current_image"] == image_ids(studio)["img0.png"]
     assert Path(shown["picture"]).is_file() and "not tagged" in shown["title"]
     # keys 1-9 are shown on the boxes
@@ -206,13 +204,13 @@ def test_tag_view_starts_at_the_first_untagged_image_without_background(studio: 
 def test_save_and_next_stores_tags_and_moves_on(studio: Studio, project: str) -> None:
     ids = image_ids(studio)
     dog = labeling.get_project(studio, project).classes[2].id
-    shown = handlers_tag.save(studio, project, ids["img0.png"], [dog], move="next_untagged")
+    shown = tag_tab.save(studio, project, ids["img0.png"], [dog], move="next_untagged")
     assert labeling.get_image_tags(studio, ids["img0.png"]) == [dog]
     assert shown["current_image"] == ids["img1.png"] and shown["classes"]["value"] == []
     assert "1 tag" in shown["status"]
 
     def moved(name: str, move: str) -> int:
-        return handlers_tag.show(studio, project, ids[name], move)["current_image"]
+        return tag_tab.show(studio, project, ids[name], move)["current_image"]
 
     # skipping img1 leads to img2; from the last untagged image it wraps around
     assert moved("img1.png", "next_untagged") == ids["img2.png"]
@@ -228,13 +226,13 @@ def test_an_image_saved_with_no_tags_is_not_offered_again(studio: Studio, projec
         labeling.set_image_tags(studio, ids[name], [cat])
     # img0 and img4 untagged: saving img0 with nothing checked moves to img4, and from img4 with a
     # tag the old code came back to img0 for ever
-    shown = handlers_tag.save(studio, project, ids["img0.png"], [], move="next_untagged")
+    shown = tag_tab.save(studio, project, ids["img0.png"], [], move="next_untagged")
     assert "checked, no tags" in shown["status"] and shown["current_image"] == ids["img4.png"]
-    last = handlers_tag.save(studio, project, ids["img4.png"], [cat], move="next_untagged")
+    last = tag_tab.save(studio, project, ids["img4.png"], [cat], move="next_untagged")
     assert "Every other image is tagged" in last["status"]
     assert labeling.get_image_tags(studio, ids["img0.png"]) == []
     # the check is stored, not kept by one page: a fresh page (no state) does not offer img0 either
-    fresh = handlers_tag.show(studio, project, ids["img3.png"], "next_untagged")
+    fresh = tag_tab.show(studio, project, ids["img3.png"], "next_untagged")
     assert fresh["current_image"] == ids["img3.png"]  # nothing untagged is left
 
 
@@ -242,7 +240,7 @@ def test_an_image_saved_with_no_tags_is_not_offered_again(studio: Studio, projec
 
 
 def _save(*args: object) -> dict:
-    return handlers_paint.save_painting(*args)
+    return paint_tab.save_painting(*args)
 
 
 def _sent(opened: dict, rows: slice, cols: slice, value: int) -> str:
@@ -259,7 +257,7 @@ def _sent(opened: dict, rows: slice, cols: slice, value: int) -> str:
 
 
 def test_editor_opens_with_the_palette_and_resets_per_image_options(studio: Studio, project: str) -> None:
-    opened = handlers_paint.load_editor(studio, project, None, None)
+    opened = paint_tab.load_editor(studio, project, None, None)
     doc = json.loads(opened["load"])
     info = labeling.get_project(studio, project)
     assert [c["color"] for c in doc["classes"][:3]] == [c.color for c in info.classes]
@@ -272,7 +270,7 @@ def test_editor_opens_with_the_palette_and_resets_per_image_options(studio: Stud
 
 def test_painted_stroke_is_stored_as_mask_pixels(studio: Studio, project: str) -> None:
     image_id = image_ids(studio)["img2.png"]
-    opened = handlers_paint.load_editor(studio, project, image_id, handlers_paint.START_EMPTY)
+    opened = paint_tab.load_editor(studio, project, image_id, paint_tab.START_EMPTY)
     sent = _sent(opened, slice(5, 10), slice(0, 40), 2)
     saved = _save(studio, project, opened["session"], sent, False)
     mask = labeling.get_mask(studio, image_id)
@@ -289,7 +287,7 @@ def test_saving_twice_applies_the_painting_to_the_same_start(studio: Studio, pro
     image_id = image_ids(studio)["img0.png"]
     start = np.full((30, 40), 1, np.uint8)
     labeling.save_mask(studio, image_id, start)
-    opened = handlers_paint.load_editor(studio, project, image_id, handlers_paint.START_MASK)
+    opened = paint_tab.load_editor(studio, project, image_id, paint_tab.START_MASK)
     saved = _save(studio, project, opened["session"], _sent(opened, slice(0, 10), slice(0, 40), 2), False)
     # the user erases the stroke and saves again: the pixels go back to the starting mask
     _save(studio, project, saved["session"], _sent(opened, slice(0, 0), slice(0, 0), 2), False)
@@ -299,7 +297,7 @@ def test_saving_twice_applies_the_painting_to_the_same_start(studio: Studio, pro
 def test_correcting_a_pseudo_label_starts_from_it(studio: Studio, project: str) -> None:
     image_id = image_ids(studio)["img1.png"]
     publish_pseudo_labels(studio, {"img1.png": 0.6})
-    opened = handlers_paint.load_editor(studio, project, image_id, handlers_paint.START_PSEUDO)
+    opened = paint_tab.load_editor(studio, project, image_id, paint_tab.START_PSEUDO)
     assert "pseudo-label" in opened["title"]
     _save(studio, project, opened["session"], _sent(opened, slice(0, 5), slice(0, 40), 1), False)
     mask = labeling.get_mask(studio, image_id)
@@ -309,7 +307,7 @@ def test_correcting_a_pseudo_label_starts_from_it(studio: Studio, project: str) 
 def test_large_image_is_painted_downscaled_and_saved_full_size(studio: Studio, tmp_path: Path) -> None:
     make_project(studio, tmp_path, count=1, size=(1536, 2048))
     image_id = image_ids(studio)["img0.png"]
-    opened = handlers_paint.load_editor(studio, PROJECT, image_id, None)
+    opened = paint_tab.load_editor(studio, PROJECT, image_id, None)
     doc = json.loads(opened["load"])
     assert (doc["height"], doc["width"]) == (768, 1024) and "saved at full size" in opened["title"]
     _save(studio, PROJECT, opened["session"], _sent(opened, slice(100, 110), slice(0, 512), 1), False)
@@ -320,7 +318,7 @@ def test_large_image_is_painted_downscaled_and_saved_full_size(studio: Studio, t
 
 
 def test_saving_with_nothing_painted_is_a_visible_error(studio: Studio, project: str) -> None:
-    opened = handlers_paint.load_editor(studio, project, None, handlers_paint.START_EMPTY)
+    opened = paint_tab.load_editor(studio, project, None, paint_tab.START_EMPTY)
     with pytest.raises(gr.Error, match="labels no pixel"):
         _save(studio, project, opened["session"], _sent(opened, slice(0, 0), slice(0, 0), 1), False)
 
@@ -329,8 +327,8 @@ def test_a_save_while_the_editor_loads_or_shows_another_image_is_refused(
     studio: Studio, project: str
 ) -> None:
     ids = image_ids(studio)
-    first = handlers_paint.load_editor(studio, project, ids["img0.png"], None)
-    second = handlers_paint.load_editor(studio, project, ids["img1.png"], None)
+    first = paint_tab.load_editor(studio, project, ids["img0.png"], None)
+    second = paint_tab.load_editor(studio, project, ids["img1.png"], None)
     loading = json.dumps({"loading": True, "token": "x"})
     with pytest.raises(gr.Error, match="still loading"):
         _save(studio, project, second["session"], loading, True)
@@ -350,22 +348,22 @@ def test_an_image_opened_twice_at_once_saves_the_copy_the_editor_shows(
     page keeps whichever session came last while the canvas may show the other copy (the e2e
     failed on "another image" at that step)."""
     image_id = image_ids(studio)["img0.png"]
-    shown = handlers_paint.load_editor(studio, project, image_id, handlers_paint.START_EMPTY)
-    late = handlers_paint.load_editor(studio, project, image_id, handlers_paint.START_EMPTY)
+    shown = paint_tab.load_editor(studio, project, image_id, paint_tab.START_EMPTY)
+    late = paint_tab.load_editor(studio, project, image_id, paint_tab.START_EMPTY)
     assert json.loads(shown["load"])["opened"] != json.loads(late["load"])["opened"]  # both reopen
     _save(studio, project, late["session"], _sent(shown, slice(0, 5), slice(0, 40), 2), False)
     assert (labeling.get_mask(studio, image_id)[:5] == 2).all()
     # from another start (or after the mask changed) it is another painting: refused
-    labeled = handlers_paint.load_editor(studio, project, image_id, handlers_paint.START_MASK)
-    again = handlers_paint.load_editor(studio, project, image_id, handlers_paint.START_EMPTY)
+    labeled = paint_tab.load_editor(studio, project, image_id, paint_tab.START_MASK)
+    again = paint_tab.load_editor(studio, project, image_id, paint_tab.START_EMPTY)
     with pytest.raises(gr.Error, match="another image"):
         _save(studio, project, again["session"], _sent(labeled, slice(0, 5), slice(0, 40), 1), False)
 
 
 def test_two_pages_painting_one_image_the_later_save_is_refused(studio: Studio, project: str) -> None:
     image_id = image_ids(studio)["img0.png"]
-    page_a = handlers_paint.load_editor(studio, project, image_id, None)
-    page_b = handlers_paint.load_editor(studio, project, image_id, None)
+    page_a = paint_tab.load_editor(studio, project, image_id, None)
+    page_b = paint_tab.load_editor(studio, project, image_id, None)
     _save(studio, project, page_b["session"], _sent(page_b, slice(0, 5), slice(0, 40), 2), False)
     with pytest.raises(gr.Error, match="changed since you opened it"):
         _save(studio, project, page_a["session"], _sent(page_a, slice(5, 9), slice(0, 40), 1), False)
@@ -376,8 +374,8 @@ def test_two_pages_painting_one_image_the_later_save_is_refused(studio: Studio, 
 def test_clear_mask_deletes_it_and_reopens_the_image_empty(studio: Studio, project: str) -> None:
     image_id = image_ids(studio)["img0.png"]
     labeling.save_mask(studio, image_id, np.ones((30, 40), np.uint8))
-    opened = handlers_paint.load_editor(studio, project, image_id, None)
-    cleared = handlers_paint.clear_mask(studio, project, opened["session"])
+    opened = paint_tab.load_editor(studio, project, image_id, None)
+    cleared = paint_tab.clear_mask(studio, project, opened["session"])
     assert "Deleted" in cleared["status"] and labeling.get_mask(studio, image_id) is None
     assert json.loads(cleared["load"])["labels"] is None
 
@@ -386,15 +384,15 @@ def test_next_without_mask_skips_masked_images(studio: Studio, project: str) -> 
     ids = image_ids(studio)
     labeling.save_mask(studio, ids["img1.png"], np.zeros((30, 40), np.uint8))
     assert (
-        handlers_paint.next_without_mask(studio, project, ids["img0.png"])["current_image"] == ids["img2.png"]
+        paint_tab.next_without_mask(studio, project, ids["img0.png"])["current_image"] == ids["img2.png"]
     )
 
 
 def test_returning_to_the_paint_tab_keeps_unsaved_strokes(studio: Studio, project: str) -> None:
     image_id = image_ids(studio)["img0.png"]
-    opened = handlers_paint.load_editor(studio, project, image_id, None)
-    assert handlers_paint.open_editor(studio, project, image_id, None, opened["session"]) == {}
-    other = handlers_paint.open_editor(
+    opened = paint_tab.load_editor(studio, project, image_id, None)
+    assert paint_tab.open_editor(studio, project, image_id, None, opened["session"]) == {}
+    other = paint_tab.open_editor(
         studio, project, image_ids(studio)["img1.png"], None, opened["session"]
     )
     assert other["session"]["image_id"] == image_ids(studio)["img1.png"]

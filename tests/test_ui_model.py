@@ -12,9 +12,12 @@ import gradio as gr
 import numpy as np
 import pytest
 
-from app import handlers_export, handlers_jobs, handlers_review, handlers_train
-from app.handlers_paint import START_PSEUDO
+from app import polling, ui
 from app.job_display import loss_frame
+from app.tabs import export as export_tab
+from app.tabs import review as review_tab
+from app.tabs import train as train_tab
+from app.tabs.paint import START_PSEUDO
 from jobs import queue
 from jobs.views import get_job
 from services import labeling
@@ -53,28 +56,28 @@ def _tag(studio: Studio, project: str, name: str, class_index: int) -> None:
 
 
 def test_plan_says_why_it_cannot_train_without_labels(studio: Studio, project: str) -> None:
-    assert "no labels yet" in handlers_train.plan_markdown(studio, project, "auto")
+    assert "no labels yet" in train_tab.plan_markdown(studio, project, "auto")
 
 
 def test_plan_names_the_mode_and_the_reason(studio: Studio, project: str) -> None:
     _tag(studio, project, "img0.png", 1)
-    assert "**wsss**" in handlers_train.plan_markdown(studio, project, "auto")
+    assert "**wsss**" in train_tab.plan_markdown(studio, project, "auto")
     labeling.save_mask(studio, image_ids(studio)["img1.png"], np.zeros((30, 40), np.uint8))
-    text = handlers_train.plan_markdown(studio, project, "auto")
+    text = train_tab.plan_markdown(studio, project, "auto")
     assert "**ssss_tags**" in text and "1 image(s) with masks and 1 with tags" in text
     assert "needs images with masks and images with tags" not in text
-    assert "mode wsss chosen by hand" in handlers_train.plan_markdown(studio, project, "wsss")
+    assert "mode wsss chosen by hand" in train_tab.plan_markdown(studio, project, "wsss")
 
 
 def test_train_button_queues_a_job_and_the_timer_follows_it(
     studio: Studio, project: str, queued_jobs: None
 ) -> None:
     _tag(studio, project, "img0.png", 1)
-    shown = handlers_train.start_training(studio, project, "auto", "tiny", 1, 64, "cpu")
+    shown = train_tab.start_training(studio, project, "auto", "tiny", 1, 64, "cpu")
     status, cancel, seen = shown["status"], shown["cancel"], shown["seen"]
     assert "queued" in status and "Train on my labels" in status
     assert cancel["interactive"] is True
-    job = handlers_train.latest_model_job(studio, project)
+    job = polling.latest_model_job(studio, project)
     options = job.params["options"]
     assert (options["mode"], options["backbone"], options["epochs"], options["image_size"]) == (
         "auto",
@@ -83,10 +86,10 @@ def test_train_button_queues_a_job_and_the_timer_follows_it(
         64,
     )
     assert options["device"] == "cpu"
-    assert handlers_train.poll_training(studio, project, seen) == {}  # nothing changed: no redraw
+    assert train_tab.poll_training(studio, project, seen) == {}  # nothing changed: no redraw
     with pytest.raises(gr.Error, match="already queued"):
-        handlers_train.start_training(studio, project, "auto", "", None, None)
-    cancelled = handlers_train.cancel_training(studio, project)
+        train_tab.start_training(studio, project, "auto", "", None, None)
+    cancelled = train_tab.cancel_training(studio, project)
     assert "cancelled" in cancelled["status"] and cancelled["cancel"]["interactive"] is False
     assert get_job(studio, job.id).status == "cancelled"
 
@@ -95,8 +98,8 @@ def test_poll_draws_the_loss_curve_and_eta(studio: Studio, project: str, queued_
     from storage import jobs as job_rows
 
     _tag(studio, project, "img0.png", 1)
-    handlers_train.start_training(studio, project, "auto", "", None, None)
-    job = handlers_train.latest_model_job(studio, project)
+    train_tab.start_training(studio, project, "auto", "", None, None)
+    job = polling.latest_model_job(studio, project)
     with studio.Session.begin() as session:
         row = job_rows.get_job(session, job.id)
         row.status, row.progress, row.message = "running", 0.5, "epoch 1/2"
@@ -107,7 +110,7 @@ def test_poll_draws_the_loss_curve_and_eta(studio: Studio, project: str, queued_
                 {"fraction": 0.5, "step": 2, "total": 1.0, "cls": 0.7},
             ],
         }
-    shown = handlers_jobs.poll_jobs(studio, project, None, [], None, None, None)
+    shown = ui.poll_jobs(studio, project, None, [], None, None, None)
     assert "running" in shown["train_status"] and "epoch 1/2" in shown["train_status"]
     assert "about 2 min left" in shown["train_status"]
     assert 'aria-valuenow="50"' in shown["train_progress"]
@@ -120,14 +123,14 @@ def test_poll_draws_the_loss_curve_and_eta(studio: Studio, project: str, queued_
     total = next(points for term, *points in lines if term == "total")
     assert float(total[1]) < float(total[3])  # the loss fell: the line goes down (larger y)
     assert "**5** images" in shown["summary"] and shown["timer"].active is True
-    curve = loss_frame(handlers_train.latest_model_job(studio, project))
+    curve = loss_frame(polling.latest_model_job(studio, project))
     assert curve[curve.term == "total"]["loss"].tolist() == [2.0, 1.0]
 
 
 def test_train_refuses_bad_options(studio: Studio, project: str, queued_jobs: None) -> None:
     _tag(studio, project, "img0.png", 1)
     with pytest.raises(gr.Error, match="positive whole number"):
-        handlers_train.start_training(studio, project, "auto", "", 1.5, None)
+        train_tab.start_training(studio, project, "auto", "", 1.5, None)
 
 
 # --- review ------------------------------------------------------------------------------------
@@ -135,7 +138,7 @@ def test_train_refuses_bad_options(studio: Studio, project: str, queued_jobs: No
 
 def test_review_without_a_model_says_so(studio: Studio, project: str) -> None:
     image_id = image_ids(studio)["img0.png"]
-    shown = handlers_review.show(studio, project, image_id, 0.5)
+    shown = review_tab.show(studio, project, image_id, 0.5)
     assert shown["picture"].shape == (30, 40, 3) and shown["legend"] == ""
     assert "no pseudo-label yet" in shown["title"]
 
@@ -147,7 +150,7 @@ def _rgb(color: str) -> tuple[int, ...]:
 def test_review_overlays_the_pseudo_label_with_a_legend(studio: Studio, project: str) -> None:
     publish_pseudo_labels(studio, {"img0.png": 0.8})
     image_id = image_ids(studio)["img0.png"]
-    shown = handlers_review.show(studio, project, image_id, 1.0)
+    shown = review_tab.show(studio, project, image_id, 1.0)
     info = labeling.get_project(studio, project)
     picture = shown["picture"]
     assert tuple(picture[0, 0]) == _rgb(info.classes[2].color)
@@ -155,7 +158,7 @@ def test_review_overlays_the_pseudo_label_with_a_legend(studio: Studio, project:
     assert "dog" in shown["legend"] and "cat" in shown["legend"] and "80%" in shown["legend"]
     assert "model v1" in shown["title"] and "0.80" in shown["title"]
     # the opacity slider blends the cached picture again, reading nothing
-    faint = handlers_review.reblend(shown["cache"], 0.0)["picture"]
+    faint = review_tab.reblend(shown["cache"], 0.0)["picture"]
     assert not np.array_equal(faint, picture) and faint.shape == picture.shape
 
 
@@ -171,15 +174,15 @@ def test_background_is_not_painted_over_the_photo(studio: Studio, project: str) 
             session, image_id, run.id, np.zeros((30, 40), np.uint8), np.full((30, 40), 0.9, np.float32)
         )
         run_repo.mark_published(session, run)
-    shown = handlers_review.show(studio, project, image_id, 1.0)
-    photo = handlers_review.show(studio, project, image_id, 0.0)["picture"]
+    shown = review_tab.show(studio, project, image_id, 1.0)
+    photo = review_tab.show(studio, project, image_id, 0.0)["picture"]
     np.testing.assert_array_equal(shown["picture"], photo)  # all background: the photo as it is
 
 
 def test_accept_turns_the_pseudo_label_into_a_mask(studio: Studio, project: str) -> None:
     publish_pseudo_labels(studio, {"img0.png": 0.8})
     image_id = image_ids(studio)["img0.png"]
-    shown = handlers_review.accept(studio, project, image_id, 0.5)
+    shown = review_tab.accept(studio, project, image_id, 0.5)
     assert "Accepted" in shown["status"] and "accepted" in shown["title"]
     mask = labeling.get_mask(studio, image_id)
     assert (mask[:15] == 2).all() and (mask[15:] == 1).all() and not (mask == IGNORE_INDEX).any()
@@ -207,11 +210,11 @@ def test_suggest_next_walks_the_confidence_order_instead_of_flipping(studio: Stu
     ids = image_ids(studio)
     labeling.save_mask(studio, ids["img3.png"], np.zeros((30, 40), np.uint8))
     # with no image chosen the review screen opens on the suggestion
-    first = handlers_review.show(studio, project, None, 0.5)["current_image"]
+    first = review_tab.show(studio, project, None, 0.5)["current_image"]
     assert first == ids["img1.png"]
     seen = [first]
     for _ in range(3):
-        seen.append(handlers_review.show(studio, project, seen[-1], 0.5, move="suggest")["current_image"])
+        seen.append(review_tab.show(studio, project, seen[-1], 0.5, move="suggest")["current_image"])
     # the old code flipped img1 -> img2 -> img1 -> img2; now: every unmasked image, then around
     assert seen == [ids["img1.png"], ids["img2.png"], ids["img0.png"], ids["img1.png"]]
 
@@ -220,20 +223,20 @@ def test_review_previous_and_next_go_by_name(studio: Studio, project: str) -> No
     publish_pseudo_labels(studio, {"img0.png": 0.9, "img2.png": 0.4, "img4.png": 0.1})
     ids = image_ids(studio)
     assert (
-        handlers_review.show(studio, project, ids["img2.png"], 0.5, move="next")["current_image"]
+        review_tab.show(studio, project, ids["img2.png"], 0.5, move="next")["current_image"]
         == ids["img4.png"]
     )
     assert (
-        handlers_review.show(studio, project, ids["img0.png"], 0.5, move="previous")["current_image"]
+        review_tab.show(studio, project, ids["img0.png"], 0.5, move="previous")["current_image"]
         == (ids["img4.png"])
     )
 
 
 def test_correct_in_editor_opens_the_paint_tab_on_the_pseudo_label() -> None:
-    shown = handlers_review.correct_in_editor(7)
+    shown = review_tab.correct_in_editor(7)
     assert shown["tab"].selected == "paint" and shown["start"] == START_PSEUDO and shown["current_image"] == 7
     with pytest.raises(gr.Error):
-        handlers_review.correct_in_editor(None)
+        review_tab.correct_in_editor(None)
 
 
 # --- export ------------------------------------------------------------------------------------
@@ -241,31 +244,31 @@ def test_correct_in_editor_opens_the_paint_tab_on_the_pseudo_label() -> None:
 
 def test_coco_export_gives_a_json_download(studio: Studio, project: str, immediate_jobs: None) -> None:
     labeling.save_mask(studio, image_ids(studio)["img0.png"], np.full((30, 40), 2, np.uint8))
-    shown = handlers_export.start_export(studio, "coco", project, "human")
+    shown = export_tab.start_export(studio, "coco", project, "human")
     dataset, results = shown["download"]
     assert "succeeded" in shown["status"] and dataset.endswith(".json")
     assert results == dataset[: -len(".json")] + "_results.json"  # the results file is offered too
     data = json.loads(Path(dataset).read_text())
     assert [a["category_id"] for a in data["annotations"]] == [2]
     assert isinstance(json.loads(Path(results).read_text()), list)
-    assert handlers_export.poll_export(studio, shown["job"], shown["seen"]) == {}
+    assert export_tab.poll_export(studio, shown["job"], shown["seen"]) == {}
 
 
 def test_voc_export_is_zipped(studio: Studio, project: str, immediate_jobs: None) -> None:
     labeling.save_mask(studio, image_ids(studio)["img0.png"], np.full((30, 40), 1, np.uint8))
-    shown = handlers_export.start_export(studio, "voc", project, "best")
+    shown = export_tab.start_export(studio, "voc", project, "best")
     (download,), job_id = shown["download"], shown["job"]
     assert download.endswith(".zip")
     with zipfile.ZipFile(download) as zf:
         names = set(zf.namelist())
     assert {"img0.png", "classes.txt"} <= names
     # polling again after the zip exists hands out the same file
-    assert handlers_export.poll_export(studio, job_id, None)["download"] == [download]
+    assert export_tab.poll_export(studio, job_id, None)["download"] == [download]
 
 
 def test_export_needs_a_project(studio: Studio) -> None:
     with pytest.raises(gr.Error, match="choose a project"):
-        handlers_export.start_export(studio, "coco", None, "best")
+        export_tab.start_export(studio, "coco", None, "best")
 
 
 # --- following jobs ----------------------------------------------------------------------------
@@ -274,17 +277,17 @@ def test_export_needs_a_project(studio: Studio) -> None:
 def test_timer_runs_only_while_a_followed_job_is_active(
     studio: Studio, project: str, queued_jobs: None
 ) -> None:
-    idle = handlers_jobs.follow_jobs(studio, project, [], None)
+    idle = polling.follow_jobs(studio, project, [], None)
     assert not isinstance(idle, gr.Timer)  # leaves the timer as it is: a click may have started it
     _tag(studio, project, "img0.png", 1)
-    handlers_train.start_training(studio, project, "auto", "", None, None)
-    assert handlers_jobs.follow_jobs(studio, project, [], None).active is True
-    outputs = handlers_jobs.poll_jobs(studio, project, None, [], None, None, None)
+    train_tab.start_training(studio, project, "auto", "", None, None)
+    assert polling.follow_jobs(studio, project, [], None).active is True
+    outputs = ui.poll_jobs(studio, project, None, [], None, None, None)
     assert "queued" in outputs["train_status"] and "**5** images" in outputs["summary"]
     assert "import_status" not in outputs and "export_status" not in outputs  # none followed
     assert outputs["timer"].active is True
-    handlers_train.cancel_training(studio, project)
-    assert handlers_jobs.poll_jobs(studio, project, None, [], None, None, None)["timer"].active is False
+    train_tab.cancel_training(studio, project)
+    assert ui.poll_jobs(studio, project, None, [], None, None, None)["timer"].active is False
 
 
 def test_loss_legend_entries_do_not_overlap() -> None:

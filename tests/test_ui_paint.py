@@ -15,7 +15,7 @@ from app.overlay import (
     overlay,
     resize_nearest,
 )
-from app.paint import (
+from app.painter import (
     PaintPalette,
     apply_paint,
     brush_entries,

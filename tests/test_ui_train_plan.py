@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app import handlers_train
+from app import polling
 from app.settings import TrainDefaults, train_defaults
+from app.tabs import train as train_tab
 from jobs import queue
 from jobs.kinds import job_params
 from services import labeling, train_plan
@@ -73,7 +74,7 @@ def test_preview_default_budget_epochs_given_and_gpu(studio: Studio, project: st
     assert given.epochs == 2 and given.budget_s is None and given.estimated_s == pytest.approx(2 * 8 / 3)
     gpu = train_plan.preview_training(studio, project, device="cuda")
     assert (gpu.image_size, gpu.epochs, gpu.estimated_s) == (448, 30, None)  # nothing measured on a GPU
-    assert "measured when it starts" in handlers_train._preview_text(gpu)
+    assert "measured when it starts" in train_tab._preview_text(gpu)
 
 
 def test_mask_modes_count_every_image_and_the_mask_repeats(studio: Studio, project: str) -> None:
@@ -108,22 +109,22 @@ def test_unreadable_throughput_file_falls_back_to_the_guess(studio: Studio, proj
 
 def test_train_tab_shows_the_plan_and_follows_the_options(studio: Studio, project: str) -> None:
     _tag(studio, project, ["img0.png", "img1.png", "img2.png"])
-    text = handlers_train.plan_markdown(studio, project, "auto", "", None, 224, "cpu", None, True)
+    text = train_tab.plan_markdown(studio, project, "auto", "", None, 224, "cpu", None, True)
     assert "Will train in **wsss** mode" in text
     assert "Plan: **30 epoch(s)** of 3 images at **224 px**, about **30 s** of training" in text
     assert "a first guess" in text and "to label all 10 images" in text
-    shorter = handlers_train.plan_markdown(studio, project, "auto", "", None, 112, "cpu", 0.05, True)
+    shorter = train_tab.plan_markdown(studio, project, "auto", "", None, 112, "cpu", 0.05, True)
     assert "Plan: **12 epoch(s)** of 3 images at **112 px**, about **3 s**" in shorter  # 3 s budget
-    assert "positive whole number" in handlers_train.plan_markdown(studio, project, "auto", "", 1.5)
+    assert "positive whole number" in train_tab.plan_markdown(studio, project, "auto", "", 1.5)
 
 
 def test_choosing_a_project_ticks_continue_only_with_a_model(studio: Studio, project: str) -> None:
     _tag(studio, project, ["img0.png"])
     options = ("", None, None, "cpu", None, True)
-    before = handlers_train.choose_project_training(studio, project, "auto", *options)
+    before = train_tab.choose_project_training(studio, project, "auto", *options)
     assert before["warm"]["value"] is False and before["warm"]["interactive"] is False
     publish_pseudo_labels(studio, {"img0.png": 0.5})
-    after = handlers_train.choose_project_training(studio, project, "auto", *options[:-1], False)
+    after = train_tab.choose_project_training(studio, project, "auto", *options[:-1], False)
     assert after["warm"]["value"] is True and "Continues from model v1" in after["plan"]
 
 
@@ -132,14 +133,14 @@ def test_train_button_passes_minutes_and_continue_to_the_job(studio: Studio, pro
     queue.set_immediate(False)
     queue.bind(studio)
     try:
-        handlers_train.start_training(studio, project, "auto", "tiny", None, 64, "cpu", 1.5, False)
-        job = handlers_train.latest_model_job(studio, project)
+        train_tab.start_training(studio, project, "auto", "tiny", None, 64, "cpu", 1.5, False)
+        job = polling.latest_model_job(studio, project)
         with studio.Session.begin() as session:
             options = job_params(job_rows.get_job(session, job.id)).options
         assert (options.budget_s, options.warm_start, options.epochs) == (90.0, False, None)
-        handlers_train.cancel_training(studio, project)
-        handlers_train.start_training(studio, project, "auto", "tiny", None, 64, "cpu", None, True)
-        job = handlers_train.latest_model_job(studio, project)
+        train_tab.cancel_training(studio, project)
+        train_tab.start_training(studio, project, "auto", "tiny", None, 64, "cpu", None, True)
+        job = polling.latest_model_job(studio, project)
         with studio.Session.begin() as session:
             options = job_params(job_rows.get_job(session, job.id)).options
         assert (options.budget_s, options.warm_start) == (None, None)  # continue when it matches

@@ -3,29 +3,25 @@
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 from typing import Any
 
 import gradio as gr
 
 from app.errors import shows_user_errors
-from app.handlers_projects import project_summary
 from app.job_display import job_signature, job_status_markdown, loss_svg, progress_html
+from app.polling import follow_jobs, latest_model_job, start_polling
+from app.settings import BACKBONES, DEVICES, TRAIN_MODES, train_defaults
+from app.tabs import new_tab
+from app.tabs.projects import project_summary
+from app.wiring import bind, on
 from jobs import submit
-from jobs.views import JobView, list_jobs
+from jobs.views import JobView
 from services import review, train_plan
 from services.context import Studio
 from services.errors import UserError
 
 logger = logging.getLogger(__name__)
-
-MODEL_KINDS = ("train", "predict")
-
-
-def latest_model_job(studio: Studio, project: str | None) -> JobView | None:
-    """The project's newest training or prediction job."""
-    if not project:
-        return None
-    return next((j for j in list_jobs(studio, project, limit=20) if j.kind in MODEL_KINDS), None)
 
 
 def plan_markdown(
@@ -161,3 +157,74 @@ def cancel_training(studio: Studio, project: str | None) -> dict[str, Any]:
     if job is None or not job.active:
         raise UserError("no training job is running")
     return job_outputs(submit.cancel_job(studio, job.id))
+
+
+# --- layout and wiring -------------------------------------------------------------------------
+
+
+def build() -> SimpleNamespace:
+    defaults = train_defaults()
+    with new_tab("train") as tab:
+        plan = gr.Markdown(elem_id="train-plan")
+        with gr.Row():
+            train_btn = gr.Button("Train on my labels", variant="primary", elem_id="train-btn")
+            cancel = gr.Button("Cancel", variant="stop", interactive=False, elem_id="cancel-btn")
+        with gr.Accordion("Options", open=False), gr.Row():
+            mode = gr.Radio(choices=list(TRAIN_MODES), value=defaults.mode, label="Mode")
+            backbone = gr.Dropdown(
+                choices=[("default", ""), *[(b, b) for b in BACKBONES]],
+                value=defaults.backbone or "",
+                label="Backbone",
+            )
+            epochs = gr.Number(value=defaults.epochs, label="Epochs (empty: default)", precision=0)
+            image_size = gr.Number(
+                value=defaults.image_size, label="Image size (empty: default)", precision=0
+            )
+            device = gr.Radio(choices=list(DEVICES), value=defaults.device, label="Device")
+        with gr.Row():
+            minutes = gr.Number(
+                value=defaults.minutes, label="Minutes of training (empty: default)", minimum=0,
+                elem_id="train-minutes",
+            )
+            warm = gr.Checkbox(
+                value=False, interactive=False, label="Continue from the current model", elem_id="train-warm"
+            )
+        status = gr.Markdown("No job yet.", elem_id="train-status")
+        progress = gr.HTML(elem_id="train-progress")
+        loss = gr.HTML(elem_id="loss-plot")
+        seen = gr.State(None)
+    del defaults
+    return SimpleNamespace(**locals())
+
+
+def views(ui: SimpleNamespace) -> dict[str, Any]:
+    """The views this tab's handlers update, by name."""
+    t = ui.train
+    return {
+        "status": t.status,
+        "progress": t.progress,
+        "loss": t.loss,
+        "cancel": t.cancel,
+        "seen": t.seen,
+        "plan": t.plan,
+        "warm": t.warm,
+        "summary": ui.summary,
+    }
+
+
+def wire(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace) -> None:
+    t = ui.train
+    options = inputs(ui)
+    for option in options[1:]:
+        option.change(bind(plan_markdown, studio), options, [t.plan], show_progress="hidden")
+    started = on(t.train_btn.click, start_training, options, views.train, studio)
+    started.success(start_polling, None, [ui.timer])
+    on(t.cancel.click, cancel_training, [ui.project], views.train, studio)
+    shown = on(t.tab.select, show_project_training, options, views.train, studio)
+    shown.then(bind(follow_jobs, studio), ui.followed, [ui.timer])
+
+
+def inputs(ui: SimpleNamespace) -> list[Any]:
+    """The project and the Train tab's options, in the order the train handlers take them."""
+    t = ui.train
+    return [ui.project, t.mode, t.backbone, t.epochs, t.image_size, t.device, t.minutes, t.warm]

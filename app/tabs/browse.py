@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 from typing import Any
 
 import gradio as gr
 
 from app.errors import shows_user_errors
+from app.tabs import new_tab, paint, review, select, tag
+from app.wiring import bind, on
 from services import browse, labeling
 from services.context import Studio
 
@@ -106,3 +109,79 @@ def describe_image(studio: Studio, image_id: int | None) -> str:
     if state.score is not None:
         parts.append(f"pseudo-label confidence {state.score:.2f}")
     return " · ".join(parts)
+
+
+# --- layout and wiring -------------------------------------------------------------------------
+
+
+def build() -> SimpleNamespace:
+    with new_tab("browse") as tab:
+        image_filter = gr.Radio(
+            choices=list(FILTERS), value="all", label="Show", elem_id="browse-filter"
+        )
+        gallery = gr.Gallery(
+            columns=8,
+            height=560,
+            allow_preview=False,
+            object_fit="cover",
+            format="jpeg",
+            elem_id="gallery",
+            show_label=False,
+        )
+        with gr.Row():
+            prev_btn = gr.Button("◀ Previous page", size="sm", elem_id="prev-page")
+            page_label = gr.Markdown(elem_id="page-label")
+            next_btn = gr.Button("Next page ▶", size="sm", elem_id="next-page")
+        page = gr.Number(value=0, visible=False, precision=0)
+        page_ids = gr.State([])
+        info = gr.Markdown(elem_id="browse-info")
+        with gr.Row():
+            to_tag = gr.Button("Tag it", size="sm", elem_id="to-tag")
+            to_paint = gr.Button("Paint it", size="sm", elem_id="to-paint")
+            to_review = gr.Button("Review it", size="sm", elem_id="to-review")
+    return SimpleNamespace(**locals())
+
+
+def views(ui: SimpleNamespace) -> dict[str, Any]:
+    """The views this tab's handlers update, by name."""
+    return {
+        "gallery": ui.browse.gallery,
+        "page_ids": ui.browse.page_ids,
+        "page_label": ui.browse.page_label,
+        "page": ui.browse.page,
+        "filter": ui.browse.image_filter,
+    }
+
+
+def wire(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace) -> None:
+    b = ui.browse
+    show = [ui.project, b.image_filter, b.page]
+    on(b.image_filter.input, lambda *a: show_page(studio, a[0], a[1], 0), show, views.browse)
+    for button, step in ((b.prev_btn, -1), (b.next_btn, 1)):
+        on(
+            button.click,
+            lambda *a, s=step: show_page(
+                studio, a[0], a[1], page_step(a[2], s)
+            ),
+            show,
+            views.browse,
+        )
+    b.gallery.select(select_image, [b.page_ids], [ui.current_image]).then(
+        bind(describe_image, studio), [ui.current_image], [b.info]
+    )
+    on(b.tab.select, show_page, show, views.browse, studio)
+    on(
+        b.to_tag.click(lambda: select("tag"), None, [ui.tabs]).then,
+        tag.show,
+        [ui.project, ui.current_image],
+        views.tag,
+        studio,
+    )
+    paint.open_in_editor(studio, ui, views, b.to_paint.click)
+    on(
+        b.to_review.click(lambda: select("review"), None, [ui.tabs]).then,
+        review.show,
+        [ui.project, ui.current_image, ui.review.opacity],
+        views.review,
+        studio,
+    )

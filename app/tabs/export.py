@@ -5,10 +5,16 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+
+import gradio as gr
 
 from app.errors import shows_user_errors
 from app.job_display import job_signature, job_status_markdown, progress_html
+from app.polling import start_polling
+from app.tabs import new_tab
+from app.wiring import on
 from jobs import submit
 from jobs.views import JobView, get_job
 from services.context import Studio
@@ -81,3 +87,45 @@ def poll_export(studio: Studio, job_id: int | None, seen: tuple | None) -> dict[
         "download": download_paths(job),
         "seen": signature,
     }
+
+
+# --- layout and wiring -------------------------------------------------------------------------
+
+
+def build() -> SimpleNamespace:
+    with new_tab("export"):
+        source = gr.Radio(
+            choices=[
+                ("masks, else pseudo-labels", "best"),
+                ("masks only", "human"),
+                ("pseudo-labels only", "model"),
+            ],
+            value="best",
+            label="Labels to export",
+            elem_id="export-source",
+        )
+        with gr.Row():
+            coco_btn = gr.Button("Export COCO (JSON, RLE masks)", variant="primary", elem_id="export-coco")
+            voc_btn = gr.Button("Export VOC (zip of PNGs)", elem_id="export-voc")
+        status = gr.Markdown(elem_id="export-status")
+        progress = gr.HTML(elem_id="export-progress")
+        download = gr.File(label="Download", interactive=False, file_count="multiple", elem_id="download")
+        job = gr.State(None)
+        seen = gr.State(None)
+    return SimpleNamespace(**locals())
+
+
+def wire(studio: Studio, ui: SimpleNamespace) -> None:
+    e = ui.export
+    outputs = {
+        "status": e.status,
+        "progress": e.progress,
+        "download": e.download,
+        "job": e.job,
+        "seen": e.seen,
+    }
+    for button, fmt in ((e.coco_btn, "coco"), (e.voc_btn, "voc")):
+        started = on(
+            button.click, start_export, [ui.project, e.source], outputs, studio, fmt
+        )
+        started.success(start_polling, None, [ui.timer])

@@ -10,11 +10,18 @@ from typing import Any
 
 import gradio as gr
 
-from app.handlers_export import poll_export
-from app.handlers_import import poll_imports
-from app.handlers_train import latest_model_job, poll_training
-from jobs.views import get_job
+from jobs.views import JobView, get_job, list_jobs
 from services.context import Studio
+
+MODEL_KINDS = ("train", "predict")
+
+
+def latest_model_job(studio: Studio, project: str | None) -> JobView | None:
+    """The project's newest training or prediction job."""
+    if not project:
+        return None
+    return next((j for j in list_jobs(studio, project, limit=20) if j.kind in MODEL_KINDS), None)
+
 
 
 def any_active(
@@ -24,30 +31,6 @@ def any_active(
     model_job = latest_model_job(studio, project)
     followed = [get_job(studio, i) for i in [*(import_jobs or []), *([export_job] if export_job else [])]]
     return bool(model_job and model_job.active) or any(j.active for j in followed)
-
-
-def poll_jobs(
-    studio: Studio,
-    project: str | None,
-    train_seen: tuple | None,
-    import_jobs: list[int] | None,
-    import_seen: tuple | None,
-    export_job: int | None,
-    export_seen: tuple | None,
-) -> dict[str, Any]:
-    """Timer tick: what changed of the training (``train_*``), import (``import_*``) and export
-    (``export_*``) displays, the project summary, and whether the timer keeps ticking."""
-    training = poll_training(studio, project, train_seen)
-    out: dict[str, Any] = {f"train_{k}": v for k, v in training.items() if k != "summary"}
-    if "summary" in training:
-        out["summary"] = training["summary"]
-    imports = poll_imports(studio, project, import_jobs, import_seen)
-    if imports[0] != gr.skip():
-        out.update(import_status=imports[0], import_progress=imports[1], summary=imports[3])
-    out["import_seen"] = imports[2]
-    out.update({f"export_{k}": v for k, v in poll_export(studio, export_job, export_seen).items()})
-    out["timer"] = gr.Timer(active=any_active(studio, project, import_jobs, export_job))
-    return out
 
 
 def start_polling() -> Any:
@@ -61,5 +44,5 @@ def follow_jobs(
 ) -> Any:
     """Start ticking when a followed job is active, e.g. when the page opens or the Train tab is
     shown. Never stops the timer (``gr.skip()``): a job queued by a click while this ran would
-    otherwise go unfollowed; :func:`poll_jobs` stops it once nothing is active."""
+    otherwise go unfollowed; :func:`app.ui.poll_jobs` stops it once nothing is active."""
     return gr.Timer(active=True) if any_active(studio, project, import_jobs, export_job) else gr.skip()

@@ -1,6 +1,6 @@
 """Paint screen: the canvas editor (app/static/painter.js) and saving its painting as a mask.
 
-Handlers return dicts of updates keyed by view names (``ui.py`` maps them to components):
+Handlers return dicts of updates keyed by view names (:func:`views` maps them to components):
 ``load`` (the hidden textbox the editor reads its JSON document from), ``title``, ``session``
 (per-page state: the image, the token and mask version the painting started from, the starting
 labels), ``rest_background`` (reset on every image), ``start``, ``current_image``, ``status``.
@@ -12,16 +12,19 @@ import json
 import logging
 import uuid
 from collections import OrderedDict
+from types import SimpleNamespace
 from typing import Any
 
 import gradio as gr
 import numpy as np
 
 from app.errors import shows_user_errors
-from app.handlers_projects import class_palette
 from app.overlay import resize_nearest, resize_rgb
-from app.paint import apply_paint, decode_painting, edit_size, editor_document, opening_token
+from app.painter import apply_paint, decode_painting, edit_size, editor_document, opening_token
 from app.superpixels import superpixels
+from app.tabs import new_tab, select
+from app.tabs.projects import class_palette, project_summary
+from app.wiring import bind, on
 from services import browse, labeling
 from services.context import Studio
 from services.errors import UserError
@@ -38,6 +41,16 @@ START_NAMES = {kind: name for name, kind in START_KINDS.items()}
 STILL_LOADING = "The image is still loading: wait until it shows in the editor, then save."
 OTHER_IMAGE = "The editor shows another image than the one this page opened; wait for it to load, then save."
 SUPERPIXEL_CACHE = 16
+PAINTER_HELP = (
+    "**Keys:** 1–9 pick a class (shown on its button), U unknown · B brush · E eraser · R superpixel · "
+    "F relabel region · [ ] brush size · Ctrl+Z / Ctrl+Shift+Z undo / redo · wheel zoom · "
+    "space- or middle-drag pan · 0 fit. The eraser removes paint (the pixel keeps its starting "
+    "label); **unknown** marks pixels to ignore."
+)
+# The Save buttons of the painter send what the canvas holds instead of the hidden textbox.
+PAINT_PAYLOAD_JS = (
+    "(...args) => { args[2] = window.slrPainter ? window.slrPainter.payload() : ''; return args; }"
+)
 
 _superpixel_cache: OrderedDict[tuple[str, tuple[int, int]], np.ndarray] = OrderedDict()
 
@@ -224,3 +237,86 @@ def save_and_next(
     except gr.Error:
         return {**saved, "status": saved["status"] + " Every image has a mask now."}
     return {**view, "status": saved["status"]}
+
+
+# --- layout and wiring -------------------------------------------------------------------------
+
+
+def build() -> SimpleNamespace:
+    with new_tab("paint") as tab:
+        title = gr.Markdown(elem_id="paint-title")
+        with gr.Row():
+            with gr.Column(scale=4):
+                gr.HTML('<div id="painter"></div>', elem_id="painter-host")
+            with gr.Column(scale=1, min_width=230):
+                start = gr.Radio(
+                    choices=list(START_CHOICES),
+                    value=START_MASK,
+                    label="Start from",
+                    elem_id="paint-start",
+                )
+                rest_background = gr.Checkbox(
+                    label="Unpainted pixels are background (this image)", value=False, elem_id="paint-rest-bg"
+                )
+                save = gr.Button("Save mask", variant="primary", elem_id="paint-save")
+                save_next = gr.Button("Save & next without mask", elem_id="paint-save-next")
+                next_btn = gr.Button("Next image without mask", elem_id="paint-next")
+                clear = gr.Button("Clear mask", variant="stop", size="sm", elem_id="paint-clear")
+                status = gr.Markdown(elem_id="paint-status")
+                gr.Markdown(PAINTER_HELP)
+        # what the canvas editor reads (JSON document of the image) and what Save sends
+        load = gr.Textbox(elem_id="paint-load", elem_classes=["slr-exchange"], show_label=False)
+        payload = gr.Textbox(elem_id="paint-payload", elem_classes=["slr-exchange"], show_label=False)
+        session = gr.State(None)
+    return SimpleNamespace(**locals())
+
+
+def views(ui: SimpleNamespace) -> dict[str, Any]:
+    """The views this tab's handlers update, by name."""
+    p = ui.paint
+    return {
+        "load": p.load,
+        "title": p.title,
+        "session": p.session,
+        "rest_background": p.rest_background,
+        "start": p.start,
+        "current_image": ui.current_image,
+        "status": p.status,
+    }
+
+
+def wire(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace) -> None:
+    p = ui.paint
+    load_inputs = [ui.project, ui.current_image, p.start]
+    loading = on(p.start.input, loading_view, None, views.paint)
+    on(loading.then, load_editor, load_inputs, views.paint, studio)
+    save_inputs = [ui.project, p.session, p.payload, p.rest_background]
+    saved = on(
+        p.save.click, save_painting, save_inputs, views.paint, studio, js=PAINT_PAYLOAD_JS
+    )
+    saved.success(bind(project_summary, studio), [ui.project], [ui.summary])
+    saved = on(
+        p.save_next.click, save_and_next, save_inputs, views.paint, studio, js=PAINT_PAYLOAD_JS
+    )
+    saved.success(bind(project_summary, studio), [ui.project], [ui.summary])
+    loading = on(p.next_btn.click, loading_view, None, views.paint)
+    on(loading.then, next_without_mask, [ui.project, ui.current_image], views.paint, studio)
+    cleared = on(p.clear.click, clear_mask, [ui.project, p.session], views.paint, studio)
+    cleared.success(bind(project_summary, studio), [ui.project], [ui.summary])
+    on(
+        p.tab.select,
+        open_editor,
+        [ui.project, ui.current_image, p.start, p.session],
+        views.paint,
+        studio,
+    )
+
+
+def open_in_editor(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace, trigger: Any) -> None:
+    """``trigger``: show the Paint tab in its loading state, then open the chosen image there."""
+    p = ui.paint
+    loading = trigger(lambda: select("paint"), None, [ui.tabs])
+    loading = on(loading.then, loading_view, None, views.paint)
+    on(
+        loading.then, load_editor, [ui.project, ui.current_image, p.start], views.paint, studio
+    )

@@ -8,13 +8,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import gradio as gr
 
 from app.errors import shows_user_errors
-from app.handlers_projects import project_summary
 from app.job_display import job_signature, job_status_markdown, progress_html
+from app.polling import start_polling
+from app.tabs import new_tab
+from app.tabs.projects import project_summary
+from app.wiring import bind
 from jobs import submit
 from jobs.views import JobView, get_job
 from services import importing
@@ -23,6 +27,15 @@ from services.errors import UserError
 from services.import_sources import check_server_path
 
 logger = logging.getLogger(__name__)
+
+_IMPORT_BUTTONS_JS = (
+    "() => { for (const id of ['import-upload', 'import-folder-btn']) { "
+    "const b = document.getElementById(id); if (b) b.disabled = %s; } return []; }"
+)
+DISABLE_IMPORT_JS = _IMPORT_BUTTONS_JS % "true"
+# Gradio does not touch a button it already thinks interactive, so what the browser disabled
+# the browser enables again
+ENABLE_IMPORT_JS = _IMPORT_BUTTONS_JS % "false"
 
 
 def _paths(files: Sequence[Any] | None) -> list[Path]:
@@ -105,3 +118,64 @@ def poll_imports(studio: Studio, project: str | None, job_ids: list[int] | None,
     if signature == seen:
         return gr.skip(), gr.skip(), seen, gr.skip()
     return (*import_status(jobs), signature, project_summary(studio, project))
+
+
+# --- layout and wiring -------------------------------------------------------------------------
+
+
+def build(server_folders: bool) -> SimpleNamespace:
+    """The Import tab; the server-folder column only when the server has import roots (a web user
+    may name paths under them alone), else a line saying how to allow it."""
+    with new_tab("import"):
+        with gr.Row():
+            with gr.Column():
+                uploads = gr.File(
+                    label="Images or .zip files",
+                    file_count="multiple",
+                    file_types=["image", ".zip"],
+                    elem_id="upload-files",
+                )
+                upload_btn = gr.Button("Import uploaded files", variant="primary", elem_id="import-upload")
+            with gr.Column(visible=server_folders, elem_id="import-folder-column"):
+                folder = gr.Textbox(
+                    label="…or a folder / .zip on the server",
+                    placeholder="/data/photos",
+                    elem_id="import-folder",
+                )
+                with gr.Accordion("Labels to import with it (optional)", open=False):
+                    classes_file = gr.Textbox(label="Class file (one name per line)")
+                    tags_csv = gr.Textbox(label="Tags CSV (image,tags with ; between tags)")
+                    masks_dir = gr.Textbox(label="Masks folder (PNG class indices, 255 = unknown)")
+                    coco_json = gr.Textbox(label="COCO instances JSON")
+                folder_btn = gr.Button("Import folder", elem_id="import-folder-btn")
+        if not server_folders:
+            gr.Markdown(
+                "To import a folder already on the server, start it with `--import-root DIR` "
+                "(or `$SLRNET_IMPORT_ROOTS`); only paths under those folders can be named here.",
+                elem_id="import-folder-hint",
+            )
+        status = gr.Markdown("No import yet.", elem_id="import-status")
+        progress = gr.HTML(elem_id="import-progress")
+        jobs = gr.State([])
+        seen = gr.State(None)
+    return SimpleNamespace(**locals())
+
+
+def wire(studio: Studio, ui: SimpleNamespace) -> None:
+    imp = ui.imp
+    outputs = [imp.status, imp.progress, imp.jobs]
+    for button, fn, inputs in (
+        (imp.upload_btn, import_uploads, [ui.project, imp.uploads]),
+        (
+            imp.folder_btn,
+            import_folder,
+            [ui.project, imp.folder, imp.classes_file, imp.tags_csv, imp.masks_dir, imp.coco_json],
+        ),
+    ):
+        # one click, one import: the buttons are disabled at once (in the browser) until it is queued,
+        # and the uploaded files are cleared once their import is queued
+        queued = button.click(None, None, None, js=DISABLE_IMPORT_JS).then(bind(fn, studio), inputs, outputs)
+        queued.success(start_polling, None, [ui.timer])
+        if button is imp.upload_btn:
+            queued.success(lambda: None, None, [imp.uploads])
+        queued.then(None, None, None, js=ENABLE_IMPORT_JS)

@@ -9,14 +9,17 @@ view names: ``current_image``, ``picture``, ``legend``, ``title``, ``cache``, ``
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 from typing import Any
 
 import gradio as gr
 
 from app.errors import shows_user_errors
-from app.handlers_paint import START_PSEUDO
-from app.handlers_projects import class_palette
 from app.overlay import blend, class_shares, fit_size, legend_html, resize_nearest, resize_rgb
+from app.tabs import new_tab, paint, select
+from app.tabs.paint import START_PSEUDO
+from app.tabs.projects import class_palette, project_summary
+from app.wiring import bind, on
 from services import review
 from services.context import Studio
 from services.errors import UserError
@@ -92,4 +95,72 @@ def correct_in_editor(image_id: int | None) -> dict[str, Any]:
     """Open the reviewed image in the Paint tab, starting from its pseudo-label."""
     if image_id is None:
         raise UserError("choose an image to review first")
-    return {"tab": gr.Tabs(selected="paint"), "start": START_PSEUDO, "current_image": image_id}
+    return {"tab": select("paint"), "start": START_PSEUDO, "current_image": image_id}
+
+
+# --- layout and wiring -------------------------------------------------------------------------
+
+
+def build() -> SimpleNamespace:
+    with new_tab("review") as tab:
+        title = gr.Markdown(elem_id="review-title")
+        with gr.Row():
+            picture = gr.Image(
+                type="numpy",
+                format="png",
+                interactive=False,
+                show_label=False,
+                height=560,
+                scale=3,
+                elem_id="review-picture",
+            )
+            with gr.Column(scale=1, min_width=240):
+                with gr.Row():
+                    previous = gr.Button("◀ Previous", size="sm", elem_id="review-previous")
+                    next_btn = gr.Button("Next ▶", size="sm", elem_id="review-next")
+                opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity", elem_id="opacity")
+                legend = gr.HTML(elem_id="legend")
+                accept = gr.Button("Accept as mask", variant="primary", elem_id="accept-btn")
+                correct = gr.Button("Correct in editor", elem_id="correct-btn")
+                suggest = gr.Button("Suggest next image to label", elem_id="suggest-btn")
+                status = gr.Markdown(elem_id="review-status")
+        cache = gr.State(None)
+    return SimpleNamespace(**locals())
+
+
+def views(ui: SimpleNamespace) -> dict[str, Any]:
+    """The views this tab's handlers update, by name."""
+    r = ui.review
+    return {
+        "current_image": ui.current_image,
+        "picture": r.picture,
+        "legend": r.legend,
+        "title": r.title,
+        "cache": r.cache,
+        "status": r.status,
+    }
+
+
+def wire(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace) -> None:
+    r = ui.review
+    inputs = [ui.project, ui.current_image, r.opacity]
+    on(r.opacity.release, reblend, [r.cache, r.opacity], views.review)
+    accepted = on(r.accept.click, accept, inputs, views.review, studio)
+    accepted.success(bind(project_summary, studio), [ui.project], [ui.summary])
+    for button, move in ((r.suggest, "suggest"), (r.next_btn, "next"), (r.previous, "previous")):
+        on(button.click, lambda *a, m=move: show(studio, *a, move=m), inputs, views.review)
+    corrected = on(
+        r.correct.click,
+        correct_in_editor,
+        [ui.current_image],
+        {"tab": ui.tabs, "start": ui.paint.start, "current_image": ui.current_image},
+    )
+    loading = on(corrected.success, paint.loading_view, None, views.paint)
+    on(
+        loading.then,
+        paint.load_editor,
+        [ui.project, ui.current_image, ui.paint.start],
+        views.paint,
+        studio,
+    )
+    on(r.tab.select, show, inputs, views.review, studio)

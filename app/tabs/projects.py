@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 from typing import Any
 
 import gradio as gr
 
 from app.errors import shows_user_errors
 from app.overlay import BACKGROUND_COLOR, bright_color, palette_html
-from app.paint import PaintPalette
+from app.painter import PaintPalette
+from app.tabs import TABS, new_tab, select
+from app.wiring import on
 from services import labeling, review
 from services.context import Studio
 from services.errors import UserError
@@ -17,6 +20,8 @@ from services.labeling import BACKGROUND, ProjectInfo
 from storage.label_maps import is_hex_color
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_CLASS_LINES = "person\ndog\ncat"
 
 
 def parse_class_lines(text: str) -> tuple[list[str], list[str | None]]:
@@ -80,9 +85,6 @@ def project_summary(studio: Studio, project: str | None) -> str:
     )
 
 
-TAB_IDS = ("projects", "import", "browse", "tag", "paint", "train", "review", "export")
-
-
 @shows_user_errors
 def keep_open_image(
     studio: Studio, project: str | None, image_id: int | None, paint_session: dict | None
@@ -108,8 +110,8 @@ def load_projects(studio: Studio, current: str | None, tab: str | None = None) -
         "project": gr.update(choices=names, value=value),
         "summary": project_summary(studio, value),
     }
-    if tab in TAB_IDS:
-        out["tabs"] = gr.Tabs(selected=tab)
+    if tab in TABS:
+        out["tabs"] = select(tab)
     return out
 
 
@@ -165,3 +167,51 @@ def save_classes(studio: Studio, project: str | None, classes_text: str) -> dict
         "swatches": palette_preview(info),
         "status": f"Saved {len(info.classes)} classes.",
     }
+
+
+# --- layout and wiring -------------------------------------------------------------------------
+
+
+def build() -> SimpleNamespace:
+    with new_tab("projects"):
+        with gr.Row():
+            with gr.Column():
+                gr.Markdown("### New project")
+                name = gr.Textbox(label="Name", elem_id="new-project-name")
+                classes = gr.Textbox(
+                    label="Classes, one per line (optionally with a colour: cat #ff8800)",
+                    value=DEFAULT_CLASS_LINES,
+                    lines=6,
+                    elem_id="new-project-classes",
+                )
+                background = gr.Checkbox(
+                    label="Add a background class (index 0)", value=True, elem_id="new-project-bg"
+                )
+                create = gr.Button("Create project", variant="primary", elem_id="create-project")
+            with gr.Column():
+                gr.Markdown("### Classes of the chosen project")
+                classes_text = gr.Textbox(
+                    label="name #rrggbb, in label-value order", lines=8, elem_id="classes-text"
+                )
+                swatches = gr.HTML(elem_id="class-swatches")
+                save = gr.Button("Save classes", elem_id="save-classes")
+        status = gr.Markdown(elem_id="projects-status")
+    return SimpleNamespace(**locals())
+
+
+def wire(studio: Studio, ui: SimpleNamespace) -> None:
+    p = ui.projects
+    on(
+        p.create.click,
+        create_project,
+        [p.name, p.classes, p.background],
+        {"project": ui.project, "status": p.status},
+        studio,
+    )
+    on(
+        p.save.click,
+        save_classes,
+        [ui.project, p.classes_text],
+        {"classes_text": p.classes_text, "swatches": p.swatches, "status": p.status},
+        studio,
+    )

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import gradio as gr
 
 from app.errors import shows_user_errors
+from app.tabs import new_tab
+from app.tabs.projects import project_summary
+from app.wiring import bind, on
 from services import browse
 from services.browse import TagView
 from services.context import Studio
@@ -83,3 +87,59 @@ def save(
         status += " Every other image is tagged."
     out = _render(studio, view) if move != "stay" else {"title": _render(studio, view)["title"]}
     return {**out, "status": status}
+
+
+# --- layout and wiring -------------------------------------------------------------------------
+
+
+def build() -> SimpleNamespace:
+    with new_tab("tag") as tab, gr.Row():
+        picture = gr.Image(
+            type="filepath", interactive=False, show_label=False, height=520, scale=3, elem_id="tag-picture"
+        )
+        with gr.Column(scale=2, elem_id="tag-view"):
+            title = gr.Markdown(elem_id="tag-title")
+            with gr.Row():
+                save_next = gr.Button(
+                    "Save & next untagged (Enter)", variant="primary", elem_id="tag-save-next"
+                )
+            with gr.Row():
+                previous = gr.Button("◀ Previous (p)", size="sm", elem_id="tag-previous")
+                save = gr.Button("Save (s)", size="sm", elem_id="tag-save")
+                skip = gr.Button("Skip to next untagged (n)", size="sm", elem_id="tag-next")
+            search = gr.Textbox(
+                placeholder="Search classes…", show_label=False, container=False, elem_id="tag-search"
+            )
+            classes = gr.CheckboxGroup(label="Classes in this image (keys 1–9 toggle)", elem_id="tag-classes")
+            status = gr.Markdown(elem_id="tag-status")
+    return SimpleNamespace(**locals())
+
+
+def views(ui: SimpleNamespace) -> dict[str, Any]:
+    """The views this tab's handlers update, by name."""
+    return {
+        "current_image": ui.current_image,
+        "picture": ui.tag.picture,
+        "title": ui.tag.title,
+        "classes": ui.tag.classes,
+        "status": ui.tag.status,
+    }
+
+
+def wire(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace) -> None:
+    t = ui.tag
+    inputs = [ui.project, ui.current_image, t.classes]
+    saved = on(
+        t.save_next.click, lambda *a: save(studio, *a, move="next_untagged"), inputs, views.tag
+    )
+    saved.success(bind(project_summary, studio), [ui.project], [ui.summary])
+    saved = on(t.save.click, save, inputs, views.tag, studio)
+    saved.success(bind(project_summary, studio), [ui.project], [ui.summary])
+    for button, move in ((t.skip, "next_untagged"), (t.previous, "previous")):
+        on(
+            button.click,
+            lambda *a, m=move: show(studio, *a, move=m),
+            [ui.project, ui.current_image],
+            views.tag,
+        )
+    on(t.tab.select, show, [ui.project, ui.current_image], views.tag, studio)
