@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("import", help="import a folder or .zip of images, with optional labels")
     _add_common(p)
-    p.add_argument("path", help="folder or .zip of images")
+    p.add_argument("path", nargs="?", default=None,
+                   help="folder or .zip of images (optional with --label-studio when the project has them)")
     p.add_argument("--project", default=DEFAULT_PROJECT)
     p.add_argument("--classes", default=None, help="text file, one class name per line")
     p.add_argument(
@@ -80,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tags", default=None, help="CSV with columns image,tags (tags ';'-separated)")
     p.add_argument("--masks", default=None, help="folder of indexed PNGs named like the images; 255 = ignore")
     p.add_argument("--coco", default=None, help="COCO instances JSON (polygons or RLE)")
+    p.add_argument("--label-studio", default=None, metavar="EXPORT_JSON",
+                   help="a Label Studio JSON export: choices/taxonomy -> tags, brush/polygons -> masks")
+    p.add_argument("--label-config", default=None, metavar="XML",
+                   help="the Label Studio project's labelling config (default: the export's labels)")
     p.add_argument("--max-pixels", type=int, default=None, help="reject images larger than this many pixels")
 
     p = sub.add_parser("train", help="train SLRNet on the project's labels")
@@ -107,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt-masks", required=True)
     p.add_argument("--project", default=DEFAULT_PROJECT)
 
-    p = sub.add_parser("export", help="export labels as COCO (RLE) or VOC PNGs")
+    p = sub.add_parser("export", help="export labels as COCO (RLE), VOC PNGs or Label Studio tasks")
     _add_common(p)
     p.add_argument("out")
     p.add_argument("--project", default=DEFAULT_PROJECT)
@@ -174,7 +179,8 @@ def _plan_printer(progress: Callable[[float, str, dict], None],
 
 
 def import_(args: argparse.Namespace) -> int:
-    """``import PATH [--classes F] [--tags CSV] [--masks DIR] [--coco JSON]``: one summary line."""
+    """``import [PATH] [--classes F] [--tags CSV] [--masks DIR] [--coco JSON] [--label-studio JSON]``:
+    one summary line."""
     from services.context import Studio
     from services.importing import import_dataset
 
@@ -188,6 +194,8 @@ def import_(args: argparse.Namespace) -> int:
             tags_csv=args.tags,
             masks_dir=args.masks,
             coco_json=args.coco,
+            label_studio_json=args.label_studio,
+            label_config=args.label_config,
             max_pixels=args.max_pixels,
             progress=_tqdm_progress(bar),
         )

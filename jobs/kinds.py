@@ -76,6 +76,8 @@ class ImportOptions:
     tags_csv: str | None = None
     masks_dir: str | None = None
     coco_json: str | None = None
+    label_studio_json: str | None = None
+    label_config: str | None = None
     max_pixels: int | None = None
 
 

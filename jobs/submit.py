@@ -161,6 +161,8 @@ def submit_import(
     tags_csv: str | Path | None = None,
     masks_dir: str | Path | None = None,
     coco_json: str | Path | None = None,
+    label_studio_json: str | Path | None = None,
+    label_config: str | Path | None = None,
     max_pixels: int | None = None,
 ) -> JobView:
     """Queue an import of a folder or .zip of images (and labels) into ``project``, created if
@@ -178,6 +180,8 @@ def submit_import(
         tags_csv=_path_or_none(tags_csv),
         masks_dir=_path_or_none(masks_dir),
         coco_json=_path_or_none(coco_json),
+        label_studio_json=_path_or_none(label_studio_json),
+        label_config=_path_or_none(label_config),
         max_pixels=max_pixels,
     )
     queue.bind(studio)

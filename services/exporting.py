@@ -49,6 +49,9 @@ import numpy as np
 
 from services.context import Studio
 from services.errors import UserError
+from services.export_label_studio import config_path as label_studio_config_path
+from services.export_label_studio import write_config as write_label_studio_config
+from services.export_label_studio import write_tasks as write_label_studio_tasks
 from services.formats.coco_format import CocoDatasetWriter, CocoResultsWriter, label_map_regions
 from services.formats.voc_format import (
     CLASSES_FILE,
@@ -68,7 +71,7 @@ from storage.projects import list_classes
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("coco", "voc")
+FORMATS = ("coco", "voc", "label-studio")
 SOURCES = ("best", "human", "model")
 PROGRESS_EVERY = 25  # images between progress reports
 
@@ -81,7 +84,7 @@ class ExportReport:
     fmt: str
     source: str
     out: Path
-    results: Path | None  # the COCO results file; None for VOC
+    results: Path | None  # the COCO results file, Label Studio's labelling config; None for VOC
     exported: int  # images written
     skipped: int  # images without a label of the requested source
     from_human: int
@@ -96,7 +99,7 @@ class ExportReport:
             parts.append(f"{self.from_human} masks")
         if self.from_model:
             parts.append(f"{self.from_model} model v{self.model_version}")
-        if self.fmt == "coco":
+        if self.fmt != "voc":
             parts.append(f"{self.annotations} annotations")
         where = str(self.out) if self.results is None else f"{self.out} and {self.results.name}"
         return (
@@ -185,6 +188,8 @@ def export_project(
         raise UserError(f"unknown label source {source!r}; choose one of {', '.join(SOURCES)}")
     out = Path(out).expanduser().absolute()
     _check_destination(out, fmt)
+    if fmt == "label-studio":
+        return _export_label_studio(studio, project, out, source, progress or no_progress)
     progress = progress or no_progress
     should_stop = should_stop or never_stop
 
@@ -226,9 +231,35 @@ def export_project(
     return report
 
 
+def _export_label_studio(studio: Studio, project: str, out: Path, source: str,
+                         progress: ProgressFn) -> ExportReport:
+    with studio.Session.begin() as session:
+        proj = resolve_project(session, project)
+        classes = list_classes(session, proj.id)
+        run_id = None if source == "human" else current_run_id(session, proj.id)
+        if source == "model" and run_id is None:
+            raise UserError(f"project {proj.name!r} has no published model yet; train and predict first")
+        version = session.get(TrainingRun, run_id).version if run_id is not None else None
+        with _atomic_text_file(out) as fh, _atomic_text_file(label_studio_config_path(out)) as config_fh:
+            counts = write_label_studio_tasks(fh, session, proj.id, classes, run_id, version, source)
+            write_label_studio_config(config_fh, classes)
+    progress(1.0, f"exported {counts.tasks} tasks", {"exported": counts.tasks})
+    return ExportReport(
+        project=project, fmt="label-studio", source=source, out=out, results=label_studio_config_path(out),
+        exported=counts.tasks, skipped=counts.tasks - counts.labelled, from_human=counts.annotations,
+        from_model=counts.predictions,
+        annotations=counts.annotations + counts.predictions,
+        model_version=version if counts.predictions else None,
+    )
+
+
 def _check_destination(out: Path, fmt: str) -> None:
     if not out.parent.is_dir():
         raise UserError(f"folder {out.parent} does not exist")
+    if fmt == "label-studio":
+        fmt = "coco"  # a file too, with a second file beside it
+        if label_studio_config_path(out).is_dir():
+            raise UserError(f"{label_studio_config_path(out)} is a folder; choose another output name")
     if fmt == "coco":
         if out.is_dir():
             raise UserError(f"{out} is a folder; give a file path such as {out / 'labels.json'}")

@@ -10,6 +10,7 @@ nothing.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import functools
@@ -19,7 +20,7 @@ import time
 import uuid
 import zipfile
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,16 @@ from PIL import Image as PILImage
 from services.context import Studio
 from services.errors import UserError
 from services.formats.coco_masks import CocoDataset, load_coco, rasterize
+from services.formats.label_studio import (
+    ExportTask,
+    LabelConfig,
+    LabelStudioError,
+    config_for_names,
+    label_names_in,
+    parse_label_config,
+    read_export,
+    read_results,
+)
 from services.import_sources import UPLOAD_IMAGES, ImageSource, open_sources, open_upload_sources
 from services.labeling import MAX_CLASSES, full_class_list, label_map_problem
 from services.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
@@ -197,6 +208,7 @@ def _resolve_classes(
     classes_file: Path | None,
     coco: CocoDataset | None,
     has_background: bool,
+    label_config: LabelConfig | None = None,
 ) -> tuple[list[str] | None, list[str], bool]:
     """``(classes to set or None, the class list in effect, has_background in effect)``."""
     with studio.Session.begin() as session:
@@ -209,6 +221,8 @@ def _resolve_classes(
         wanted = full_class_list(_read_classes_file(classes_file), has_background)
     elif coco is not None and not existing:
         wanted = full_class_list(list(coco.categories.values()), has_background)
+    elif label_config is not None and not existing:
+        wanted = full_class_list(label_config.classes, has_background)
     if existing and wanted is not None and wanted != existing:
         raise UserError(
             f"project {project!r} already has {len(existing)} other classes "
@@ -458,6 +472,60 @@ def _plan_coco(
         progress(0.7 + 0.25 * (i + 1) / len(todo), f"rasterised {i + 1}/{len(todo)} COCO masks", {})
 
 
+def _load_label_studio(export: Path, config_xml: Path | None) -> tuple[list[ExportTask], LabelConfig]:
+    """The export's tasks and the config to read them with: the given one, else one inferred from
+    the labels the export uses."""
+    config = None
+    if config_xml is not None:
+        try:
+            text = config_xml.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"{config_xml}: cannot read the labelling config") from exc
+        try:
+            config = parse_label_config(text)
+        except LabelStudioError as exc:
+            raise UserError(f"{config_xml}: {exc}") from exc
+    try:
+        tasks = read_export(export, config.data_key if config else "image")
+        if config is None:
+            names = label_names_in(tasks)
+            if not names:
+                raise UserError(f"{export}: no task has an annotation with labels")
+            config = config_for_names(names)
+    except LabelStudioError as exc:
+        raise UserError(str(exc)) from exc
+    return tasks, config
+
+
+def _plan_label_studio(
+    tasks: list[ExportTask], config: LabelConfig, plan: _Plan, report: ImportReport, classes: list[str],
+    progress: ProgressFn,
+) -> None:
+    """Tags and masks of each task's newest annotation, for images of the import or the project
+    (matched by our content hash where the task has it, else by file name)."""
+    class_index = {n: i for i, n in enumerate(classes)}
+    done: set[str] = set()
+    for i, t in enumerate(tasks):
+        entry = plan.entries.get(t.sha256 or "") or plan.by_name.get(t.name)
+        if entry is None:
+            raise UserError(f"task {t.task_id}: image {t.name!r} is neither in the import nor in the project")
+        if t.results is None or entry.sha256 in done:
+            continue
+        done.add(entry.sha256)
+        try:
+            labels = read_results(t.results, config, class_index, entry.width, entry.height,
+                                  where=f"task {t.task_id}")
+        except LabelStudioError as exc:
+            raise UserError(str(exc)) from exc
+        entry.tag_indices |= labels.tags
+        if labels.label_map is not None:
+            if entry.has_mask:
+                report.masks_kept += 1
+            else:
+                entry.set_mask(labels.label_map)
+        progress(0.7 + 0.25 * (i + 1) / len(tasks), f"read {i + 1}/{len(tasks)} Label Studio tasks", {})
+
+
 def _write(studio: Studio, plan: _Plan, report: ImportReport, created: dict[str, int]) -> None:
     with studio.Session.begin() as session:
         project = project_repo.get_project_by_name(session, report.project)
@@ -513,7 +581,7 @@ def _confirm_files(studio: Studio, plan: _Plan, created: dict[str, int]) -> None
 
 def import_dataset(
     studio: Studio,
-    path: str | Path,
+    path: str | Path | None,
     *,
     project: str,
     classes_file: str | Path | None = None,
@@ -521,6 +589,8 @@ def import_dataset(
     tags_csv: str | Path | None = None,
     masks_dir: str | Path | None = None,
     coco_json: str | Path | None = None,
+    label_studio_json: str | Path | None = None,
+    label_config: str | Path | None = None,
     max_pixels: int | None = None,
     staged_upload: bool = False,
     progress: ProgressFn | None = None,
@@ -536,30 +606,34 @@ def import_dataset(
     class is index 0 and line k is index k, without it line k (0-based) is index k) or, failing
     that, from the COCO categories. ``tags_csv`` has columns ``image,tags`` (``;``-separated class
     names); ``masks_dir`` holds single-channel PNGs named like the images (``IGNORE_INDEX`` =
-    unknown); ``coco_json`` is a COCO instances file rasterised into masks. Images already in the
+    unknown); ``coco_json`` is a COCO instances file rasterised into masks; ``label_studio_json`` a
+    Label Studio JSON export (tags and masks of each task's newest annotation, read with the
+    labelling config ``label_config`` or one inferred from the labels it uses; ``path`` may then be
+    None when the project holds every task's image). Images already in the
     project (same content) are skipped and keep their masks; tags are added, never duplicated.
     """
-    if staged_upload or Path(path).resolve().parent == (studio.data_dir / UPLOADS_DIR).resolve():
+    labels = {"tags_csv": tags_csv, "masks_dir": masks_dir, "coco_json": coco_json,
+              "label_studio_json": label_studio_json, "label_config": label_config}
+    if path is not None and (
+            staged_upload or Path(path).resolve().parent == (studio.data_dir / UPLOADS_DIR).resolve()):
         staged = _staged_folder(studio, path)
         try:
-            return _import(studio, staged, project, classes_file, has_background, tags_csv, masks_dir,
-                           coco_json, max_pixels, progress, should_stop, upload=True)
+            return _import(studio, staged, project, classes_file, has_background, labels, max_pixels,
+                           progress, should_stop, upload=True)
         finally:
             shutil.rmtree(staged, ignore_errors=True)
             logger.debug("removed staged upload %s", staged.name)
-    return _import(studio, Path(path), project, classes_file, has_background, tags_csv, masks_dir,
-                   coco_json, max_pixels, progress, should_stop, upload=False)
+    return _import(studio, None if path is None else Path(path), project, classes_file, has_background,
+                   labels, max_pixels, progress, should_stop, upload=False)
 
 
 def _import(
     studio: Studio,
-    path: Path,
+    path: Path | None,
     project: str,
     classes_file: str | Path | None,
     has_background: bool,
-    tags_csv: str | Path | None,
-    masks_dir: str | Path | None,
-    coco_json: str | Path | None,
+    labels: dict[str, str | Path | None],
     max_pixels: int | None,
     progress: ProgressFn | None,
     should_stop: StopFn | None,
@@ -574,17 +648,23 @@ def _import(
     project = project.strip()
     if not project or len(project) > 200:
         raise UserError("a project name must have 1 to 200 characters")
-    source = path.expanduser()
-    if not source.exists():
+    source = path.expanduser() if path is not None else None
+    if source is not None and not source.exists():
         raise UserError(f"import path {source} does not exist")
     classes_path = _existing_path(classes_file, "class file")
-    tags_path = _existing_path(tags_csv, "tags CSV")
-    masks_path = _existing_path(masks_dir, "masks folder", is_dir=True)
-    coco_path = _existing_path(coco_json, "COCO file")
-    if masks_path is not None and coco_path is not None:
-        raise UserError("give either a masks folder or a COCO file, not both")
+    tags_path = _existing_path(labels.get("tags_csv"), "tags CSV")
+    masks_path = _existing_path(labels.get("masks_dir"), "masks folder", is_dir=True)
+    coco_path = _existing_path(labels.get("coco_json"), "COCO file")
+    ls_path = _existing_path(labels.get("label_studio_json"), "Label Studio export")
+    ls_config_path = _existing_path(labels.get("label_config"), "labelling config")
+    if sum(p is not None for p in (masks_path, coco_path, ls_path)) > 1:
+        raise UserError("give one of a masks folder, a COCO file or a Label Studio export, not several")
+    if source is None and ls_path is None:
+        raise UserError("give a folder or .zip of images to import")
     coco = load_coco(coco_path) if coco_path is not None else None
-    to_set, classes, has_background = _resolve_classes(studio, project, classes_path, coco, has_background)
+    ls_tasks, ls_config = _load_label_studio(ls_path, ls_config_path) if ls_path is not None else (None, None)
+    to_set, classes, has_background = _resolve_classes(studio, project, classes_path, coco, has_background,
+                                                       ls_config)
     if not classes and (tags_path or masks_path or coco):
         raise UserError(f"project {project!r} has no classes yet: give a class file")
 
@@ -595,7 +675,7 @@ def _import(
     sweep_orphan_features(studio)
     try:
         _existing_entries(studio, project, plan)
-        with (open_upload_sources if upload else open_sources)(source) as sources:
+        with _sources(source, upload) as sources:
             progress(0.0, f"reading {len(sources)} images", {})
             _scan_images(studio, sources, plan, report, created, max_pixels, progress, should_stop)
             if tags_path is not None:
@@ -604,6 +684,8 @@ def _import(
                 _plan_masks(masks_path, plan, report, len(classes), progress)
             if coco is not None:
                 _plan_coco(coco, plan, report, classes, has_background, progress)
+            if ls_tasks is not None and ls_config is not None:
+                _plan_label_studio(ls_tasks, ls_config, plan, report, classes, progress)
             if should_stop():
                 raise Cancelled("import cancelled")
             progress(0.95, "writing to the database", {})
@@ -620,6 +702,16 @@ def _import(
     progress(1.0, report.summary(), {})
     logger.info("import: %s", report.summary())
     return report
+
+
+@contextlib.contextmanager
+def _sources(source: Path | None, upload: bool) -> Iterator[list[ImageSource]]:
+    """The images to read: none without a path (labels for the project's images only)."""
+    if source is None:
+        yield []
+        return
+    with (open_upload_sources if upload else open_sources)(source) as sources:
+        yield sources
 
 
 def _unique_name(name: str, taken: set[str]) -> str:
