@@ -7,6 +7,8 @@
     python launch.py evaluate --gt-masks DIR [--project NAME]
     python launch.py export  OUT [--project NAME] [--format coco|voc] [--source best|human|model]
     python launch.py worker  [--data DIR]
+    python launch.py label-studio-backend [--port 9090] [--project NAME] [--label-studio-url URL]
+                                          [--api-key KEY] [--auth user:pass]
 
 Every subcommand calls the same services the UI calls. Exit code 0 on success; a one-line
 ``error: ...`` on stderr and exit code 2 on bad input.
@@ -27,7 +29,7 @@ from slrnet.config import DEVICES, MODES
 
 logger = logging.getLogger("launch")
 
-SUBCOMMANDS = ("serve", "import", "train", "predict", "evaluate", "export", "worker")
+SUBCOMMANDS = ("serve", "import", "train", "predict", "evaluate", "export", "worker", "label-studio-backend")
 DEFAULT_PROJECT = "default"
 
 
@@ -119,6 +121,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="coco", choices=FORMATS)
     p.add_argument("--source", default="best", choices=SOURCES)
     p.add_argument("--palette", action="store_true", help="voc: colour-palette PNGs (same class indices)")
+
+    p = sub.add_parser("label-studio-backend", help="serve SLRNet to Label Studio as its ML backend")
+    _add_common(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=9090)
+    p.add_argument("--project", default=None,
+                   help="our project for Label Studio's (default: label-studio-<its id>)")
+    p.add_argument("--label-studio-url", default=None, metavar="URL",
+                   help="where Label Studio runs, to fetch task images (default: what it says at /setup)")
+    p.add_argument("--api-key", default=None, help="a Label Studio API key (or $LABEL_STUDIO_API_KEY)")
+    p.add_argument("--auth", default=None, help="user:pass (or $SLRNET_BACKEND_AUTH) to require basic auth")
+    p.add_argument("--train-minutes", type=float, default=None,
+                   help="training budget of each START_TRAINING (default: train's)")
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--no-worker", action="store_true",
+                   help="queue training for `launch.py worker`s instead of training in this process")
 
     p = sub.add_parser("worker", help="run a job-queue consumer (e.g. one per GPU)")
     _add_common(p)
@@ -281,6 +299,32 @@ def export(args: argparse.Namespace) -> int:
     return 0
 
 
+def label_studio_backend(args: argparse.Namespace) -> int:
+    """``label-studio-backend [--port 9090] [--project NAME] [--label-studio-url URL --api-key KEY]
+    [--auth user:pass]``: Label Studio's ML backend protocol over HTTP (app/label_studio_backend.py),
+    with a job consumer for the training it queues."""
+    import uvicorn
+
+    from app.label_studio_backend import BackendSettings, create_app
+    from jobs.consumers import start_embedded_consumer
+    from services.context import Studio
+    from services.label_studio import LabelStudioLink
+
+    if args.train_minutes is not None and args.train_minutes <= 0:
+        raise UserError("--train-minutes must be positive")
+    api_key = args.api_key or os.environ.get("LABEL_STUDIO_API_KEY", "")
+    link = LabelStudioLink(args.label_studio_url or "", api_key)
+    settings = BackendSettings(project=args.project, link=link, train_minutes=args.train_minutes,
+                               auth=args.auth or os.environ.get("SLRNET_BACKEND_AUTH"), device=args.device)
+    with Studio.open(args.data) as studio:
+        consumers = start_embedded_consumer(studio, compute=not args.no_worker)
+        try:
+            uvicorn.run(create_app(studio, settings), host=args.host, port=args.port, log_level="info")
+        finally:
+            consumers.stop()
+    return 0
+
+
 def worker(args: argparse.Namespace) -> int:
     """``worker [--data DIR] [--workers N]``: consume training/prediction jobs until Ctrl-C / SIGTERM.
 
@@ -304,6 +348,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "evaluate": evaluate,
     "export": export,
     "worker": worker,
+    "label-studio-backend": label_studio_backend,
 }
 
 

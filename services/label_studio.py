@@ -260,12 +260,16 @@ def predict_tasks(studio: Studio, project: str, config: LabelConfig, tasks: list
     with studio.Session.begin() as session:
         row = resolve_project(session, project)
         run_id = label_repo.current_run_id(session, row.id)
+        ids = [image_repo.find_image_by_sha(session, row.id, sha).id for sha in shas]
+        missing = run_id is not None and any(
+            label_repo.get_pseudo_label(session, i, run_id) is None for i in ids)
     if run_id is None:
         return []
-    with _inference_lock:
-        from services.training import predict  # torch: only here
+    if missing:
+        with _inference_lock:
+            from services.training import predict  # torch: only here
 
-        predict(studio, project, run_id=run_id, device=device)  # images without this run's labels
+            predict(studio, project, run_id=run_id, device=device)  # images without this run's labels
     version = model_version(studio, project)
     brush, choices = config.control("brushlabels"), config.control("choices")
     out = []
