@@ -267,7 +267,7 @@ def predict_tasks(studio: Studio, project: str, config: LabelConfig, tasks: list
         return []
     if missing:
         with _inference_lock:
-            from services.training import predict  # torch: only here
+            from services.publishing import predict  # torch: only here
 
             predict(studio, project, run_id=run_id, device=device)  # images without this run's labels
     version = model_version(studio, project)
