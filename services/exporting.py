@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
+from sqlalchemy.orm import Session
 
 from services.context import Studio
 from services.errors import UserError
@@ -66,7 +67,7 @@ from storage.exports import LabelRow, iter_label_rows
 from storage.images import count_images
 from storage.label_maps import decode_label_png
 from storage.labels import current_run_id
-from storage.models import ClassLabel, TrainingRun
+from storage.models import ClassLabel, Project, TrainingRun
 from storage.projects import list_classes
 
 logger = logging.getLogger(__name__)
@@ -194,12 +195,7 @@ def export_project(
     should_stop = should_stop or never_stop
 
     with studio.Session.begin() as session:
-        proj = resolve_project(session, project)
-        classes = list_classes(session, proj.id)
-        run_id = None if source == "human" else current_run_id(session, proj.id)
-        if source == "model" and run_id is None:
-            raise UserError(f"project {proj.name!r} has no published model yet; train and predict first")
-        version = session.get(TrainingRun, run_id).version if run_id is not None else None
+        proj, classes, run_id, version = _what_to_export(session, project, source)
         tally = _Tally(count_images(session, proj.id), progress, should_stop)
         items = tally.labelled(iter_label_rows(session, proj.id, source=source, run_id=run_id))
         if fmt == "coco":
@@ -231,15 +227,22 @@ def export_project(
     return report
 
 
+def _what_to_export(session: Session, project: str, source: str
+                    ) -> tuple[Project, list[ClassLabel], int | None, int | None]:
+    """The project, its classes, and the run (id, version) whose pseudo-labels ``source`` exports."""
+    proj = resolve_project(session, project)
+    classes = list_classes(session, proj.id)
+    run_id = None if source == "human" else current_run_id(session, proj.id)
+    if source == "model" and run_id is None:
+        raise UserError(f"project {proj.name!r} has no published model yet; train and predict first")
+    version = session.get(TrainingRun, run_id).version if run_id is not None else None
+    return proj, classes, run_id, version
+
+
 def _export_label_studio(studio: Studio, project: str, out: Path, source: str,
                          progress: ProgressFn) -> ExportReport:
     with studio.Session.begin() as session:
-        proj = resolve_project(session, project)
-        classes = list_classes(session, proj.id)
-        run_id = None if source == "human" else current_run_id(session, proj.id)
-        if source == "model" and run_id is None:
-            raise UserError(f"project {proj.name!r} has no published model yet; train and predict first")
-        version = session.get(TrainingRun, run_id).version if run_id is not None else None
+        proj, classes, run_id, version = _what_to_export(session, project, source)
         with _atomic_text_file(out) as fh, _atomic_text_file(label_studio_config_path(out)) as config_fh:
             counts = write_label_studio_tasks(fh, session, proj.id, classes, run_id, version, source)
             write_label_studio_config(config_fh, classes)

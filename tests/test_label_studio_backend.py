@@ -17,10 +17,11 @@ from services.context import Studio
 from services.formats.label_studio import labelling_config
 from services.formats.label_studio_rle import decode_mask, encode_mask
 from storage.images import all_images
-from storage.labels import get_mask_array, get_tag_class_ids, put_pseudo_label
+from storage.labels import put_pseudo_label
 from storage.models import IGNORE_INDEX, TrainingRun
 from storage.projects import get_project_by_name, list_classes
 from tests.image_bytes import image_bytes
+from tests.label_studio_support import project_labels
 
 CONFIG = labelling_config(["background", "cat", "dog"])
 W, H = 48, 32
@@ -66,15 +67,6 @@ def _event(action: str, task_id: int, url: str, annotation: dict) -> dict:
             "annotation": annotation}
 
 
-def _labels(studio: Studio, project: str = "label-studio-5") -> dict[str, tuple[np.ndarray | None, set[str]]]:
-    with studio.Session() as session:
-        row = get_project_by_name(session, project)
-        names = {c.id: c.name for c in list_classes(session, row.id)}
-        return {im.name: (get_mask_array(session, im.id),
-                          {names[t] for t in get_tag_class_ids(session, im.id)})
-                for im in all_images(session, row.id)}
-
-
 def test_health_and_setup_make_the_project(client: TestClient, studio: Studio):
     assert client.get("/health").json()["status"] == "UP"
     answer = client.post("/setup", json={"project": "5.1700000000", "schema": CONFIG})
@@ -93,17 +85,17 @@ def test_annotation_events_sync_labels(client: TestClient, studio: Studio, fetch
     client.app.state.backend.drain(30)
     expected = np.full((H, W), IGNORE_INDEX, np.uint8)
     expected[cat] = 1
-    (mask, tags), = _labels(studio).values()
+    (mask, tags), = project_labels(studio, "label-studio-5").values()
     assert np.array_equal(mask, expected) and tags == {"dog"}
 
     client.post("/webhook", json=_event("ANNOTATION_UPDATED", 1, url, _annotation(11, None, ["cat"])))
     client.app.state.backend.drain(30)
-    assert list(_labels(studio).values()) == [(None, {"cat"})]
+    assert list(project_labels(studio, "label-studio-5").values()) == [(None, {"cat"})]
     assert fetched == [url, url]  # fetched each time, stored once by content
     client.post("/webhook", json={"action": "ANNOTATIONS_DELETED", "project": LS_PROJECT,
                                   "annotations": [{"id": 11}]})
     client.app.state.backend.drain(30)
-    assert list(_labels(studio).values()) == [(None, set())]
+    assert list(project_labels(studio, "label-studio-5").values()) == [(None, set())]
 
 
 def test_unknown_labels_are_not_applied(client: TestClient, studio: Studio, fetched: list[str]):
@@ -111,7 +103,7 @@ def test_unknown_labels_are_not_applied(client: TestClient, studio: Studio, fetc
     event = _event("ANNOTATION_CREATED", 2, "/data/upload/5/bbbbbbbb-two.jpg", annotation)
     client.post("/webhook", json=event)
     client.app.state.backend.drain(30)
-    assert all(tags == set() for _, tags in _labels(studio).values())
+    assert all(tags == set() for _, tags in project_labels(studio, "label-studio-5").values())
 
 
 def test_start_training_queues_a_job_at_once(client: TestClient, studio: Studio, fetched: list[str]):

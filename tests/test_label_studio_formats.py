@@ -24,10 +24,11 @@ from services.formats.label_studio import (
 from services.formats.label_studio_rle import RleError, decode_mask, decode_values, encode_mask, encode_values
 from services.importing import import_dataset
 from storage.images import all_images
-from storage.labels import get_mask_array, get_tag_class_ids, put_mask, put_pseudo_label, set_tags
+from storage.labels import put_mask, put_pseudo_label, set_tags
 from storage.models import IGNORE_INDEX, TrainingRun
 from storage.projects import get_project_by_name, list_classes
 from tests.image_bytes import image_bytes
+from tests.label_studio_support import project_labels
 
 
 def _bits_to_bytes(bits: str) -> list[int]:
@@ -201,15 +202,6 @@ def _task(name, results, task_id=1):
                              "updated_at": "2024-01-01T00:00:00Z"}]}
 
 
-def _masks_and_tags(studio: Studio, project: str) -> dict[str, tuple[np.ndarray | None, set[str]]]:
-    with studio.Session() as session:
-        row = get_project_by_name(session, project)
-        names = {c.id: c.name for c in list_classes(session, row.id)}
-        return {im.name: (get_mask_array(session, im.id),
-                          {names[t] for t in get_tag_class_ids(session, im.id)})
-                for im in all_images(session, row.id)}
-
-
 def test_import_a_label_studio_export(studio: Studio, tmp_path: Path):
     folder = _images(tmp_path / "images")
     mask = np.zeros((30, 40), bool)
@@ -227,7 +219,7 @@ def test_import_a_label_studio_export(studio: Studio, tmp_path: Path):
     report = import_dataset(studio, folder, project="p", label_studio_json=export,
                             label_config=tmp_path / "config.xml")
     assert (report.images_added, report.masks_added, report.tags_added) == (3, 1, 2)
-    got = _masks_and_tags(studio, "p")
+    got = project_labels(studio, "p")
     expected = np.full((30, 40), IGNORE_INDEX, np.uint8)
     expected[mask] = 1  # "Background" is index 0, cat 1
     assert np.array_equal(got["im0.jpg"][0], expected) and got["im0.jpg"][1] == {"tree"}
@@ -249,7 +241,7 @@ def test_a_bad_export_writes_nothing(studio: Studio, tmp_path: Path, problem):
     with pytest.raises(UserError) as err:
         import_dataset(studio, None, project="p", label_studio_json=export)
     assert "\n" not in str(err.value) and "task 2" in str(err.value)
-    assert all(mask is None for mask, _ in _masks_and_tags(studio, "p").values())
+    assert all(mask is None for mask, _ in project_labels(studio, "p").values())
 
 
 def _classes(tmp_path: Path, names: list[str]) -> Path:
@@ -292,7 +284,7 @@ def test_export_as_tasks_and_import_it_back_losslessly(studio: Studio, tmp_path:
 
     import_dataset(studio, None, project="p", label_studio_json=out)  # nothing new: masks kept
     import_dataset(studio, folder, project="copy", label_studio_json=out, label_config=config_path(out))
-    original, copy = _masks_and_tags(studio, "p"), _masks_and_tags(studio, "copy")
+    original, copy = project_labels(studio, "p"), project_labels(studio, "copy")
     assert copy.keys() == original.keys()
     for name, (mask, tags) in original.items():
         assert tags == copy[name][1]
