@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
+import time
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +31,8 @@ from storage.models import Job
 
 if TYPE_CHECKING:
     from services.context import Studio
+
+logger = logging.getLogger(__name__)
 
 TRAIN_SHARE = 0.8
 QUEUE_NAMES = ("compute", "local")  # see jobs.queue
@@ -97,7 +101,18 @@ class ExportParams:
     palette: bool = False
 
 
-JobParams = TrainParams | PredictParams | ImportParams | ExportParams
+@dataclass(frozen=True)
+class FeaturesParams:
+    """What :func:`services.features.fill_project` fills: the project's images' features for
+    ``backbone`` at ``image_size`` (None: the extractor's defaults)."""
+
+    project_id: int
+    device: str = "auto"
+    backbone: str | None = None
+    image_size: int | None = None
+
+
+JobParams = TrainParams | PredictParams | ImportParams | ExportParams | FeaturesParams
 
 
 def _from_dict(cls: type[Any], data: dict[str, Any]) -> Any:
@@ -219,7 +234,57 @@ def run_import(studio: Studio, job: Job, progress: ProgressFn, should_stop: Stop
     if report.project_id:
         with studio.Session.begin() as session:
             job_rows.set_job_project(session, job.id, report.project_id)
+        if report.images_added:
+            _fill_features_after(studio, report.project_id)
     return {**dataclasses.asdict(report), "summary": report.summary()}
+
+
+def _fill_features_after(studio: Studio, project_id: int) -> None:
+    """Queue the background fill of the project's features (never fails the import)."""
+    from jobs.submit import submit_features
+    from services.features import prefill_enabled
+
+    if not prefill_enabled():
+        return
+    try:
+        submit_features(studio, project_id)
+    except Exception:
+        logger.exception("could not queue the feature computation of project %d", project_id)
+
+
+PAUSE_CHECK_S = 1.0  # how often a fill looks for training or predict jobs to make way for
+
+
+def training_waits(studio: Studio) -> Callable[[], str | None]:
+    """A fill's ``should_pause``: a reason once a training or prediction job of any project is
+    queued or running (they share the CPU, and compute the features they miss themselves),
+    looked up at most every ``PAUSE_CHECK_S``."""
+    last = [float("-inf"), None]
+
+    def check() -> str | None:
+        now = time.monotonic()
+        if now - last[0] >= PAUSE_CHECK_S:
+            with studio.Session.begin() as session:
+                job = job_rows.any_active_job(session, EXCLUSIVE_KINDS)
+                last[1] = None if job is None else (
+                    f"a {KINDS[job.kind].noun} job (job {job.id}) is {job.status}; it computes the "
+                    f"features it needs")
+            last[0] = now
+        return last[1]
+
+    return check
+
+
+def run_features(studio: Studio, job: Job, progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
+    """Compute the stored features the project's images miss; makes way for training / predict."""
+    features = _service("services.features")
+    params: FeaturesParams = job_params(job)
+    spec = features.feature_spec(params.backbone, params.image_size)
+    report = features.fill_project(studio, params.project_id, spec, device=params.device, progress=progress,
+                                   should_stop=should_stop, should_pause=training_waits(studio))
+    result = dataclasses.asdict(report)
+    result["unreadable"] = report.unreadable[:20]
+    return {**result, "summary": report.summary()}
 
 
 # --- the table ----------------------------------------------------------------------------------
@@ -242,6 +307,8 @@ KINDS: dict[str, JobKind] = {kind.name: kind for kind in (
     JobKind("predict", PredictParams, "compute", run_predict, lambda p: "Predict pseudo-labels",
             "prediction", exclusive=True),
     JobKind("export", ExportParams, "local", run_export, lambda p: f"Export ({p.fmt})", "export"),
+    JobKind("features", FeaturesParams, "compute", run_features, lambda p: "Compute features",
+            "feature computation"),
 )}
 EXCLUSIVE_KINDS = tuple(name for name, kind in KINDS.items() if kind.exclusive)
 

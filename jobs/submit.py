@@ -20,6 +20,7 @@ from jobs.kinds import (
     EXCLUSIVE_KINDS,
     KINDS,
     ExportParams,
+    FeaturesParams,
     ImportOptions,
     ImportParams,
     JobParams,
@@ -31,6 +32,7 @@ from jobs.kinds import (
 from jobs.views import JobView, get_job, load_view
 from services import training_lock
 from services.errors import UserError
+from services.features import features_available
 from services.lookups import resolve_project
 from services.train_plan import plan_training
 from slrnet.config import MODES
@@ -232,6 +234,28 @@ def submit_export(
         params = dataclasses.replace(params, out=str(Path(out).expanduser().absolute()))
         job_rows.get_job(session, job_id).params = dataclasses.asdict(params)
     return _enqueue(studio, "export", job_id)
+
+
+def submit_features(
+    studio: Studio, project: int | str, *, device: str = "auto", backbone: str | None = None,
+    image_size: int | None = None,
+) -> JobView | None:
+    """Queue the computation of the stored features the project's images miss (see
+    :func:`services.features.fill_project`; it makes way for training and prediction jobs). A
+    features job of the project already queued or running is returned instead of a second one;
+    None when this installation cannot compute features."""
+    if not features_available():
+        return None
+    queue.bind(studio)
+    with studio.Session.begin() as session:
+        row = resolve_project(session, project)
+        job_rows.lock_project_jobs(session, row.id)
+        active = job_rows.active_job(session, row.id, ("features",))
+        if active is not None:
+            return load_view(session, active.id)
+        params = FeaturesParams(project_id=row.id, device=device, backbone=backbone, image_size=image_size)
+        job_id = _add_job(session, params, row)
+    return _enqueue(studio, "features", job_id)
 
 
 def cancel_job(studio: Studio, job_id: int) -> JobView:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 EXTRACTOR_MODULE = "slrnet.features"
+PREFILL_ENV = "SLRNET_PREFILL_FEATURES"  # "0": no background fill after an import (the test suite)
 PauseFn = Callable[[], str | None]  # a reason to stop filling for now (e.g. training waits), or None
 
 
@@ -53,6 +55,11 @@ def features_available() -> bool:
         return importlib.util.find_spec(EXTRACTOR_MODULE) is not None
     except (ImportError, ValueError):
         return False
+
+
+def prefill_enabled() -> bool:
+    """Whether an import queues the background fill of its project's features (default yes)."""
+    return features_available() and os.environ.get(PREFILL_ENV, "1") != "0"
 
 
 def feature_spec(backbone: str | None = None, image_size: int | None = None) -> Any:

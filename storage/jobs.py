@@ -63,6 +63,13 @@ def active_job(session: Session, project_id: int, kinds: Iterable[str]) -> Job |
     return session.scalars(stmt).first()
 
 
+def any_active_job(session: Session, kinds: Iterable[str]) -> Job | None:
+    """The oldest queued or running job among ``kinds`` of any project, if any."""
+    stmt = (select(Job).where(Job.kind.in_(list(kinds)), Job.status.in_(ACTIVE_STATUSES))
+            .order_by(Job.id).limit(1))
+    return session.scalars(stmt).first()
+
+
 def lock_project_jobs(session: Session, project_id: int) -> None:
     """Serialize job submissions of a project until the caller's transaction ends (see
     :func:`storage.db.lock_project`); call it first in the transaction that checks, then adds."""

@@ -13,6 +13,10 @@ SHARED = Path(os.environ.get("SLRNET_SHARED", REPO_ROOT.parent / "shared"))
 SHARED_DATA = SHARED / "data"
 SHARED_WEIGHTS = SHARED / "weights"
 
+# Imports in tests queue no background feature computation with the real backbone (the app and
+# its subprocesses in the browser tests inherit this); tests/test_features_jobs.py turns it on.
+os.environ.setdefault("SLRNET_PREFILL_FEATURES", "0")
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:

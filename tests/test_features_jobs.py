@@ -1,0 +1,134 @@
+"""The background ``features`` job: queued after an import, one per project at a time, making way
+for training and prediction jobs; with a fake extractor (no torch)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from jobs import kinds, queue, runner
+from jobs import submit as job_submit
+from jobs.submit import submit_features, submit_import
+from jobs.views import get_job
+from services import features as feature_service
+from services.context import Studio
+from storage import jobs as job_rows
+from storage.models import Job
+from tests.feature_support import FakeExtractor, FakeSpec, write_images
+
+SPEC = FakeSpec()
+
+
+@pytest.fixture()
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeExtractor:
+    extractor = FakeExtractor()
+    monkeypatch.setenv(feature_service.PREFILL_ENV, "1")
+    monkeypatch.setattr(feature_service, "features_available", lambda: True)
+    monkeypatch.setattr(job_submit, "features_available", lambda: True)
+    monkeypatch.setattr(feature_service, "feature_spec", lambda backbone=None, image_size=None: SPEC)
+    monkeypatch.setattr(feature_service, "make_extractor", lambda spec, device="auto": extractor)
+    monkeypatch.setattr(kinds, "PAUSE_CHECK_S", 0.0)
+    return extractor
+
+
+@pytest.fixture()
+def studio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Studio]:
+    monkeypatch.setattr(runner, "SETTINGS", runner.RunnerSettings(heartbeat_s=0.05, write_interval_s=0.0))
+    queue.set_immediate(True)
+    s = Studio.open(tmp_path / "data")
+    yield s
+    queue.set_immediate(False)
+    s.close()
+
+
+def _jobs(studio: Studio, kind: str) -> list[Job]:
+    with studio.Session() as session:
+        return [j for j in job_rows.list_jobs(session) if j.kind == kind]
+
+
+def test_an_import_job_queues_the_fill_of_its_project(studio: Studio, tmp_path: Path,
+                                                       fake: FakeExtractor) -> None:
+    imported = submit_import(studio, write_images(tmp_path / "src", 4), "p")
+    assert get_job(studio, imported.id).status == "succeeded"
+    [job] = _jobs(studio, "features")
+    view = get_job(studio, job.id)
+    assert view.status == "succeeded", view.error
+    assert view.title == "Compute features" and view.project == "p"
+    assert view.result["computed"] == 4 and view.result["spec_key"] == SPEC.key
+    assert view.metrics["features_ready"] == 4 and view.metrics["features_total"] == 4
+    assert fake.calls == 4
+    assert feature_service.images_needing_features(studio, "p", SPEC.key) == 0
+
+    # importing the same images again adds nothing: no second fill
+    submit_import(studio, tmp_path / "src", "p")
+    assert len(_jobs(studio, "features")) == 1
+
+
+def test_no_fill_after_an_import_when_switched_off(studio: Studio, tmp_path: Path, fake: FakeExtractor,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(feature_service.PREFILL_ENV, "0")
+    submit_import(studio, write_images(tmp_path / "src", 2), "p")
+    assert _jobs(studio, "features") == [] and fake.calls == 0
+
+
+def test_the_fill_makes_way_for_a_queued_training(studio: Studio, tmp_path: Path, fake: FakeExtractor,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(feature_service.PREFILL_ENV, "0")
+    submit_import(studio, write_images(tmp_path / "src", 5), "p")
+    original = fake.extract
+
+    def extract_then_queue_a_prediction(image):  # after the second image, another project's
+        out = original(image)                    # prediction is queued
+        if fake.calls == 2:
+            with studio.Session.begin() as session:
+                job_rows.create_job(session, "predict", None, {"project_id": 99})
+        return out
+
+    monkeypatch.setattr(fake, "extract", extract_then_queue_a_prediction)
+    view = submit_features(studio, "p")
+    done = get_job(studio, view.id)
+    assert done.status == "succeeded", done.error
+    assert done.result["computed"] == 2 and "prediction job" in done.result["paused"]
+    assert "paused" in done.message
+    assert feature_service.images_needing_features(studio, "p", SPEC.key) == 3
+
+
+def test_training_waits_sees_queued_and_running_jobs_of_any_project(
+        studio: Studio, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kinds, "PAUSE_CHECK_S", 0.0)
+    check = kinds.training_waits(studio)
+    assert check() is None
+    with studio.Session.begin() as session:
+        job_id = job_rows.create_job(session, "train", None, {"project_id": 1}).id
+        job_rows.create_job(session, "export", None, {"project_id": 1})
+    assert f"training job (job {job_id}) is queued" in check()
+    with studio.Session.begin() as session:
+        job_rows.claim_job(session, job_id, "w")
+    assert "is running" in check()
+    with studio.Session.begin() as session:
+        job_rows.finish_job(session, job_id, "w", "succeeded", "done")
+    assert check() is None
+
+
+def test_one_fill_per_project_at_a_time(studio: Studio, tmp_path: Path, fake: FakeExtractor,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(feature_service.PREFILL_ENV, "0")
+    submit_import(studio, write_images(tmp_path / "src", 2), "p")
+    queue.set_immediate(False)  # leave the job queued
+    queue.bind(studio)
+    try:
+        first = submit_features(studio, "p")
+        second = submit_features(studio, "p")
+    finally:
+        queue.unbind()
+    assert first.id == second.id and first.status == "queued"
+    assert len(_jobs(studio, "features")) == 1
+
+
+def test_no_fill_without_an_extractor(
+        studio: Studio, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(job_submit, "features_available", lambda: False)
+    submit_import(studio, write_images(tmp_path / "src", 1), "p")
+    assert submit_features(studio, "p") is None and _jobs(studio, "features") == []
