@@ -9,6 +9,7 @@
     python launch.py worker  [--data DIR]
     python launch.py label-studio-backend [--port 9090] [--project NAME] [--label-studio-url URL]
                                           [--api-key KEY] [--auth user:pass]
+    python launch.py features [--project NAME] [--backbone B] [--image-size S] [--status]
 
 Every subcommand calls the same services the UI calls. Exit code 0 on success; a one-line
 ``error: ...`` on stderr and exit code 2 on bad input.
@@ -29,13 +30,16 @@ from slrnet.config import DEVICES, MODES
 
 logger = logging.getLogger("launch")
 
-SUBCOMMANDS = ("serve", "import", "train", "predict", "evaluate", "export", "worker", "label-studio-backend")
+SUBCOMMANDS = ("serve", "import", "train", "predict", "evaluate", "export", "worker", "label-studio-backend",
+               "features")
 DEFAULT_PROJECT = "default"
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="data dir (default: $SLRNET_DATA or ./data)")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    p.add_argument("--feature-cache-mb", type=int, default=None, metavar="MB",
+                   help="cap of the stored image features (default: $SLRNET_FEATURE_CACHE_MB or 4096)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,6 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run a job-queue consumer (e.g. one per GPU)")
     _add_common(p)
     p.add_argument("--workers", type=int, default=1)
+
+    p = sub.add_parser("features", help="compute the stored backbone features of the project's images")
+    _add_common(p)
+    p.add_argument("--project", default=DEFAULT_PROJECT)
+    p.add_argument("--backbone", default=None, help="default: the feature extractor's default backbone")
+    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--status", action="store_true", help="only show what is stored, compute nothing")
     return parser
 
 
@@ -340,6 +352,24 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def features(args: argparse.Namespace) -> int:
+    """``features [--backbone B] [--image-size S] [--status]``: fill the feature store for the
+    project's images (a progress bar), then the project's and the store's sizes."""
+    from services import features as feature_service
+    from services.context import Studio
+
+    with Studio.open(args.data) as studio:
+        spec = feature_service.feature_spec(args.backbone, args.image_size)
+        if not args.status:
+            with _progress_bar(disable=None) as bar:
+                report = feature_service.fill_project(studio, args.project, spec, device=args.device,
+                                                      progress=_tqdm_progress(bar))
+            print(report.summary())
+        print(f"{feature_service.feature_status(studio, args.project, spec.key).line()} for {spec.key}")
+        print(f"feature store {studio.features.root}: {studio.features.usage().summary()}")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": serve,
     "import": import_,
@@ -349,6 +379,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "export": export,
     "worker": worker,
     "label-studio-backend": label_studio_backend,
+    "features": features,
 }
 
 
@@ -357,6 +388,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] not in (*SUBCOMMANDS, "-h", "--help"):
         argv.insert(0, "serve")
     args = build_parser().parse_args(argv)
+    if args.feature_cache_mb is not None:  # read by Studio.open, here and in the processes it starts
+        from services.context import FEATURE_CACHE_ENV
+
+        os.environ[FEATURE_CACHE_ENV] = str(args.feature_cache_mb)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -27,9 +27,13 @@ def latest_model_job(studio: Studio, project: str | None) -> JobView | None:
 def any_active(
     studio: Studio, project: str | None, import_jobs: list[int] | None, export_job: int | None
 ) -> bool:
-    """Whether a job the page follows is still queued or running."""
+    """Whether a job the page follows is still queued or running (with imports followed: the
+    feature computation they queue too)."""
     model_job = latest_model_job(studio, project)
     followed = [get_job(studio, i) for i in [*(import_jobs or []), *([export_job] if export_job else [])]]
+    if import_jobs and project:
+        active = list_jobs(studio, project, active_only=True, limit=20)
+        followed += [j for j in active if j.kind == "features"]
     return bool(model_job and model_job.active) or any(j.active for j in followed)
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobs.kinds import job_title
 from services.errors import UserError
+from services.features import feature_status
 from services.lookups import resolve_project
 from storage import jobs as job_rows
 from storage.models import Job
@@ -132,3 +133,21 @@ def list_jobs(
                 row = get_project(session, job.project_id)
                 names[job.project_id] = row.name if row else None
         return [job_view(job, names.get(job.project_id)) for job in jobs]
+
+
+
+def features_line(studio: Studio, project: str | None) -> str | None:
+    """One line on the project's stored features for the spec its newest ``features`` job fills,
+    e.g. "features: 120/334 images ready, 85.0 MB (store 1.2 GB of 4.1 GB), computing"; None
+    without such a job. Torch-free: counts files in the store."""
+    if not project:
+        return None
+    job = next((j for j in list_jobs(studio, project, limit=20) if j.kind == "features"), None)
+    spec_key = job and (job.result.get("spec_key") or job.metrics.get("spec_key"))
+    if not spec_key:
+        return "features: waiting to be computed" if job is not None and job.active else None
+    line = feature_status(studio, project, spec_key).line()
+    if job.active:
+        return f"{line}, computing"
+    paused = job.result.get("paused")
+    return f"{line}; the rest is computed when training needs it" if paused else line

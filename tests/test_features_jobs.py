@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import gradio as gr
 import pytest
 
 from jobs import kinds, queue, runner
@@ -132,3 +133,58 @@ def test_no_fill_without_an_extractor(
     monkeypatch.setattr(job_submit, "features_available", lambda: False)
     submit_import(studio, write_images(tmp_path / "src", 1), "p")
     assert submit_features(studio, "p") is None and _jobs(studio, "features") == []
+
+
+# --- launch.py features ----------------------------------------------------------------------------
+
+
+def test_cli_features_fills_and_shows_sizes(tmp_path: Path, fake: FakeExtractor,
+                                            monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import launch
+    from services.context import FEATURE_CACHE_ENV
+    from services.importing import import_dataset
+
+    monkeypatch.setenv(FEATURE_CACHE_ENV, "4096")  # restored after main() sets it
+    data = tmp_path / "data"
+    with Studio.open(data) as s:
+        import_dataset(s, write_images(tmp_path / "src", 3), project="p")
+    assert launch.main(["features", "--data", str(data), "--project", "p", "--status"]) == 0
+    out = capsys.readouterr().out
+    assert "features: 0/3 images ready" in out and fake.calls == 0
+    assert launch.main(["features", "--data", str(data), "--project", "p", "--feature-cache-mb", "7"]) == 0
+    out = capsys.readouterr().out
+    assert "features: 3/3 images ready (3 computed" in out and fake.calls == 3
+    assert f"features: 3/3 images ready, 0.0 MB (store 0.0 MB of 7.0 MB) for {SPEC.key}" in out
+    assert "feature store " in out and "3 images" in out
+    assert launch.main(["features", "--data", str(data), "--project", "nope"]) == 2
+    assert "no project named 'nope'" in capsys.readouterr().err
+
+
+# --- the line the Import tab shows -----------------------------------------------------------------
+
+
+def test_import_tab_shows_the_feature_fill(studio: Studio, tmp_path: Path, fake: FakeExtractor) -> None:
+    from app.polling import any_active
+    from app.tabs import import_ as import_tab
+    from jobs.views import features_line
+    from services import labeling
+
+    labeling.create_project(studio, "p", ["cat"])
+    assert features_line(studio, "p") is None and features_line(studio, None) is None
+    images = sorted(map(str, write_images(tmp_path / "src", 3).iterdir()))
+    _status, _bar, job_ids = import_tab.import_uploads(studio, "p", images)
+    status, _bar, seen, _summary = import_tab.poll_imports(studio, "p", job_ids, None)
+    assert "succeeded" in status
+    assert "features: 3/3 images ready, 0.0 MB (store 0.0 MB of 4096.0 MB)" in status
+    assert import_tab.poll_imports(studio, "p", job_ids, seen)[0] == gr.skip()
+    assert not any_active(studio, "p", job_ids, None)
+
+    queue.set_immediate(False)  # a fill left queued: the line says so and the page keeps polling
+    queue.bind(studio)
+    try:
+        submit_features(studio, "p")
+    finally:
+        queue.unbind()
+    assert features_line(studio, "p") == "features: waiting to be computed"
+    assert any_active(studio, "p", job_ids, None) and not any_active(studio, "p", None, None)

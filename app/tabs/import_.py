@@ -20,7 +20,7 @@ from app.tabs import new_tab
 from app.tabs.projects import project_summary
 from app.wiring import bind
 from jobs import submit
-from jobs.views import JobView, get_job
+from jobs.views import JobView, features_line, get_job
 from services import importing
 from services.context import Studio
 from services.errors import UserError
@@ -114,10 +114,14 @@ def poll_imports(studio: Studio, project: str | None, job_ids: list[int] | None,
     if not job_ids:
         return gr.skip(), gr.skip(), seen, gr.skip()
     jobs = [get_job(studio, i) for i in job_ids]
-    signature = tuple(job_signature(j) for j in jobs)
+    features = features_line(studio, project)  # the fill an import queues
+    signature = (*(job_signature(j) for j in jobs), features)
     if signature == seen:
         return gr.skip(), gr.skip(), seen, gr.skip()
-    return (*import_status(jobs), signature, project_summary(studio, project))
+    status, bar = import_status(jobs)
+    if features:
+        status += f"\n\n{features}"
+    return status, bar, signature, project_summary(studio, project)
 
 
 # --- layout and wiring -------------------------------------------------------------------------
