@@ -3,7 +3,8 @@
 Everything is validated before the database is touched, and all rows are written in one
 transaction. Image files go into the content-addressed store as they are read; files this import
 added are removed again if it fails, unless a row or a concurrent import uses them by then (files
-are shared by content). Files left by a killed import are swept at the start of the next one.
+are shared by content). Files left by a killed import are swept at the start of the next one
+(:mod:`services.content_store`); uploads from the browser are staged by :mod:`services.uploads`.
 Images whose content the project already has are skipped, so running the same import twice adds
 nothing.
 """
@@ -15,18 +16,16 @@ import csv
 import dataclasses
 import functools
 import logging
-import shutil
-import time
-import uuid
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image as PILImage
 
+from services import content_store, uploads
 from services.context import Studio
 from services.errors import UserError
 from services.formats.coco_masks import CocoDataset, load_coco, rasterize
@@ -40,7 +39,7 @@ from services.formats.label_studio import (
     read_export,
     read_results,
 )
-from services.import_sources import UPLOAD_IMAGES, ImageSource, open_sources, open_upload_sources
+from services.import_sources import ImageSource, open_sources, open_upload_sources
 from services.labeling import MAX_CLASSES, full_class_list, label_map_problem
 from services.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
 from storage import images as image_repo
@@ -49,7 +48,6 @@ from storage import projects as project_repo
 from storage.errors import ConcurrentChange, concurrent_changes
 from storage.files import (
     HEADER_BYTES,
-    IMAGE_SUFFIXES,
     ImageFileError,
     ImageMeta,
     header_size,
@@ -63,9 +61,6 @@ from storage.models import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 
-UPLOADS_DIR = "uploads"  # under the data dir: uploads staged until their import job has run
-STALE_UPLOAD_S = 86400.0  # a staged upload this old belongs to a job that never ran (cancelled, lost)
-ORPHAN_MIN_AGE_S = 3600.0  # an unreferenced stored file younger than this may belong to a running import
 
 _MASK_MODES = frozenset({"1", "L", "P", "I", "I;16"})  # "1": a 1-bit PNG, read as 0/1
 
@@ -292,7 +287,7 @@ def _scan_images(
     should_stop: StopFn,
 ) -> None:
     """Validate and store every image; fills the plan. Store paths this call wrote go in
-    ``created`` with the file's mtime then (see :func:`_discard_created`)."""
+    ``created`` with the file's mtime then (see :func:`services.content_store.discard_created`)."""
     origin_of: dict[str, str] = {}
     for i, source in enumerate(sources):
         if should_stop():
@@ -326,57 +321,6 @@ def _scan_images(
 
 def _reread(source: ImageSource, max_pixels: int) -> bytes:
     return _read_source(source, max_pixels)[0]
-
-
-def _discard_created(studio: Studio, created: dict[str, int]) -> None:
-    """Delete the files a failed import wrote, except those another writer uses meanwhile: a row
-    points to them (any project, checked after they are set aside) or a concurrent import
-    touched them since this one wrote them."""
-
-    def still_used(aside: dict[str, int]) -> set[str]:
-        with studio.Session.begin() as session:
-            referenced = image_repo.referenced_paths(session, aside)
-        return referenced | {r for r, mtime in aside.items() if mtime != created.get(r)}
-
-    removed = studio.images.remove_unused(created, still_used)
-    logger.debug("failed import: removed %d of the %d files it stored", len(removed), len(created))
-
-
-def sweep_unreferenced_files(studio: Studio, *, min_age_s: float = ORPHAN_MIN_AGE_S) -> int:
-    """Delete stored image files no row points to and nobody touched for ``min_age_s`` (left by
-    an import that was killed), and stale temporary files; returns how many image files went.
-    Safe while imports run: they touch the files they rely on (see :mod:`storage.files`)."""
-    cutoff = time.time_ns() - int(min_age_s * 1e9)
-    studio.images.leftover_temporaries(cutoff)
-    files = dict(studio.images.stored_files())
-    with studio.Session.begin() as session:
-        referenced = image_repo.referenced_paths(session)
-    candidates = [r for r, mtime in files.items() if mtime < cutoff and r not in referenced]
-    if not candidates:
-        return 0
-
-    def still_used(aside: dict[str, int]) -> set[str]:
-        with studio.Session.begin() as session:
-            now_referenced = image_repo.referenced_paths(session, aside)
-        return now_referenced | {r for r, mtime in aside.items() if mtime >= cutoff}
-
-    removed = studio.images.remove_unused(candidates, still_used)
-    if removed:
-        logger.info("removed %d stored image files no image row points to", len(removed))
-    return len(removed)
-
-
-def sweep_orphan_features(studio: Studio) -> int:
-    """Delete stored features of image contents that are no longer in the image store (a fill
-    that was computing while its image left); returns how many contents' features went."""
-    with_features = studio.features.contents()  # listed before the images: a feature written
-    stored = {Path(relpath).stem for relpath, _ in studio.images.stored_files()}  # later has its image
-    orphans = with_features - stored
-    for sha in orphans:
-        studio.features.remove_content(sha)
-    if orphans:
-        logger.info("removed the stored features of %d images no longer stored", len(orphans))
-    return len(orphans)
 
 
 def _plan_tags(path: Path, plan: _Plan, class_index: dict[str, int]) -> None:
@@ -599,8 +543,8 @@ def import_dataset(
     """Import the images of a folder or .zip into ``project`` (created if missing).
 
     With ``staged_upload`` (implied for any folder directly under ``<data dir>/uploads/``),
-    ``path`` is a folder made by :func:`stage_upload`: its images and zips are imported as one,
-    and the folder is deleted when the import ends, however it ends.
+    ``path`` is a folder made by :func:`services.uploads.stage_upload`: its images and zips are
+    imported as one, and the folder is deleted when the import ends, however it ends.
 
     Classes come from ``classes_file`` (one name per line; with ``has_background`` a "background"
     class is index 0 and line k is index k, without it line k (0-based) is index k) or, failing
@@ -614,15 +558,10 @@ def import_dataset(
     """
     labels = {"tags_csv": tags_csv, "masks_dir": masks_dir, "coco_json": coco_json,
               "label_studio_json": label_studio_json, "label_config": label_config}
-    if path is not None and (
-            staged_upload or Path(path).resolve().parent == (studio.data_dir / UPLOADS_DIR).resolve()):
-        staged = _staged_folder(studio, path)
-        try:
+    if path is not None and (staged_upload or uploads.is_staged(studio, path)):
+        with uploads.consumed(studio, path) as staged:
             return _import(studio, staged, project, classes_file, has_background, labels, max_pixels,
                            progress, should_stop, upload=True)
-        finally:
-            shutil.rmtree(staged, ignore_errors=True)
-            logger.debug("removed staged upload %s", staged.name)
     return _import(studio, None if path is None else Path(path), project, classes_file, has_background,
                    labels, max_pixels, progress, should_stop, upload=False)
 
@@ -671,8 +610,8 @@ def _import(
     report = ImportReport(project=project)
     plan = _Plan(classes=to_set, has_background=has_background)
     created: dict[str, int] = {}
-    sweep_unreferenced_files(studio)
-    sweep_orphan_features(studio)
+    content_store.sweep_unreferenced_files(studio)
+    content_store.sweep_orphan_features(studio)
     try:
         _existing_entries(studio, project, plan)
         with _sources(source, upload) as sources:
@@ -697,7 +636,7 @@ def _import(
                     f"project {project!r} changed while importing; nothing was imported, run it again"
                 ) from exc
     except BaseException:
-        _discard_created(studio, created)
+        content_store.discard_created(studio, created)
         raise
     progress(1.0, report.summary(), {})
     logger.info("import: %s", report.summary())
@@ -712,71 +651,3 @@ def _sources(source: Path | None, upload: bool) -> Iterator[list[ImageSource]]:
         return
     with (open_upload_sources if upload else open_sources)(source) as sources:
         yield sources
-
-
-def _unique_name(name: str, taken: set[str]) -> str:
-    """``name``, or ``stem-2.ext``, ``stem-3.ext``, ... if an earlier file of the upload has it."""
-    candidate, n = name, 1
-    while candidate.lower() in taken:
-        n += 1
-        candidate = f"{Path(name).stem}-{n}{Path(name).suffix}"
-    taken.add(candidate.lower())
-    return candidate
-
-
-def stage_upload(studio: Studio, files: Sequence[Path]) -> Path:
-    """Copy uploaded files into a fresh ``<data dir>/uploads/<id>/`` (they must outlive the
-    browser's upload cache until the import job has run) and return that folder: images under
-    names unique within the upload (a second ``a.jpg`` becomes ``a-2.jpg``), zips as they are.
-    Import it with ``import_dataset(..., staged_upload=True)``, which deletes it at the end."""
-    if not files:
-        raise UserError("choose some images or a .zip to upload first")
-    others = [p.name for p in files if p.suffix.lower() not in (*IMAGE_SUFFIXES, ".zip")]
-    if others:
-        raise UserError(f"not an image or a .zip: {', '.join(others[:5])}")
-    discard_stale_uploads(studio)
-    target = studio.data_dir / UPLOADS_DIR / uuid.uuid4().hex
-    (target / UPLOAD_IMAGES).mkdir(parents=True)
-    try:
-        image_names: set[str] = set()
-        zip_names: set[str] = set()
-        for path in files:
-            if path.suffix.lower() == ".zip":
-                shutil.copyfile(path, target / _unique_name(path.name, zip_names))
-            else:
-                shutil.copyfile(path, target / UPLOAD_IMAGES / _unique_name(path.name, image_names))
-    except OSError as exc:
-        shutil.rmtree(target, ignore_errors=True)
-        raise UserError(f"could not keep the uploaded files ({exc.strerror or type(exc).__name__})") from exc
-    return target
-
-
-def discard_upload(studio: Studio, staged: Path) -> None:
-    """Delete a staged upload whose import will not run (say, queueing it failed)."""
-    shutil.rmtree(_staged_folder(studio, staged), ignore_errors=True)
-
-
-def discard_stale_uploads(studio: Studio, *, older_than_s: float = STALE_UPLOAD_S) -> int:
-    """Delete staged uploads older than ``older_than_s`` (their job was cancelled while queued,
-    or its process was killed); returns how many."""
-    root = studio.data_dir / UPLOADS_DIR
-    cutoff = time.time() - older_than_s
-    removed = 0
-    for folder in root.glob("*") if root.is_dir() else ():
-        try:
-            if folder.is_dir() and folder.stat().st_mtime < cutoff:
-                shutil.rmtree(folder, ignore_errors=True)
-                removed += 1
-        except FileNotFoundError:
-            continue
-    return removed
-
-
-def _staged_folder(studio: Studio, path: str | Path) -> Path:
-    uploads = (studio.data_dir / UPLOADS_DIR).resolve()
-    staged = Path(path).resolve()
-    if staged.parent != uploads:
-        raise UserError("not a staged upload")
-    if not staged.is_dir():
-        raise UserError("the uploaded files are gone (the upload was cleaned up): upload them again")
-    return staged

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from services import features as feature_service
+from services.content_store import sweep_orphan_features, sweep_unreferenced_files
 from services.context import Studio
 from services.errors import UserError
-from services.importing import import_dataset, sweep_orphan_features, sweep_unreferenced_files
+from services.importing import import_dataset
 from services.progress import Cancelled
 from storage.files import sha256_bytes
 from tests.feature_support import FakeExtractor, FakeSpec, write_images

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from services.content_store import sweep_unreferenced_files
 from services.context import Studio
 from services.errors import UserError
-from services.importing import import_dataset, sweep_unreferenced_files
+from services.importing import import_dataset
 from storage import images as image_repo
 from storage.models import Image
 from tests.image_bytes import image_bytes, write

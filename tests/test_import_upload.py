@@ -15,7 +15,8 @@ from jobs import queue
 from jobs.views import get_job
 from services.context import Studio
 from services.errors import UserError
-from services.importing import UPLOADS_DIR, discard_stale_uploads, import_dataset, stage_upload
+from services.importing import import_dataset
+from services.uploads import UPLOADS_DIR, discard_stale_uploads, stage_upload
 from tests.image_bytes import image_bytes, write
 from tests.import_data import images_of, snapshot
 

@@ -21,7 +21,7 @@ from app.tabs.projects import project_summary
 from app.wiring import bind
 from jobs import submit
 from jobs.views import JobView, features_line, get_job
-from services import importing
+from services import uploads
 from services.context import Studio
 from services.errors import UserError
 from services.import_sources import check_server_path
@@ -63,11 +63,11 @@ def import_uploads(
     project; the job deletes its staged copy of the files when it ends."""
     if not project:
         raise UserError("choose or create a project first")
-    staged = importing.stage_upload(studio, _paths(files))
+    staged = uploads.stage_upload(studio, _paths(files))
     try:
         job = submit.submit_import(studio, staged, project)
     except BaseException:
-        importing.discard_upload(studio, staged)
+        uploads.discard_upload(studio, staged)
         raise
     logger.info("queued import job %d into %r", job.id, project)
     return (*import_status([job]), [job.id])
