@@ -25,7 +25,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from services.errors import UserError, environment_problem
-from services.exporting import FORMATS, SOURCES
+from services.exporting import SOURCES
+from services.formats.exporters import FORMATS
 from slrnet.config import DEVICES, MODES
 
 logger = logging.getLogger("launch")

@@ -33,6 +33,7 @@ from jobs.views import JobView, get_job, load_view
 from services import training_lock
 from services.errors import UserError
 from services.features import features_available
+from services.formats.exporters import get_exporter
 from services.lookups import resolve_project
 from services.train_plan import plan_training
 from slrnet.config import MODES
@@ -212,13 +213,12 @@ def submit_export(
 ) -> JobView:
     """Queue an export of the project's labels (see :func:`services.exporting.export_project`).
 
-    ``out`` defaults to ``<data dir>/exports/<project>-<job id>.json`` (COCO) or ``...-<job id>/``
-    (VOC); the job's ``result['out']`` says where it went.
+    ``out`` defaults to ``<data dir>/exports/<project>-<fmt>-<job id>`` plus the format's suffix
+    (``.json`` for COCO, none for VOC's folder); the job's ``result['out']`` says where it went.
     """
-    from services.exporting import FORMATS, SOURCES
+    from services.exporting import SOURCES
 
-    if fmt not in FORMATS:
-        raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    exporter = get_exporter(fmt)
     if source not in SOURCES:
         raise UserError(f"unknown label source {source!r}; choose one of {', '.join(SOURCES)}")
     queue.bind(studio)
@@ -230,7 +230,7 @@ def submit_export(
             folder = studio.data_dir / EXPORTS_DIR
             folder.mkdir(parents=True, exist_ok=True)
             stem = f"{_safe_name(row.name)}-{fmt}-{job_id}"
-            out = folder / (f"{stem}.json" if fmt == "coco" else stem)
+            out = folder / exporter.default_name(stem)
         params = dataclasses.replace(params, out=str(Path(out).expanduser().absolute()))
         job_rows.get_job(session, job_id).params = dataclasses.asdict(params)
     return _enqueue(studio, "export", job_id)

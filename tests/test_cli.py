@@ -18,7 +18,8 @@ import launch
 from services import training_lock
 from services.context import Studio
 from services.errors import UserError
-from services.exporting import FORMATS, SOURCES
+from services.exporting import SOURCES
+from services.formats.exporters import FORMATS
 from slrnet.config import DEVICES, MODES
 from storage import runs as run_repo
 from storage.models import TrainingRun, utcnow

@@ -18,7 +18,8 @@ from pycocotools.coco import COCO
 import launch
 from services.context import Studio
 from services.errors import UserError
-from services.exporting import export_project, results_path
+from services.exporting import export_project
+from services.formats.exporters import coco_results_path as results_path
 from services.progress import Cancelled
 from storage.images import add_image
 from storage.labels import put_mask, put_pseudo_label

@@ -19,7 +19,7 @@ from jobs import submit
 from jobs.views import JobView, get_job
 from services.context import Studio
 from services.errors import UserError
-from services.exporting import results_path
+from services.formats.exporters import EXPORTERS
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +30,9 @@ def download_paths(job: JobView) -> list[str] | None:
     path = download_path(job)
     if path is None:
         return None
-    files = [path]
-    results = results_path(path)
-    if path.suffix == ".json" and results.is_file():
-        files.append(results)
-    return [str(f) for f in files]
+    exporter = EXPORTERS.get(str(job.params.get("fmt")))
+    beside = exporter.beside(path) if exporter is not None and not exporter.folder else []
+    return [str(f) for f in (path, *beside) if f.is_file()]
 
 
 def download_path(job: JobView) -> Path | None:
