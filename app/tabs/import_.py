@@ -21,10 +21,10 @@ from app.tabs.projects import project_summary
 from app.wiring import bind
 from jobs import submit
 from jobs.views import JobView, features_line, get_job
-from services import uploads
 from services.context import Studio
 from services.errors import UserError
 from services.import_sources import check_server_path
+from services.uploads import discard_upload, stage_upload
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +63,11 @@ def import_uploads(
     project; the job deletes its staged copy of the files when it ends."""
     if not project:
         raise UserError("choose or create a project first")
-    staged = uploads.stage_upload(studio, _paths(files))
+    staged = stage_upload(studio, _paths(files))
     try:
         job = submit.submit_import(studio, staged, project)
     except BaseException:
-        uploads.discard_upload(studio, staged)
+        discard_upload(studio, staged)
         raise
     logger.info("queued import job %d into %r", job.id, project)
     return (*import_status([job]), [job.id])
