@@ -24,6 +24,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from jobs.runner import JobService
+from services.errors import UserError
 from services.progress import ProgressFn, StopFn
 from storage import jobs as job_rows
 from storage import runs as run_rows
@@ -279,7 +280,10 @@ def run_features(studio: Studio, job: Job, progress: ProgressFn, should_stop: St
     """Compute the stored features the project's images miss; makes way for training / predict."""
     features = _service("services.features")
     params: FeaturesParams = job_params(job)
-    spec = features.feature_spec(params.backbone, params.image_size)
+    try:
+        spec = features.feature_spec(params.backbone, params.image_size)
+    except UserError as exc:  # e.g. a backbone chosen in the Train tab that trains on images
+        return {"summary": f"nothing to compute: {exc}"}
     report = features.fill_project(studio, params.project_id, spec, device=params.device, progress=progress,
                                    should_stop=should_stop, should_pause=training_waits(studio))
     result = dataclasses.asdict(report)

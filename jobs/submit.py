@@ -27,6 +27,7 @@ from jobs.kinds import (
     PredictParams,
     TrainOptions,
     TrainParams,
+    job_params,
     kind_of,
 )
 from jobs.views import JobView, get_job, load_view
@@ -242,18 +243,18 @@ def submit_features(
 ) -> JobView | None:
     """Queue the computation of the stored features the project's images miss (see
     :func:`services.features.fill_project`; it makes way for training and prediction jobs). A
-    features job of the project already queued or running is returned instead of a second one;
-    None when this installation cannot compute features."""
+    features job of the project with the same settings already queued or running is returned
+    instead of a second one; None when this installation cannot compute features."""
     if not features_available():
         return None
     queue.bind(studio)
     with studio.Session.begin() as session:
         row = resolve_project(session, project)
         job_rows.lock_project_jobs(session, row.id)
-        active = job_rows.active_job(session, row.id, ("features",))
-        if active is not None:
-            return load_view(session, active.id)
         params = FeaturesParams(project_id=row.id, device=device, backbone=backbone, image_size=image_size)
+        for active in job_rows.list_jobs(session, row.id, job_rows.ACTIVE_STATUSES, limit=None):
+            if active.kind == "features" and job_params(active) == params:
+                return load_view(session, active.id)
         job_id = _add_job(session, params, row)
     return _enqueue(studio, "features", job_id)
 

@@ -126,6 +126,44 @@ def test_one_fill_per_project_at_a_time(studio: Studio, tmp_path: Path, fake: Fa
         queue.unbind()
     assert first.id == second.id and first.status == "queued"
     assert len(_jobs(studio, "features")) == 1
+    queue.bind(studio)
+    try:
+        other = submit_features(studio, "p", backbone="other")  # other settings: a job of its own
+        assert submit_features(studio, "p", backbone="other").id == other.id != first.id
+    finally:
+        queue.unbind()
+    assert len(_jobs(studio, "features")) == 2
+
+
+def test_choosing_another_backbone_in_the_train_tab_queues_its_features(
+        studio: Studio, tmp_path: Path, fake: FakeExtractor, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.tabs import train as train_tab
+    from services.errors import UserError
+
+    monkeypatch.setenv(feature_service.PREFILL_ENV, "0")
+    submit_import(studio, write_images(tmp_path / "src", 2), "p")
+    train_tab.prefill_features(studio, "p", "fakenet")
+    assert _jobs(studio, "features") == []  # switched off (the test suite's default)
+    monkeypatch.setenv(feature_service.PREFILL_ENV, "1")
+    train_tab.prefill_features(studio, None, "fakenet")
+    assert _jobs(studio, "features") == []
+    asked: list[str | None] = []
+
+    def spec_of(backbone: str | None = None, image_size: int | None = None) -> FakeSpec:
+        asked.append(backbone)
+        if backbone == "resnet50":
+            raise UserError("backbone 'resnet50' has no multi-level features")
+        return FakeSpec(backbone=backbone or "fake")
+
+    monkeypatch.setattr(feature_service, "feature_spec", spec_of)
+    train_tab.prefill_features(studio, "p", "fakenet")
+    [job] = _jobs(studio, "features")
+    assert job.status == "succeeded" and job.params["backbone"] == "fakenet" and asked == ["fakenet"]
+    assert feature_service.images_needing_features(studio, "p", FakeSpec(backbone="fakenet").key) == 0
+    train_tab.prefill_features(studio, "p", "resnet50")  # trains on images: nothing to store
+    done = _jobs(studio, "features")[0]
+    assert done.status == "succeeded" and done.result["summary"].startswith("nothing to compute: ")
+    train_tab.prefill_features(studio, "nope", "fakenet")  # a project gone meanwhile: quiet
 
 
 def test_no_fill_without_an_extractor(

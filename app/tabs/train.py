@@ -20,6 +20,7 @@ from jobs.views import JobView
 from services import review, train_plan
 from services.context import Studio
 from services.errors import UserError
+from services.features import prefill_enabled
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +115,17 @@ def start_training(
     job = submit.submit_train_on_my_labels(studio, project, mode=mode or "auto", **options)
     logger.info("queued training job %d for %r", job.id, project)
     return job_outputs(job)
+
+
+def prefill_features(studio: Studio, project: str | None, backbone: str | None) -> None:
+    """Another backbone was chosen: compute its stored features in the background while the user
+    goes on (quietly; a backbone that trains on images ends with nothing to compute)."""
+    if not project or not prefill_enabled():
+        return
+    try:
+        submit.submit_features(studio, project, backbone=backbone or None)
+    except UserError as exc:
+        logger.info("no feature computation for %r: %s", project, exc)
 
 
 def poll_training(studio: Studio, project: str | None, seen: tuple | None) -> dict[str, Any]:
@@ -217,6 +229,7 @@ def wire(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace) -> None:
     options = inputs(ui)
     for option in options[1:]:
         option.change(bind(plan_markdown, studio), options, [t.plan], show_progress="hidden")
+    t.backbone.change(bind(prefill_features, studio), [ui.project, t.backbone], None, show_progress="hidden")
     started = on(t.train_btn.click, start_training, options, views.train, studio)
     started.success(start_polling, None, [ui.timer])
     on(t.cancel.click, cancel_training, [ui.project], views.train, studio)
