@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image as PILImage
 
+from slrnet.config import IGNORE_INDEX
 from storage.label_maps import hex_to_rgb
-from storage.models import IGNORE_INDEX
 
 DISPLAY_MAX_SIDE = 1024
 

@@ -23,8 +23,8 @@ from PIL import Image as PILImage
 
 from app.overlay import color_lut, fit_size, resize_nearest
 from app.superpixels import encode_ids
+from slrnet.config import IGNORE_INDEX
 from storage.label_maps import hex_to_rgb
-from storage.models import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 

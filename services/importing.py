@@ -42,6 +42,7 @@ from services.formats.label_studio import (
 from services.import_sources import ImageSource, open_sources, open_upload_sources
 from services.labeling import MAX_CLASSES, full_class_list, label_map_problem
 from services.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
+from slrnet.config import IGNORE_INDEX
 from storage import images as image_repo
 from storage import labels as label_repo
 from storage import projects as project_repo
@@ -57,7 +58,6 @@ from storage.files import (
     storable_bytes,
 )
 from storage.label_maps import encode_label_png
-from storage.models import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 

@@ -41,12 +41,13 @@ from services.formats.label_studio import (
 )
 from services.importing import import_dataset
 from services.lookups import resolve_project
+from slrnet.config import IGNORE_INDEX
 from storage import images as image_repo
 from storage import labels as label_repo
 from storage import projects as project_repo
 from storage.files import sha256_bytes
 from storage.label_maps import decode_label_png
-from storage.models import IGNORE_INDEX, TrainingRun
+from storage.models import TrainingRun
 
 logger = logging.getLogger(__name__)
 

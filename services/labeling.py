@@ -15,13 +15,13 @@ from sqlalchemy.orm import Session
 from services.context import Studio
 from services.errors import UserError
 from services.lookups import image_in_project, resolve_image, resolve_project
+from slrnet.config import IGNORE_INDEX
 from storage import images as image_repo
 from storage import labels as label_repo
 from storage import projects as project_repo
 from storage.errors import StaleVersion
 from storage.label_maps import decode_label_png, is_hex_color
 from storage.models import (
-    IGNORE_INDEX,
     TAG_SOURCES,
     Image,
     Mask,

@@ -15,12 +15,13 @@ from services.context import Studio
 from services.errors import UserError
 from services.labeling import ImageInfo, ProjectInfo, image_info, project_info
 from services.lookups import image_in_project, resolve_image, resolve_project
+from slrnet.config import IGNORE_INDEX
 from storage import images as image_repo
 from storage import labels as label_repo
 from storage import runs as run_repo
 from storage.errors import StaleVersion
 from storage.images import ImageFilter
-from storage.models import IGNORE_INDEX, Image
+from storage.models import Image
 
 logger = logging.getLogger(__name__)
 

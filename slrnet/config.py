@@ -16,6 +16,9 @@ BackboneName = Literal["mobilenet_v2", "efficientnet_lite0", "efficientnet_lite2
                        "wideresnet38", "tiny"]
 BackgroundKind = Literal["auto", "constant", "explicit"]
 
+# The label value of an unknown pixel in every label map: unpainted in a mask, uncertain in a
+# pseudo-label, ignored by the losses and the metrics (class indices are 0..254).
+IGNORE_INDEX = 255
 MODES: tuple[str, ...] = ("wsss", "ssss", "ssss_tags")
 BACKBONES: tuple[str, ...] = ("mobilenet_v2", "efficientnet_lite0", "efficientnet_lite2", "resnet50",
                               "resnet101", "wideresnet38", "tiny")

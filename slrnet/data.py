@@ -20,7 +20,8 @@ import torchvision.transforms.v2 as T
 import torchvision.transforms.v2.functional as F
 from torch.utils.data import Dataset
 
-IGNORE_INDEX = 255
+from slrnet.config import IGNORE_INDEX
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

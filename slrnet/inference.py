@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slrnet.config import InferenceConfig, ModelConfig
-from slrnet.data import IGNORE_INDEX, image_to_tensor, normalize
+from slrnet.config import IGNORE_INDEX, InferenceConfig, ModelConfig
+from slrnet.data import image_to_tensor, normalize
 from slrnet.pamr import PAMR
 from slrnet.train import config_from_dict, load_checkpoint, model_from_checkpoint
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from slrnet.pseudo_labels import IGNORE_INDEX
+from slrnet.config import IGNORE_INDEX
 
 
 def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:

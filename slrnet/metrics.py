@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-IGNORE_INDEX = 255
+from slrnet.config import IGNORE_INDEX
 
 
 def _flat(x: np.ndarray | torch.Tensor) -> torch.Tensor:

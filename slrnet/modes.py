@@ -47,9 +47,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from slrnet import losses as L
-from slrnet.config import LossWeights, ModelConfig
+from slrnet.config import IGNORE_INDEX, LossWeights, ModelConfig
 from slrnet.pamr import PAMR
-from slrnet.pseudo_labels import IGNORE_INDEX, make_pseudo_labels
+from slrnet.pseudo_labels import make_pseudo_labels
 
 
 @dataclass(frozen=True)

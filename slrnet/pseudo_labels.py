@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-IGNORE_INDEX = 255
+from slrnet.config import IGNORE_INDEX
 
 
 @torch.no_grad()

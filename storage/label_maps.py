@@ -12,7 +12,7 @@ import re
 import numpy as np
 from PIL import Image as PILImage
 
-from storage.models import IGNORE_INDEX
+from slrnet.config import IGNORE_INDEX
 
 IGNORE_COLOR = "#ffffff"
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")

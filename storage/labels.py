@@ -19,9 +19,10 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from slrnet.config import IGNORE_INDEX
 from storage.errors import StaleVersion
 from storage.label_maps import decode_label_png, encode_label_png
-from storage.models import IGNORE_INDEX, Image, ImageTag, Mask, PseudoLabel, TrainingRun, utcnow
+from storage.models import Image, ImageTag, Mask, PseudoLabel, TrainingRun, utcnow
 
 MaskVersion = tuple[int, int]  # (mask id, version): which mask and which save of it
 NO_MASK: MaskVersion = (0, 0)  # "the image has no mask" as an expected version

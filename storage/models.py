@@ -33,8 +33,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-IGNORE_INDEX = 255
-
 TAG_SOURCES = ("human", "model")
 MASK_SOURCES = ("human", "accepted")  # accepted = a pseudo-label the user accepted as-is
 JOB_KINDS = ("import", "train", "predict", "export")

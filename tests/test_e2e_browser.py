@@ -29,7 +29,7 @@ import pytest
 
 from services import browse, labeling, review
 from services.context import Studio
-from storage.models import IGNORE_INDEX
+from slrnet.config import IGNORE_INDEX
 from tests.conftest import REPO_ROOT
 from tests.ui_support import project_images
 

@@ -16,9 +16,10 @@ from services import label_studio as ls
 from services.context import Studio
 from services.formats.label_studio import labelling_config
 from services.formats.label_studio_rle import decode_mask, encode_mask
+from slrnet.config import IGNORE_INDEX
 from storage.images import all_images
 from storage.labels import put_pseudo_label
-from storage.models import IGNORE_INDEX, TrainingRun
+from storage.models import TrainingRun
 from storage.projects import get_project_by_name, list_classes
 from tests.image_bytes import image_bytes
 from tests.label_studio_support import project_labels

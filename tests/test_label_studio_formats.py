@@ -23,9 +23,10 @@ from services.formats.label_studio import (
 )
 from services.formats.label_studio_rle import RleError, decode_mask, decode_values, encode_mask, encode_values
 from services.importing import import_dataset
+from slrnet.config import IGNORE_INDEX
 from storage.images import all_images
 from storage.labels import put_mask, put_pseudo_label, set_tags
-from storage.models import IGNORE_INDEX, TrainingRun
+from storage.models import TrainingRun
 from storage.projects import get_project_by_name, list_classes
 from tests.image_bytes import image_bytes
 from tests.label_studio_support import project_labels

@@ -6,11 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from slrnet.config import IGNORE_INDEX
 from slrnet.heads import StochasticGate, class_scores
 from slrnet.losses import balanced_ce, code_consistency, keep_max, masked_ce
 from slrnet.low_rank import LowRankReconstruction, init_dictionary
 from slrnet.pamr import PAMR
-from slrnet.pseudo_labels import IGNORE_INDEX, make_pseudo_labels
+from slrnet.pseudo_labels import make_pseudo_labels
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import slrnet.train as train_mod
-from slrnet.config import ModelConfig, TrainConfig
-from slrnet.data import IGNORE_INDEX, Augmentation, Sample, TrainSet
+from slrnet.config import IGNORE_INDEX, ModelConfig, TrainConfig
+from slrnet.data import Augmentation, Sample, TrainSet
 from slrnet.model import build_model
 from slrnet.train import (
     TrainingStopped,

@@ -21,7 +21,7 @@ from app.tabs import tag as tag_tab
 from jobs import queue
 from services import labeling
 from services.context import Studio
-from storage.models import IGNORE_INDEX
+from slrnet.config import IGNORE_INDEX
 from tests.ui_support import PROJECT, image_ids, make_project, publish_pseudo_labels, write_images
 
 

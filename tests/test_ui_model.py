@@ -22,7 +22,7 @@ from jobs import queue
 from jobs.views import get_job
 from services import labeling
 from services.context import Studio
-from storage.models import IGNORE_INDEX
+from slrnet.config import IGNORE_INDEX
 from tests.ui_support import image_ids, make_project, publish_pseudo_labels
 
 

@@ -26,8 +26,8 @@ from app.painter import (
     editor_document,
 )
 from app.superpixels import encode_ids, superpixels
+from slrnet.config import IGNORE_INDEX
 from storage.label_maps import default_palette, hex_to_rgb
-from storage.models import IGNORE_INDEX
 
 CLASSES = [(0, "background", "#000000"), (1, "cat", "#800000"), (2, "dog", "#008000")]
 

@@ -21,7 +21,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from services.errors import UserError
-from storage.models import IGNORE_INDEX
+from slrnet.config import IGNORE_INDEX
 
 
 @dataclass(frozen=True)

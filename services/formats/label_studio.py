@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from services.formats.label_studio_rle import RleError, decode_mask, encode_mask
-from storage.models import IGNORE_INDEX
+from slrnet.config import IGNORE_INDEX
 
 BACKGROUND = "background"
 SHA_KEY = "slrnet_sha256"  # our task data field: the image's content hash, for exact matching

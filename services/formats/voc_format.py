@@ -15,6 +15,8 @@ from pathlib import Path, PurePath
 import numpy as np
 from PIL import Image
 
+from slrnet.config import IGNORE_INDEX
+
 IGNORE_COLOR = (224, 224, 192)  # VOC's "void" colour
 CLASSES_FILE = "classes.txt"
 
@@ -24,7 +26,7 @@ def label_file_name(image_name: str) -> str:
     return PurePath(image_name.replace("\\", "/")).stem + ".png"
 
 
-def build_palette(colors: Mapping[int, str], ignore_index: int = 255) -> list[int]:
+def build_palette(colors: Mapping[int, str], ignore_index: int = IGNORE_INDEX) -> list[int]:
     """A 768-entry Pillow palette: ``colors`` maps class index -> "#rrggbb"; others are black."""
     palette = [0] * 768
     for index, color in colors.items():
