@@ -2,8 +2,9 @@
 
 Two queues, so a quick import or export never waits behind hours of training:
 
-* ``compute`` — training and prediction. Consumed by the app's embedded consumer (``serve``,
-  unless ``--no-worker``) and by every ``launch.py worker``, e.g. one per GPU machine.
+* ``compute`` — training, prediction and the feature store's fill. Consumed by the app's embedded
+  consumer (``serve``, unless ``--no-worker``) and by every ``launch.py worker``, e.g. one per GPU
+  machine.
 * ``local`` — imports and exports. They read uploads and write downloads on the app machine, so
   only the app's embedded consumer runs them.
 

@@ -34,7 +34,7 @@ class JobView:
     """
 
     id: int
-    kind: str  # import | train | predict | export
+    kind: str  # import | train | predict | export | features
     title: str  # e.g. "Train on my labels" (see jobs.kinds.KINDS)
     project: str | None  # project name
     status: str  # queued | running | succeeded | failed | cancelled | interrupted

@@ -46,7 +46,8 @@ logger = logging.getLogger(__name__)
 
 FEATURES_DIR = "features"
 SUFFIX = ".feat"
-STALE_TMP_S = 3600.0  # a temporary file this old was left by a killed writer
+STALE_TMP_S = 3600.0
+RESCAN_S = 60.0  # a temporary file this old was left by a killed writer
 MAGIC = b"SLRFEAT1"
 _LENGTHS = struct.Struct("<IQ")  # header length, payload length
 _CRC = struct.Struct("<I")
@@ -164,7 +165,10 @@ class FeatureStore:
             raise ValueError("the feature store cap cannot be negative")
         self.root = Path(root)
         self.cap_bytes = int(cap_bytes)
-        self._written_since_scan: int | None = None  # bytes this instance wrote since it last scanned
+        # the store's size at the last scan plus what this instance wrote since; rescanned at
+        # least every RESCAN_S, so the writes of other processes count against the cap too
+        self._known_bytes: int | None = None
+        self._scanned_at = 0.0
 
     def path_for(self, sha256: str, spec_key: str) -> Path:
         """Where the entry of (content, spec) lives (whether or not it is there)."""
@@ -204,11 +208,13 @@ class FeatureStore:
         propagates and leaves nothing behind."""
         data = encode(sha256, spec_key, features)
         write_atomic(self.path_for(sha256, spec_key), data)
-        if self._written_since_scan is None:
-            self._written_since_scan = self._scan_bytes()
+        now = time.monotonic()
+        if self._known_bytes is None or now - self._scanned_at > RESCAN_S:
+            self._known_bytes = self._scan_bytes()  # other processes' writes count too
+            self._scanned_at = now
         else:
-            self._written_since_scan += len(data)
-        if self._written_since_scan > self.cap_bytes:
+            self._known_bytes += len(data)
+        if self._known_bytes > self.cap_bytes:
             self.evict()
         return len(data)
 
@@ -294,7 +300,8 @@ class FeatureStore:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
                     freed += size
-            self._written_since_scan = total - freed
+            self._known_bytes = total - freed
+            self._scanned_at = time.monotonic()
         if freed:
             logger.info("feature store: evicted %s of least recently used features (cap %s)",
                         megabytes(freed), megabytes(cap))

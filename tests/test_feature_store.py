@@ -221,3 +221,22 @@ def test_stale_temporaries_are_cleaned_by_eviction(tmp_path: Path) -> None:
     store.evict()
     assert not stale.exists() and fresh.exists() and store.has(sha(0), SPEC)
     assert store.usage().entries == 1  # temporaries are not entries
+
+
+def test_the_cap_counts_what_other_processes_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import storage.feature_store as module
+
+    one = len(encode(sha(0), SPEC, feats(0)))
+    a = FeatureStore(tmp_path, cap_bytes=4 * one)
+    b = FeatureStore(tmp_path, cap_bytes=4 * one)
+    a.put(sha(0), SPEC, feats(0))
+    a.put(sha(1), SPEC, feats(1))
+    for i in (2, 3, 4):  # b's first write scans the store: 5 entries, one over the cap
+        b.put(sha(i), SPEC, feats(i))
+    assert a.usage().entries == 4
+    b.put(sha(5), SPEC, feats(5))  # b counts its own writes: one over again
+    assert a.usage().entries == 4
+    monkeypatch.setattr(module, "RESCAN_S", 0.0)
+    b.put(sha(6), SPEC, feats(6))
+    a.put(sha(7), SPEC, feats(7))  # a has not scanned since its first write: it rescans now
+    assert a.usage().entries == 4 and a.usage().bytes <= a.cap_bytes
