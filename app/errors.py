@@ -9,7 +9,7 @@ from typing import ParamSpec, TypeVar
 
 import gradio as gr
 
-from services.errors import UserError
+from services.errors import UserError, user_message
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +18,9 @@ R = TypeVar("R")
 
 
 def shows_user_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Wrap a handler so a :class:`UserError` becomes a ``gr.Error`` (a toast; outputs unchanged)."""
+    """Wrap a handler so a :class:`UserError` becomes a ``gr.Error`` (a toast; outputs unchanged),
+    and any other failure the line :func:`services.errors.user_message` gives (its traceback in
+    the log; a database driver's text never reaches the browser)."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -27,5 +29,10 @@ def shows_user_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except UserError as exc:
             logger.info("%s: %s", fn.__name__, exc)
             raise gr.Error(str(exc), print_exception=False) from exc
+        except gr.Error:
+            raise
+        except Exception as exc:
+            logger.exception("%s failed", fn.__name__)
+            raise gr.Error(user_message(exc), print_exception=False) from exc
 
     return wrapper

@@ -2,8 +2,8 @@
 
 :func:`run_job` claims a queued job (queued -> running), hands the service a ``progress`` callback
 and a ``should_stop`` check wired to the job row, keeps a heartbeat while it runs, and stores how it
-ended: succeeded (with the service's result dict), cancelled, or failed (a :class:`UserError`'s
-text as-is; any other exception as ``Type: message``, with its traceback in the log).
+ended: succeeded (with the service's result dict), cancelled, or failed (the line
+:func:`services.errors.user_message` gives, never a driver's SQL; the traceback goes to the log).
 
 Progress is written at most every ``write_interval_s``; nothing is lost in between because the
 reporter keeps the whole metrics dict (with the loss curve) in memory and writes it whole. Every
@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from services.errors import UserError
+from services.errors import UserError, user_message
 from services.progress import Cancelled, ProgressFn, StopFn
 from storage import jobs as job_rows
 from storage import runs as run_rows
@@ -80,14 +80,6 @@ def reset_shutdown() -> None:
 def worker_name() -> str:
     """This process as the ``jobs.worker`` column names it: ``host:pid``."""
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def describe_error(exc: BaseException) -> str:
-    """The message a failed job shows: a UserError's text as-is, else ``Type: message``."""
-    if isinstance(exc, UserError):
-        return str(exc)
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def curve_point(fraction: float, metrics: dict[str, Any]) -> dict[str, Any] | None:
@@ -303,7 +295,7 @@ def _run_claimed(
         else:
             status, message = "cancelled", str(exc) or "cancelled"
     except Exception as exc:
-        error = describe_error(exc)
+        error = user_message(exc)
         if isinstance(exc, UserError):
             logger.info("job %d failed: %s", job.id, error)
         else:

@@ -6,7 +6,8 @@ Bad input raises :class:`UserError` and changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,8 @@ from storage.models import (
     Project,
     utcnow,
 )
+
+logger = logging.getLogger(__name__)
 
 BACKGROUND = "background"
 MAX_CLASSES = IGNORE_INDEX  # indices 0..254; 255 is the ignore value
@@ -109,6 +112,8 @@ def full_class_list(class_names: Sequence[str], has_background: bool) -> list[st
         names.insert(0, BACKGROUND)
     seen: set[str] = set()
     for n in names:
+        if any(ch < " " or "\x7f" <= ch <= "\x9f" for ch in n):
+            raise UserError(f"class name {n[:40]!r} has control characters")
         if n in seen:
             raise UserError(f"class {n!r} is listed twice")
         if len(n) > 200:
@@ -192,31 +197,113 @@ def get_project(studio: Studio, project: int | str) -> ProjectInfo:
         return project_info(session, resolve_project(session, project))
 
 
+REMOVED_LABELS = ("unknown", "background")  # what the pixels of a removed class become
+
+
+@dataclass(frozen=True)
+class ClassEdit:
+    """How a new class list relates to the old one: which old class each new line is (``keep``,
+    class ids, None = a new class), and which classes are renamed or removed."""
+
+    keep: tuple[int | None, ...]
+    renamed: tuple[tuple[str, str], ...]  # (old name, new name)
+    removed: tuple[ClassInfo, ...]
+
+
+def plan_class_edit(
+    old: Sequence[ClassInfo], new_names: Sequence[str], renames: Mapping[str, str] | None = None
+) -> ClassEdit:
+    """Match the new class list to the old classes: by name, plus ``renames`` (old -> new name).
+
+    Without ``renames``, a list as long as the old one whose new names replace as many vanished
+    ones is read as those lines edited in place: the k-th vanished class (in the old order) is
+    renamed to the k-th new name. Any other vanished class is removed."""
+    by_name = {c.name: c for c in old}
+    renames = dict(renames or {})
+    for before, after in renames.items():
+        if before not in by_name:
+            raise UserError(f"cannot rename {before!r}: the project has no such class")
+        if after not in new_names:
+            raise UserError(f"{before!r} is renamed to {after!r}, which the new class list lacks")
+    if not renames and len(new_names) == len(old):
+        vanished = [c.name for c in old if c.name not in new_names]
+        appeared = [n for n in new_names if n not in by_name]
+        if vanished and len(vanished) == len(appeared):
+            renames = dict(zip(vanished, appeared, strict=True))
+    target = {after: by_name[before] for before, after in renames.items()}
+    keep = tuple(
+        target[n].id if n in target else by_name[n].id if n in by_name and n not in renames else None
+        for n in new_names
+    )
+    kept = {k for k in keep if k is not None}
+    removed = tuple(c for c in old if c.id not in kept)
+    renamed = tuple((before, after) for before, after in renames.items() if before != after)
+    return ClassEdit(keep, renamed, removed)
+
+
 def set_classes(
     studio: Studio,
     project: int | str,
     class_names: Sequence[str],
     colors: Sequence[str | None] | None = None,
+    *,
+    renames: Mapping[str, str] | None = None,
+    removed_labels: str | None = None,
 ) -> ProjectInfo:
-    """Rename, recolour or add classes (``class_names`` as in :func:`create_project`).
+    """Rename, reorder, recolour, add or remove classes (``class_names`` as in :func:`create_project`).
 
-    Classes that labels use cannot be removed: with masks or pseudo-labels, none can; otherwise
-    those some tag refers to.
+    A class is who it was whatever its line or name (see :func:`plan_class_edit`): its tags stay
+    attached, and when indices move every mask and pseudo-label is rewritten so each pixel keeps
+    its class. Removing a class that labels use needs ``removed_labels``: its tags are deleted and
+    its pixels become unknown (``"unknown"``) or background (``"background"``); without it the
+    edit is refused and nothing changes. A model trained before the edit cannot predict after it.
     """
-    with studio.Session.begin() as session:
-        row = resolve_project(session, project)
-        names = full_class_list(class_names, row.has_background)
-        colors = _check_colors(colors, len(class_names))
-        if colors is not None and len(names) > len(class_names):
-            colors = [None, *colors]
-        used = project_repo.max_used_class_index(session, row.id)
-        if len(names) <= used:
-            raise UserError(
-                f"cannot remove classes in use: labels use class indices up to {used}, "
-                f"the new list has {len(names)} classes"
-            )
-        project_repo.set_classes(session, row, names, colors)
-        return project_info(session, row)
+    if removed_labels is not None and removed_labels not in REMOVED_LABELS:
+        raise UserError(f"a removed class's labels become one of {REMOVED_LABELS}, got {removed_labels!r}")
+    try:
+        with studio.Session.begin() as session:
+            row = resolve_project(session, project)
+            names = full_class_list(class_names, row.has_background)
+            colors = _check_colors(colors, len(class_names))
+            if colors is not None and len(names) > len(class_names):
+                colors = [None, *colors]
+            old = project_info(session, row).classes
+            edit = plan_class_edit(old, names, renames)
+            lut = _class_lut(old, edit, removed_labels, row.has_background)
+            if edit.removed and removed_labels is None:
+                used = project_repo.classes_with_tags(session, [c.id for c in edit.removed])
+                if label_repo.label_maps_use(session, row.id, {c.index for c in edit.removed}):
+                    used = {c.id for c in edit.removed}
+                if used:
+                    raise UserError(_removal_question(old, used))
+            project_repo.set_classes(session, row, names, colors, keep=edit.keep)
+            if not np.array_equal(lut, np.arange(256)):
+                label_repo.remap_label_maps(session, row.id, lut)
+            for before, after in edit.renamed:
+                logger.info("project %r: class %r renamed to %r", row.name, before, after)
+            return project_info(session, row)
+    except StaleVersion as exc:
+        raise UserError("a mask of the project was saved while the classes changed; nothing "
+                        "was changed: save the classes again") from exc
+
+
+def _class_lut(old: Sequence[ClassInfo], edit: ClassEdit, removed_labels: str | None,
+               has_background: bool) -> np.ndarray:
+    """``lut[old index] = new index`` for label maps; removed classes to unknown or background."""
+    if removed_labels == "background" and not has_background:
+        raise UserError("this project has no background class: the removed classes' pixels can only "
+                        "become unknown")
+    lut = np.arange(256, dtype=np.uint8)
+    new_index = {class_id: i for i, class_id in enumerate(edit.keep) if class_id is not None}
+    for c in old:
+        lut[c.index] = new_index.get(c.id, 0 if removed_labels == "background" else IGNORE_INDEX)
+    return lut
+
+
+def _removal_question(old: Sequence[ClassInfo], used: set[int]) -> str:
+    names = ", ".join(repr(c.name) for c in old if c.id in used)
+    return (f"class(es) {names} still label images: say what their labels become when removed "
+            f"(their tags are deleted; their pixels become {' or '.join(REMOVED_LABELS)})")
 
 
 TAGS_CHANGED = (

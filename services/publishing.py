@@ -72,6 +72,9 @@ def predict(
         predictor = Predictor.from_checkpoint(checkpoint, config=config, device=torch_device)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
+    if predictor.class_names != [c.name for c in classes]:  # its outputs would mean other classes
+        raise UserError(f"the classes of project {proj.name!r} changed since model version {version} "
+                        "was trained; train again before predicting")
     background = 1 if predictor.model_config.has_background else 0
     logger.info("job %s: pseudo-labels of %d image(s) with model version %d", job_id, len(todo), version)
     for done, (image_id, path, tag_indices) in enumerate(todo):

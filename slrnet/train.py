@@ -141,12 +141,16 @@ def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int,
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, then rename."""
+    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, then rename.
+
+    Written through a Python file, so a full disk raises ``OSError(ENOSPC)`` (``torch.save`` to a
+    path raises a RuntimeError about stream positions instead)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        torch.save(state, tmp)
+        with tmp.open("wb") as f:
+            torch.save(state, f)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

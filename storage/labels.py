@@ -181,6 +181,56 @@ def delete_mask(session: Session, image_id: int, *, expected: MaskVersion | None
     return bool(result.rowcount)
 
 
+def label_maps_use(session: Session, project_id: int, indices: Iterable[int]) -> bool:
+    """Whether a mask or pseudo-label of the project has a pixel of one of these class indices
+    (one label map in memory at a time)."""
+    wanted = np.zeros(256, dtype=bool)
+    wanted[list(indices)] = True
+    if not wanted.any():
+        return False
+    in_project = select(Image.id).where(Image.project_id == project_id)
+    for table in (Mask, PseudoLabel):
+        for row_id in session.scalars(select(table.id).where(table.image_id.in_(in_project))).all():
+            png = session.scalar(select(table.png).where(table.id == row_id))
+            if wanted[decode_label_png(png)].any():
+                return True
+    return False
+
+
+def remap_label_maps(session: Session, project_id: int, lut: np.ndarray) -> tuple[int, int]:
+    """Rewrite the project's masks and pseudo-labels (of every run) through ``lut``: a pixel of
+    value ``v`` becomes ``lut[v]`` (256 ``uint8`` entries). A mask left with no labelled pixel is
+    deleted; a changed mask gets a new version, compare-and-set (:class:`StaleVersion` when it was
+    saved meanwhile). One label map in memory at a time. Returns ``(masks, pseudo-labels)``
+    changed."""
+    in_project = select(Image.id).where(Image.project_id == project_id)
+    masks = pseudo = 0
+    for mask_id in session.scalars(select(Mask.id).where(Mask.image_id.in_(in_project))).all():
+        mask = session.get(Mask, mask_id)
+        assert mask is not None
+        old = decode_label_png(mask.png)
+        new = lut[old]
+        if not np.array_equal(old, new):
+            if (new == IGNORE_INDEX).all():
+                delete_mask(session, mask.image_id, expected=mask_version(mask))
+            else:
+                put_mask(session, mask.image_id, new, source=mask.source, expected=mask_version(mask))
+            masks += 1
+        if mask in session:
+            session.expunge(mask)  # its PNG bytes go with it
+    for row_id in session.scalars(select(PseudoLabel.id).where(PseudoLabel.image_id.in_(in_project))).all():
+        row = session.get(PseudoLabel, row_id)
+        assert row is not None
+        old = decode_label_png(row.png)
+        new = lut[old]
+        if not np.array_equal(old, new):
+            row.png = encode_label_png(new)
+            session.flush()
+            pseudo += 1
+        session.expunge(row)
+    return masks, pseudo
+
+
 def current_run_id(session: Session, project_id: int) -> int | None:
     """The project's current model version: its most recently published run, or None."""
     return session.scalars(

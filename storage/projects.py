@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import exists, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storage.label_maps import default_color
-from storage.models import ClassLabel, Image, ImageTag, Mask, Project, PseudoLabel, TrainingRun
+from storage.models import ClassLabel, ImageTag, Project
 
 
 def create_project(session: Session, name: str, *, has_background: bool = True) -> Project:
@@ -43,31 +43,49 @@ def list_classes(session: Session, project_id: int) -> list[ClassLabel]:
     )
 
 
-def set_classes(
-    session: Session, project: Project, names: Sequence[str], colors: Sequence[str | None] | None = None
-) -> list[ClassLabel]:
-    """Make ``names[i]`` the class with index ``i`` (colour ``colors[i]`` or the default colour).
+RENAMING_PREFIX = "\x1f"  # starts the names of classes mid-rename: no class name has control characters
 
-    Rows of existing indices are updated in place (their tags stay attached), new indices are added
-    and indices beyond ``len(names)`` are deleted. With ``project.has_background`` index 0 is the
-    background class. The caller validates names (unique, non-empty) and colours.
+
+def set_classes(
+    session: Session,
+    project: Project,
+    names: Sequence[str],
+    colors: Sequence[str | None] | None = None,
+    *,
+    keep: Sequence[int | None] | None = None,
+) -> list[ClassLabel]:
+    """Make ``names[i]`` the class with index ``i`` (colour ``colors[i]``, else its own or the
+    default colour).
+
+    ``keep[i]`` is the id of the existing class that becomes ``names[i]`` (renamed or moved as
+    needed; its tags stay attached), None for a new class; by default an existing class keeps its
+    row when its name is listed. Existing classes not kept are deleted with their tags. Label maps
+    are not touched: remap them with :func:`storage.labels.remap_label_maps`. With
+    ``project.has_background`` index 0 is the background class. The caller validates names
+    (unique, non-empty, no control characters) and colours.
     """
     colors = list(colors) if colors is not None else [None] * len(names)
-    existing = {c.index: c for c in list_classes(session, project.id)}
-    for index in sorted(i for i in existing if i >= len(names)):
-        session.delete(existing.pop(index))
-    # Rename through unique placeholders first: swapping two names must not collide midway.
-    renamed = [c for c in existing.values() if c.name != names[c.index]]
-    for c in renamed:
-        c.name = f"\x00renaming-{c.index}"
+    existing = {c.id: c for c in list_classes(session, project.id)}
+    if keep is None:
+        by_name = {c.name: c.id for c in existing.values()}
+        keep = [by_name.get(name) for name in names]
+    kept = {class_id for class_id in keep if class_id is not None}
+    for class_id in set(existing) - kept:
+        session.delete(existing.pop(class_id))
+    session.flush()
+    # Move every changing row aside first: a swap of names or indices must not collide midway.
+    moving = [existing[c] for i, c in enumerate(keep)
+              if c is not None and (existing[c].index != i or existing[c].name != names[i])]
+    for row in moving:
+        row.index, row.name = -row.id, f"{RENAMING_PREFIX}{row.id}"
     session.flush()
     result = []
-    for index, name in enumerate(names):
-        row = existing.get(index)
+    for index, (name, class_id) in enumerate(zip(names, keep, strict=True)):
+        row = existing[class_id] if class_id is not None else None
         if row is None:
-            row = ClassLabel(project_id=project.id, index=index)
+            row = ClassLabel(project_id=project.id)
             session.add(row)
-        row.name = name
+        row.index, row.name = index, name
         row.color = colors[index] or (row.color if row.color else default_color(index))
         row.is_background = project.has_background and index == 0
         result.append(row)
@@ -76,21 +94,8 @@ def set_classes(
     return result
 
 
-def max_used_class_index(session: Session, project_id: int) -> int:
-    """The largest class index that tags refer to, or -1; masks/pseudo-labels count as using all."""
-    labelled = session.scalar(
-        select(
-            exists().where(Mask.image_id == Image.id, Image.project_id == project_id)
-            | exists().where(PseudoLabel.run_id == TrainingRun.id, TrainingRun.project_id == project_id)
-        )
-    )
-    if labelled:
-        return len(list_classes(session, project_id)) - 1
-    used = session.scalars(
-        select(ClassLabel.index)
-        .join(ImageTag, ImageTag.class_id == ClassLabel.id)
-        .where(ClassLabel.project_id == project_id)
-        .order_by(ClassLabel.index.desc())
-        .limit(1)
-    ).first()
-    return -1 if used is None else used
+def classes_with_tags(session: Session, class_ids: Sequence[int]) -> set[int]:
+    """Those of ``class_ids`` that some tag (human or model) refers to."""
+    if not class_ids:
+        return set()
+    return set(session.scalars(select(ImageTag.class_id).where(ImageTag.class_id.in_(class_ids)).distinct()))

@@ -184,7 +184,7 @@ def test_a_full_disk_while_training_is_one_line_and_the_run_failed(
 
     monkeypatch.setattr(slrnet_train, "save_checkpoint", full)
     assert launch.main(["train", *tagged, *TRAIN]) == 2
-    assert "No space left on device: " in _one_line_error(capsys)
+    assert "error: the disk is full" in _one_line_error(capsys)
     [(_, status, _)] = _runs(tagged)
     assert status == "failed"
 

@@ -54,20 +54,23 @@ def test_create_project_rejects_bad_input(studio: Studio, kwargs: dict, match: s
     assert [p.name for p in labeling.list_projects(studio)] == ["coco"]
 
 
-def test_set_classes_renames_and_refuses_to_drop_used_classes(studio: Studio) -> None:
+def test_set_classes_renames_and_asks_before_dropping_used_classes(studio: Studio) -> None:
     project = labeling.create_project(studio, "p", ["cat", "dog", "bird"])
     image = _add_images(studio, project.id, 1)[0]
-    labeling.set_image_tags(studio, image, [project.classes[2].id])  # dog
-    renamed = labeling.set_classes(studio, "p", ["kitten", "puppy", "bird", "fish"], ["#010203"] * 4)
-    assert [c.name for c in renamed.classes] == ["background", "kitten", "puppy", "bird", "fish"]
+    dog = project.classes[2].id
+    labeling.set_image_tags(studio, image, [dog])
+    renamed = labeling.set_classes(studio, "p", ["kitten", "puppy", "budgie", "fish"], ["#010203"] * 4,
+                                   renames={"cat": "kitten", "dog": "puppy", "bird": "budgie"})
+    assert [c.name for c in renamed.classes] == ["background", "kitten", "puppy", "budgie", "fish"]
+    assert renamed.classes[2].id == dog and labeling.get_image_tags(studio, image) == [dog]
     assert renamed.classes[1].color == "#010203" and renamed.classes[0].color == "#000000"
-    assert labeling.set_classes(studio, "p", ["kitten", "puppy"]).classes[-1].name == "puppy"
-    with pytest.raises(UserError, match="cannot remove classes in use"):
+    assert labeling.set_classes(studio, "p", ["kitten", "puppy"]).classes[-1].name == "puppy"  # unused
+    with pytest.raises(UserError, match="'puppy' still label images"):
         labeling.set_classes(studio, "p", ["kitten"])
-    labeling.save_mask(studio, image, np.zeros((3, 4), np.uint8))
-    with pytest.raises(UserError, match="cannot remove classes in use"):
-        labeling.set_classes(studio, project.id, ["kitten"])  # masks pin every class
     assert [c.name for c in labeling.get_project(studio, "p").classes] == ["background", "kitten", "puppy"]
+    kept = labeling.set_classes(studio, "p", ["kitten"], removed_labels="unknown")
+    assert kept.classes[-1].name == "kitten"
+    assert labeling.get_image_tags(studio, image) == []
     with pytest.raises(UserError, match="no project"):
         labeling.set_classes(studio, "missing", ["a"])
 

@@ -51,14 +51,15 @@ def test_projects_and_classes(studio: Studio) -> None:
         cat_id = classes[1].id
         image_id = _images(session, project, 1)[0]
         label_repo.add_tags(session, image_id, [cat_id])
-        # Swap two names and add a class: rows keep their ids (and tags), no unique clash midway.
+        # Swap two lines and add a class: each class keeps its row (and tags) by name, no unique
+        # clash midway.
         project_repo.set_classes(session, project, ["background", "dog", "cat", "bird"],
                                  [None, "#123456", None, None])
         classes = project_repo.list_classes(session, project.id)
         assert [(c.name, c.color) for c in classes] == [
-            ("background", "#000000"), ("dog", "#123456"), ("cat", "#008000"), ("bird", "#808000")
+            ("background", "#000000"), ("dog", "#123456"), ("cat", "#800000"), ("bird", "#808000")
         ]
-        assert classes[1].id == cat_id and label_repo.get_tag_class_ids(session, image_id) == [cat_id]
+        assert classes[2].id == cat_id and label_repo.get_tag_class_ids(session, image_id) == [cat_id]
         project_repo.set_classes(session, project, ["background"])
         assert len(project_repo.list_classes(session, project.id)) == 1
         assert session.query(ImageTag).count() == 0  # the removed class's tags went with it
