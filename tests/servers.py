@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from services.context import Studio
+
 EXTRAS = "pip install -r requirements-extras.txt"
 
 
@@ -109,3 +111,21 @@ def redis_url() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.multimachine)]
+
+
+@pytest.fixture(params=BACKENDS)
+def any_studio(request: pytest.FixtureRequest, tmp_path: Path,
+               monkeypatch: pytest.MonkeyPatch) -> Iterator[Studio]:
+    """A fresh Studio on SQLite, and again on a database of the real PostgreSQL server (marked
+    ``multimachine``; the module must also expose the ``postgres`` fixture)."""
+    monkeypatch.delenv("SLRNET_DATABASE_URL", raising=False)
+    url = None
+    if request.param == "postgresql":
+        server: Postgres = request.getfixturevalue("postgres")
+        url = server.createdb(f"studio_{abs(hash(request.node.nodeid)) % 10**9}")
+    studio = Studio.open(tmp_path / "data", database_url=url)
+    yield studio
+    studio.close()

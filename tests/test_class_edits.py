@@ -5,36 +5,19 @@ become."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from services import labeling
 from services.context import Studio
 from services.errors import UserError
+from slrnet.config import IGNORE_INDEX
 from storage import images as image_repo
 from storage import labels as label_repo
 from storage import runs as run_repo
-from storage.models import IGNORE_INDEX
 from tests import servers
 
-postgres = servers.postgres  # the fixture
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.multimachine)]
-
-
-@pytest.fixture(params=BACKENDS)
-def any_studio(request: pytest.FixtureRequest, tmp_path: Path,
-               monkeypatch: pytest.MonkeyPatch) -> Iterator[Studio]:
-    monkeypatch.delenv("SLRNET_DATABASE_URL", raising=False)
-    url = None
-    if request.param == "postgresql":
-        server: servers.Postgres = request.getfixturevalue("postgres")
-        url = server.createdb(f"classes_{abs(hash(request.node.name)) % 10**8}")
-    studio = Studio.open(tmp_path / "data", database_url=url)
-    yield studio
-    studio.close()
+postgres, any_studio = servers.postgres, servers.any_studio  # the fixtures
 
 
 def _labelled(studio: Studio) -> tuple[dict[str, int], list[int]]:

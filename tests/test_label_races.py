@@ -5,12 +5,10 @@ unconditional tag saves never leave the union of several savers' tags."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import pytest
 
 from services import labeling
 from services.context import Studio
@@ -18,23 +16,9 @@ from services.errors import UserError
 from storage import images as image_repo
 from tests import servers
 
-postgres = servers.postgres  # the fixture
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.multimachine)]
+postgres, any_studio = servers.postgres, servers.any_studio  # the fixtures
 THREADS = 8
 ROUNDS = 4
-
-
-@pytest.fixture(params=BACKENDS)
-def any_studio(request: pytest.FixtureRequest, tmp_path: Path,
-               monkeypatch: pytest.MonkeyPatch) -> Iterator[Studio]:
-    monkeypatch.delenv("SLRNET_DATABASE_URL", raising=False)
-    url = None
-    if request.param == "postgresql":
-        server: servers.Postgres = request.getfixturevalue("postgres")
-        url = server.createdb(f"races_{abs(hash(request.node.name)) % 10**8}")
-    studio = Studio.open(tmp_path / "data", database_url=url)
-    yield studio
-    studio.close()
 
 
 def _image(studio: Studio, width: int = 6, height: int = 4) -> tuple[labeling.ProjectInfo, int]:
