@@ -210,6 +210,28 @@ def test_reading_while_another_evicts(tmp_path: Path) -> None:
     assert evictor.usage().entries == 0
 
 
+def _evict_and_refill(root: str, rounds: int) -> None:
+    writer, evictor = FeatureStore(root, cap_bytes=10**9), FeatureStore(root, cap_bytes=0)
+    for _ in range(rounds):
+        evictor.evict()
+        for i in range(10):
+            writer.put(sha(i), SPEC, feats(i, size=32))
+
+
+def test_reading_while_another_process_evicts_and_refills(tmp_path: Path) -> None:
+    expected = {sha(i): feats(i, size=32)["s1/l1"].astype(np.float16) for i in range(10)}
+    proc = multiprocessing.get_context("spawn").Process(target=_evict_and_refill, args=(str(tmp_path), 20))
+    reader = FeatureStore(tmp_path, cap_bytes=10**9)
+    proc.start()
+    while proc.is_alive():
+        for h, want in expected.items():
+            got = reader.get(h, SPEC)  # a whole entry, or none: never a torn or stale-length one
+            assert got is None or np.array_equal(got["s1/l1"], want)
+    proc.join()
+    assert proc.exitcode == 0
+    assert reader.usage().entries == 10  # the last refill is whole
+
+
 def test_stale_temporaries_are_cleaned_by_eviction(tmp_path: Path) -> None:
     store = FeatureStore(tmp_path, cap_bytes=10**9)
     store.put(sha(0), SPEC, feats(0))

