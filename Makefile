@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 EXTRAS_STAMP := $(VENV)/.installed-extras
 
-.PHONY: run test lint bench clean
+.PHONY: run test test-label-studio lint bench clean
 
 $(STAMP): requirements.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -37,8 +37,18 @@ test: $(STAMP) $(EXTRAS_STAMP)
 	  || echo "note: postgresql could not be installed; the multimachine tests will be skipped"
 	$(PY) -m pytest
 
+# Label Studio (PyPI label-studio, its own virtualenv: its pins clash with ours) for the slow test
+# against the real thing; installed only when missing (about 2.5 minutes), the test about 4.5.
+LS_VENV ?= .venv-ls
+$(LS_VENV)/.installed:
+	$(PYTHON) -m venv $(LS_VENV) && timeout 900 $(LS_VENV)/bin/pip install --quiet label-studio "sentry-sdk<3" \
+	  && touch $@ || echo "note: label-studio could not be installed; its test will be skipped"
+
+test-label-studio: $(STAMP) $(LS_VENV)/.installed
+	$(PY) -m pytest -m label_studio tests/test_label_studio_real.py
+
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LS_VENV) .pytest_cache .ruff_cache
