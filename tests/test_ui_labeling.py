@@ -396,3 +396,26 @@ def test_returning_to_the_paint_tab_keeps_unsaved_strokes(studio: Studio, projec
         studio, project, image_ids(studio)["img1.png"], None, opened["session"]
     )
     assert other["session"]["image_id"] == image_ids(studio)["img1.png"]
+
+
+def test_server_folder_import_of_a_label_studio_export(studio: Studio, tmp_path: Path,
+                                                       immediate_jobs: None) -> None:
+    from app.tabs import export as export_tab
+
+    labeling.create_project(studio, PROJECT, ["cat", "dog"])
+    folder = write_images(tmp_path / "photos", 2)[0].parent
+    export = tmp_path / "ls.json"
+    choices = {"from_name": "tags", "to_name": "image", "type": "choices", "value": {"choices": ["dog"]}}
+    export.write_text(json.dumps([{"id": 1, "data": {"image": "/data/upload/1/abcdef12-img1.png"},
+                                   "annotations": [{"id": 3, "result": [choices]}]}]))
+    studio.import_roots = (tmp_path.resolve(),)
+    status, _, _ = import_tab.import_folder(studio, PROJECT, str(folder), "", "", "", "", str(export))
+    assert "succeeded" in status
+    assert labeling.image_counts(studio, PROJECT)["tagged"] == 1
+    shown = export_tab.start_export(studio, "label-studio", PROJECT, "best")
+    names = sorted(Path(p).name for p in shown["download"])
+    assert names[0].endswith(".json") and names[1].endswith("_config.xml")
+    tasks = json.loads(Path(sorted(shown["download"])[0]).read_text())
+    tagged = {t["data"]["slrnet_name"]: t["annotations"][0]["result"][0]["value"]["choices"]
+              for t in tasks if "annotations" in t}
+    assert tagged == {"img1.png": ["dog"]} and len(tasks) == 2

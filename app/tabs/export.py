@@ -1,4 +1,5 @@
-"""Export screen: COCO / VOC buttons; the finished export becomes a download (VOC zipped)."""
+"""Export screen: COCO / VOC / Label Studio buttons; the finished export becomes a download (VOC
+zipped)."""
 
 from __future__ import annotations
 
@@ -58,7 +59,8 @@ def download_path(job: JobView) -> Path | None:
 def start_export(
     studio: Studio, fmt: str, project: str | None, source: str
 ) -> dict[str, Any]:
-    """Queue an export as ``fmt`` ("coco" / "voc"); the download shows once it has finished."""
+    """Queue an export as ``fmt`` ("coco" / "voc" / "label-studio"); the download shows once it has
+    finished."""
     if not project:
         raise UserError("choose a project first")
     job = submit.submit_export(studio, project, fmt=fmt, source=source or "best")
@@ -105,6 +107,7 @@ def build() -> SimpleNamespace:
         with gr.Row():
             coco_btn = gr.Button("Export COCO (JSON, RLE masks)", variant="primary", elem_id="export-coco")
             voc_btn = gr.Button("Export VOC (zip of PNGs)", elem_id="export-voc")
+            label_studio_btn = gr.Button("Export Label Studio (tasks JSON)", elem_id="export-label-studio")
         status = gr.Markdown(elem_id="export-status")
         progress = gr.HTML(elem_id="export-progress")
         download = gr.File(label="Download", interactive=False, file_count="multiple", elem_id="download")
@@ -122,7 +125,7 @@ def wire(studio: Studio, ui: SimpleNamespace) -> None:
         "job": e.job,
         "seen": e.seen,
     }
-    for button, fmt in ((e.coco_btn, "coco"), (e.voc_btn, "voc")):
+    for button, fmt in ((e.coco_btn, "coco"), (e.voc_btn, "voc"), (e.label_studio_btn, "label-studio")):
         started = on(
             button.click, start_export, [ui.project, e.source], outputs, studio, fmt
         )

@@ -89,6 +89,7 @@ def import_folder(
     tags_csv: str | None,
     masks_dir: str | None,
     coco_json: str | None,
+    label_studio_json: str | None = None,
 ) -> tuple[str, str, list[int]]:
     """Queue an import of a folder (or .zip) on the server, with optional label files: only from
     under the server's import roots (``studio.import_roots``; none: the UI hides this)."""
@@ -104,6 +105,7 @@ def import_folder(
         tags_csv=_server_path(studio, tags_csv, "tags CSV"),
         masks_dir=_server_path(studio, masks_dir, "masks folder"),
         coco_json=_server_path(studio, coco_json, "COCO file"),
+        label_studio_json=_server_path(studio, label_studio_json, "Label Studio export"),
     )
     return (*import_status([job]), [job.id])
 
@@ -151,6 +153,7 @@ def build(server_folders: bool) -> SimpleNamespace:
                     tags_csv = gr.Textbox(label="Tags CSV (image,tags with ; between tags)")
                     masks_dir = gr.Textbox(label="Masks folder (PNG class indices, 255 = unknown)")
                     coco_json = gr.Textbox(label="COCO instances JSON")
+                    label_studio_json = gr.Textbox(label="Label Studio JSON export (tasks with annotations)")
                 folder_btn = gr.Button("Import folder", elem_id="import-folder-btn")
         if not server_folders:
             gr.Markdown(
@@ -173,7 +176,8 @@ def wire(studio: Studio, ui: SimpleNamespace) -> None:
         (
             imp.folder_btn,
             import_folder,
-            [ui.project, imp.folder, imp.classes_file, imp.tags_csv, imp.masks_dir, imp.coco_json],
+            [ui.project, imp.folder, imp.classes_file, imp.tags_csv, imp.masks_dir, imp.coco_json,
+             imp.label_studio_json],
         ),
     ):
         # one click, one import: the buttons are disabled at once (in the browser) until it is queued,
