@@ -101,12 +101,13 @@ def build_backbone(name: str, output_stride: int, pretrained: bool, weights_path
     return BACKBONES[name](output_stride, pretrained, weights_path)
 
 
-def build_level_backbone(name: str) -> Backbone:
-    """The undilated, pretrained, frozen (eval, no gradients) backbone whose `levels` feed the
-    feature store. ValueError for a backbone without multi-level features or without weights."""
+def build_level_backbone(name: str, pretrained: bool = True, weights_path: str | None = None) -> Backbone:
+    """The undilated, frozen (eval, no gradients) backbone whose `levels` feed the feature store
+    and the light head (ImageNet weights unless ``pretrained`` is False: a checkpoint brings its
+    own). ValueError for a backbone without multi-level features."""
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; known: {sorted(BACKBONES)}")
-    net = BACKBONES[name](UNDILATED, True, None)
+    net = BACKBONES[name](UNDILATED, pretrained, weights_path)
     if not net.level_channels:
         raise ValueError(f"backbone {name!r} has no multi-level features")
     net.requires_grad_(False)

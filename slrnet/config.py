@@ -15,6 +15,7 @@ Mode = Literal["wsss", "ssss", "ssss_tags"]
 BackboneName = Literal["mobilenet_v2", "efficientnet_lite0", "efficientnet_lite2", "resnet50", "resnet101",
                        "wideresnet38", "tiny"]
 BackgroundKind = Literal["auto", "constant", "explicit"]
+HeadKind = Literal["paper", "light"]
 
 # The label value of an unknown pixel in every label map: unpainted in a mask, uncertain in a
 # pseudo-label, ignored by the losses and the metrics (class indices are 0..254).
@@ -64,6 +65,13 @@ class ModelConfig:
         low_rank_temperature: temperature of the code softmax (1.0 in the paper).
         gate_rate: stochastic-gate rate (0.3, as in 1-Stage).
         pamr_iters, pamr_dilations: PAMR refinement of pseudo-labels.
+        head: "paper" (`slrnet.model.SLRNet`: backbone + ASPP decoder + GCI head, trained on
+            images) or "light" (`slrnet.light_head.LightSLRNet`: the frozen backbone's stored
+            multi-level features + 1x1 projections, trained on `slrnet.feature_data` batches;
+            `backbone` must have levels, `output_stride` and the freeze flags are moot).
+        feature_image_size, feature_views: the `slrnet.features.FeatureSpec` a light head trains
+            on (longer side of view "s1" in px; the views stored per image).
+        head_dropout: dropout before the light head's classifiers.
     """
 
     num_classes: int
@@ -85,8 +93,14 @@ class ModelConfig:
     gate_rate: float = 0.3
     pamr_iters: int = 10
     pamr_dilations: tuple[int, ...] = (1, 2, 4, 8, 12, 24)
+    head: HeadKind = "paper"
+    feature_image_size: int = 320
+    feature_views: tuple[str, ...] = ("s1", "s1f", "s0.5", "s0.5f")
+    head_dropout: float = 0.1
 
     def __post_init__(self) -> None:
+        if self.head not in ("paper", "light"):
+            raise ValueError(f"head must be paper or light, got {self.head!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.output_stride not in (8, 16):

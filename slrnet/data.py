@@ -28,8 +28,23 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 ArraySource = np.ndarray | Callable[[], np.ndarray]
 
 
+class Labels:
+    """What a training sample says about its labels (its ``tags`` and ``mask`` fields)."""
+
+    tags: np.ndarray | None
+    mask: object | None
+
+    @property
+    def has_tags(self) -> bool:
+        return self.tags is not None
+
+    @property
+    def has_mask(self) -> bool:
+        return self.mask is not None
+
+
 @dataclass(frozen=True)
-class Sample:
+class Sample(Labels):
     """One training image.
 
     ``image``: (H, W, 3) uint8 RGB, or a zero-argument loader returning it (kept lazy so a
@@ -42,14 +57,6 @@ class Sample:
     image: ArraySource
     tags: np.ndarray | None = None
     mask: ArraySource | None = None
-
-    @property
-    def has_tags(self) -> bool:
-        return self.tags is not None
-
-    @property
-    def has_mask(self) -> bool:
-        return self.mask is not None
 
 
 def _load(src: ArraySource) -> np.ndarray:

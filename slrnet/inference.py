@@ -21,7 +21,7 @@ from torch import nn
 from slrnet.config import IGNORE_INDEX, InferenceConfig, ModelConfig
 from slrnet.data import image_to_tensor, normalize
 from slrnet.pamr import PAMR
-from slrnet.train import config_from_dict, load_checkpoint, model_from_checkpoint
+from slrnet.train import config_from_dict, input_size, load_checkpoint, model_from_checkpoint
 
 SIZE_MULTIPLE = 16
 
@@ -56,7 +56,7 @@ class Predictor:
         state = load_checkpoint(Path(path))
         model_config = config_from_dict(ModelConfig, state["model_config"])
         return cls(model_from_checkpoint(state), model_config, state["class_names"], config=config,
-                   device=device, default_size=int(state["train_config"]["image_size"]))
+                   device=device, default_size=input_size(model_config, state["train_config"]))
 
     @property
     def num_classes(self) -> int:

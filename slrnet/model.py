@@ -32,9 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from slrnet.backbones import Backbone, build_backbone
+from slrnet.backbones import Backbone, build_backbone, build_level_backbone
 from slrnet.config import ModelConfig
 from slrnet.heads import AuxHead, Decoder, SegmentationHead, class_scores
+from slrnet.light_head import LightHead, LightSLRNet
 from slrnet.low_rank import LowRankReconstruction, init_dictionary
 
 
@@ -185,8 +186,16 @@ class SLRNet(nn.Module):
         }
 
 
-def build_model(cfg: ModelConfig) -> SLRNet:
-    """Build SLRNet from a `ModelConfig` (loads backbone weights when `cfg.pretrained`)."""
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """Build SLRNet from a `ModelConfig` (loads backbone weights when `cfg.pretrained`): the
+    paper's model, or with ``cfg.head == "light"`` the light head on stored features
+    (`slrnet.light_head.LightSLRNet`)."""
+    if cfg.head == "light":
+        levels = build_level_backbone(cfg.backbone, cfg.pretrained, cfg.backbone_weights)
+        head = LightHead(levels.level_channels, cfg.num_classes, cfg.constant_background,
+                         channels=cfg.feature_channels, low_rank_iters=cfg.low_rank_iters,
+                         low_rank_temperature=cfg.low_rank_temperature, dropout=cfg.head_dropout)
+        return LightSLRNet(levels, head)
     backbone = build_backbone(cfg.backbone, cfg.output_stride, cfg.pretrained, cfg.backbone_weights)
     if cfg.freeze_backbone:
         backbone.requires_grad_(False)

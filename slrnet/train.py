@@ -28,6 +28,8 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from slrnet.config import ModelConfig, TrainConfig
 from slrnet.data import Augmentation, Sample, TrainSet
+from slrnet.feature_data import FeatureSample, FeatureTrainSet
+from slrnet.light_head import LightSLRNet
 from slrnet.modes import compute_losses, pseudo_labels_active
 
 logger = logging.getLogger(__name__)
@@ -187,6 +189,14 @@ def config_from_dict(cls: type[C], data: dict[str, Any]) -> C:
     return cls(**kwargs)
 
 
+def input_size(model_config: ModelConfig, train_config: dict[str, Any]) -> int:
+    """The longer image side a trained model predicts at by default: the training crop, or for a
+    light head the size its stored features were computed at."""
+    if model_config.head == "light":
+        return model_config.feature_image_size
+    return int(train_config["image_size"])
+
+
 def model_from_checkpoint(state: dict[str, Any]) -> nn.Module:
     """The model described by a checkpoint, weights loaded, in eval mode, on CPU."""
     from slrnet.model import build_model
@@ -201,15 +211,23 @@ def model_from_checkpoint(state: dict[str, Any]) -> nn.Module:
 # --- the loop -----------------------------------------------------------------------------------
 
 
+def train_outputs(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The two-view training outputs of a batch: `SLRNet.forward_train(batch["image"])`, or for a
+    light head (`ModelConfig.head == "light"`) `LightSLRNet.forward_train(batch)`."""
+    if isinstance(model, LightSLRNet):
+        return model.forward_train(batch)
+    return model.forward_train(batch["image"])
+
+
 class _TrainForward(nn.Module):
-    """Routes ``forward`` to ``forward_train`` so DDP sees (and synchronises) the two-view pass."""
+    """Routes ``forward`` to the two-view pass so DDP sees (and synchronises) it."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, images: torch.Tensor) -> dict[str, Any]:
-        return self.model.forward_train(images)
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        return train_outputs(self.model, batch)
 
 
 def train_one_epoch(
@@ -226,7 +244,7 @@ def train_one_epoch(
     progress: ProgressCallback | None = None,
     should_stop: StopCheck | None = None,
 ) -> dict[str, float]:
-    """One pass over ``loader``; returns the mean of every loss term. ``step_model(images)`` must
+    """One pass over ``loader``; returns the mean of every loss term. ``step_model(batch)`` must
     return the two-view training outputs (a :class:`_TrainForward`, possibly inside DDP)."""
     step_model.train()
     use_pseudo = pseudo_labels_active(epoch, train_config.warmup_epochs)
@@ -240,7 +258,7 @@ def train_one_epoch(
             raise TrainingStopped(epoch)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
-            outs = step_model(batch["image"])
+            outs = step_model(batch)
             losses = compute_losses(model_config, outs, batch, use_pseudo, weights=train_config.loss_weights,
                                     feature_resolution=train_config.feature_resolution_losses)
         optimizer.zero_grad(set_to_none=True)
@@ -291,7 +309,7 @@ def seconds_per_image(model: nn.Module, samples: Sequence[Sample], *, model_conf
                 break
             start = time.perf_counter()
             batch = {k: v.to(device) for k, v in batch.items()}
-            outs = probe.forward_train(batch["image"])
+            outs = train_outputs(probe, batch)
             losses = compute_losses(model_config, outs, batch, pseudo_labels,
                                     weights=train_config.loss_weights,
                                     feature_resolution=train_config.feature_resolution_losses)
@@ -334,7 +352,15 @@ def make_loader(dataset: TrainSet, cfg: TrainConfig, epoch: int) -> DataLoader:
                       generator=torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, 1)))
 
 
-def build_train_set(samples: Sequence[Sample], model_config: ModelConfig, cfg: TrainConfig) -> TrainSet:
+def build_train_set(samples: Sequence[Sample] | Sequence[FeatureSample], model_config: ModelConfig,
+                    cfg: TrainConfig) -> TrainSet | FeatureTrainSet:
+    """The augmented training set: image crops of ``image_size`` px (`TrainSet`), or for a light
+    head crops of stored features of ``image_size / 4`` stride-4 cells (`FeatureTrainSet`, samples
+    are `FeatureSample`)."""
+    if model_config.head == "light":
+        return FeatureTrainSet(samples, model_config.num_classes, model_config.feature_views,  # type: ignore[arg-type]
+                               crop=max(1, cfg.image_size // 4), scale=cfg.crop_scale,
+                               has_background=model_config.has_background, mask_repeat=cfg.mask_repeat)
     augmentation = Augmentation(size=cfg.image_size, scale=cfg.crop_scale, flip=True, jitter=cfg.color_jitter)
     return TrainSet(samples, model_config.num_classes, augmentation,
                     has_background=model_config.has_background, mask_repeat=cfg.mask_repeat)

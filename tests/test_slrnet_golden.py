@@ -42,14 +42,17 @@ CONFIGS: dict[str, dict[str, Any]] = {
                       separable_head=False, freeze_low=False, freeze_backbone=False,
                       view_scale=0.5, view_flip=True,
                       low_rank_iters=1, low_rank_temperature=1.0, gate_rate=0.3, pamr_iters=3,
-                      pamr_dilations=(1, 2)),
+                      pamr_dilations=(1, 2), head="paper", feature_image_size=320,
+                      feature_views=("s1", "s1f", "s0.5", "s0.5f"), head_dropout=0.1),
     # the CPU-sized head: depthwise-separable convs, tags + masks, learnt background, frozen stride 4
     "separable_head": dict(num_classes=4, mode="ssss_tags", backbone="tiny", pretrained=False,
                            backbone_weights=None, output_stride=8, has_background=True,
                            background="explicit", feature_channels=16, separable_head=True,
                            freeze_low=True, freeze_backbone=False, view_scale=0.5,
                            view_flip=False, low_rank_iters=2,
-                           low_rank_temperature=0.5, gate_rate=0.3, pamr_iters=3, pamr_dilations=(1, 2)),
+                           low_rank_temperature=0.5, gate_rate=0.3, pamr_iters=3, pamr_dilations=(1, 2),
+                           head="paper", feature_image_size=320, feature_views=("s1", "s1f", "s0.5", "s0.5f"),
+                           head_dropout=0.1),
 }
 LOSS_WEIGHTS = dict(cls=1.0, mask_consistency=4.0, code_consistency=4.0, pseudo=1.0, mask_ce=1.0, aux=0.4)
 
