@@ -160,7 +160,7 @@ def masks_and_coco(tmp: Path) -> dict[str, Any]:
     _base(tmp)
     (tmp / "m").mkdir()
     return {"masks_dir": tmp / "m", "coco_json": write(tmp / "i.json", b"{}"),
-            "match": "either a masks folder or"}
+            "match": "give one of a masks folder, a COCO file or a Label Studio export"}
 
 
 def labels_without_classes(tmp: Path) -> dict[str, Any]:
