@@ -84,6 +84,7 @@ class ImportOptions:
     label_studio_json: str | None = None
     label_config: str | None = None
     max_pixels: int | None = None
+    within: tuple[str, ...] = ()  # folders every file read must resolve under (the UI's import roots)
 
 
 @dataclass(frozen=True)

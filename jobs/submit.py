@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -168,10 +169,12 @@ def submit_import(
     label_studio_json: str | Path | None = None,
     label_config: str | Path | None = None,
     max_pixels: int | None = None,
+    within: Sequence[str | Path] = (),
 ) -> JobView:
     """Queue an import of a folder or .zip of images (and labels) into ``project``, created if
-    missing (see :func:`services.importing.import_dataset`). The files must stay where they are until
-    the job has run; the app's own consumer runs imports."""
+    missing (see :func:`services.importing.import_dataset`; ``within``: the folders every file read
+    must resolve under). The files must stay where they are until the job has run; the app's own
+    consumer runs imports."""
     source = Path(path).expanduser().absolute()
     if not source.exists():
         raise UserError(f"import path {source} does not exist")
@@ -187,6 +190,7 @@ def submit_import(
         label_studio_json=_path_or_none(label_studio_json),
         label_config=_path_or_none(label_config),
         max_pixels=max_pixels,
+        within=tuple(str(Path(root)) for root in within),
     )
     queue.bind(studio)
     with studio.Session.begin() as session:

@@ -77,6 +77,15 @@ def check_server_path(roots: Sequence[Path], value: str, what: str) -> Path:
     return resolved
 
 
+def confine(path: Path, within: Sequence[Path], origin: str) -> Path:
+    """``path`` when ``within`` is empty or it resolves (symbolic links followed) under one of
+    those folders; else a :class:`UserError`: a link inside an import root must not reach files
+    outside it."""
+    if within and not any(path.resolve().is_relative_to(root) for root in within):
+        raise UserError(f"{origin}: links to a file outside the import roots; not read")
+    return path
+
+
 def _skipped(parts: tuple[str, ...]) -> bool:
     return any(p.startswith(".") or p in _SKIPPED_DIRS for p in parts)
 
@@ -87,8 +96,9 @@ def _check_suffix(name: str, origin: str) -> None:
         raise UserError(f"{origin}: not an image file (supported: {supported})")
 
 
-def _folder_sources(root: Path, shown: str | None = None) -> list[ImageSource]:
-    """``shown``: what messages call the folder instead of its path (an upload's staging folder)."""
+def _folder_sources(root: Path, shown: str | None = None, within: Sequence[Path] = ()) -> list[ImageSource]:
+    """``shown``: what messages call the folder instead of its path (an upload's staging folder);
+    ``within``: see :func:`confine`."""
     sources = []
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
@@ -96,6 +106,7 @@ def _folder_sources(root: Path, shown: str | None = None) -> list[ImageSource]:
             continue
         origin = str(path) if shown is None else f"{shown}{rel.as_posix()}"
         _check_suffix(path.name, origin)
+        confine(path, within, origin)
         sources.append(
             ImageSource(name=path.name, origin=origin, size=path.stat().st_size,
                         open=lambda p=path: p.open("rb"))
@@ -150,14 +161,16 @@ def _zip_sources(archive: Path, zf: zipfile.ZipFile, shown: str | None = None) -
 
 
 @contextmanager
-def open_sources(path: Path) -> Iterator[list[ImageSource]]:
+def open_sources(path: Path, within: Sequence[Path] = ()) -> Iterator[list[ImageSource]]:
     """The image files of a folder or a .zip (readable while the context is open).
 
     Hidden files and folders (and ``__MACOSX``) are skipped; any other file that is not named like
-    an image is a :class:`UserError`, as are unsafe archive entries and an empty source.
+    an image is a :class:`UserError`, as are unsafe archive entries, an empty source and, with
+    ``within``, a file that resolves outside those folders.
     """
+    confine(path, within, str(path))
     if path.is_dir():
-        sources = _folder_sources(path)
+        sources = _folder_sources(path, within=within)
         if not sources:
             raise UserError(f"no images found in {path}")
         yield sources

@@ -18,7 +18,7 @@ import functools
 import logging
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +39,7 @@ from services.formats.label_studio import (
     read_export,
     read_results,
 )
-from services.import_sources import ImageSource, open_sources, open_upload_sources
+from services.import_sources import ImageSource, confine, open_sources, open_upload_sources
 from services.labeling import MAX_CLASSES, full_class_list, label_map_problem
 from services.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
 from slrnet.config import IGNORE_INDEX
@@ -126,10 +126,12 @@ class _Plan:
     by_name: dict[str, _Entry] = field(default_factory=dict)  # every name (incl. duplicates' names)
 
 
-def _existing_path(path: str | Path | None, what: str, *, is_dir: bool = False) -> Path | None:
+def _existing_path(path: str | Path | None, what: str, *, is_dir: bool = False,
+                   within: Sequence[Path] = ()) -> Path | None:
     if path is None:
         return None
     p = Path(path).expanduser()
+    confine(p, within, f"{what} {p}")
     if not p.exists():
         raise UserError(f"{what} {p} does not exist")
     if is_dir and not p.is_dir():
@@ -256,7 +258,13 @@ def _read_source(source: ImageSource, max_pixels: int) -> tuple[bytes, ImageMeta
     try:
         with source.open() as f:
             head = f.read(HEADER_BYTES)
-        width, height = header_size(head, max_pixels=max_pixels)
+            try:
+                width, height = header_size(head, max_pixels=max_pixels)
+            except ImageFileError:
+                if len(head) < HEADER_BYTES:
+                    raise
+                f.seek(0)  # metadata over HEADER_BYTES, a TIFF directory at the end: read on
+                width, height = header_size(f, max_pixels=max_pixels)
         limit = max_file_bytes(width, height)
         if source.size > limit:
             raise UserError(
@@ -363,9 +371,11 @@ def _load_mask(path: Path, entry: _Entry, num_classes: int) -> np.ndarray:
 
 
 def _plan_masks(
-    masks_dir: Path, plan: _Plan, report: ImportReport, num_classes: int, progress: ProgressFn
+    masks_dir: Path, plan: _Plan, report: ImportReport, num_classes: int, progress: ProgressFn,
+    within: Sequence[Path] = (),
 ) -> None:
-    files = {p.stem: p for p in sorted(masks_dir.iterdir()) if p.suffix.lower() == ".png" and p.is_file()}
+    files = {p.stem: confine(p, within, str(p)) for p in sorted(masks_dir.iterdir())
+             if p.suffix.lower() == ".png" and p.is_file()}
     todo = [(n, e) for n, e in plan.by_name.items() if e.in_import and Path(n).stem in files]
     if not todo:
         raise UserError(
@@ -391,6 +401,7 @@ def _plan_coco(
     coco: CocoDataset, plan: _Plan, report: ImportReport, classes: list[str], has_background: bool,
     progress: ProgressFn,
 ) -> None:
+    full_class_list(list(coco.categories.values()), has_background)  # names checked like classes
     class_index = {n: i for i, n in enumerate(classes)}
     unknown = sorted({n for n in coco.categories.values() if n not in class_index})
     if unknown:
@@ -536,6 +547,7 @@ def import_dataset(
     label_studio_json: str | Path | None = None,
     label_config: str | Path | None = None,
     max_pixels: int | None = None,
+    within: Sequence[str | Path] = (),
     staged_upload: bool = False,
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
@@ -555,6 +567,8 @@ def import_dataset(
     labelling config ``label_config`` or one inferred from the labels it uses; ``path`` may then be
     None when the project holds every task's image). Images already in the
     project (same content) are skipped and keep their masks; tags are added, never duplicated.
+    With ``within`` (the web UI's import roots) every file read must resolve under one of those
+    folders: a symbolic link inside a root to a file outside it is refused.
     """
     labels = {"tags_csv": tags_csv, "masks_dir": masks_dir, "coco_json": coco_json,
               "label_studio_json": label_studio_json, "label_config": label_config}
@@ -562,8 +576,9 @@ def import_dataset(
         with uploads.consumed(studio, path) as staged:
             return _import(studio, staged, project, classes_file, has_background, labels, max_pixels,
                            progress, should_stop, upload=True)
+    roots = tuple(Path(root).expanduser().resolve() for root in within)
     return _import(studio, None if path is None else Path(path), project, classes_file, has_background,
-                   labels, max_pixels, progress, should_stop, upload=False)
+                   labels, max_pixels, progress, should_stop, upload=False, within=roots)
 
 
 def _import(
@@ -578,6 +593,7 @@ def _import(
     should_stop: StopFn | None,
     *,
     upload: bool,
+    within: tuple[Path, ...] = (),
 ) -> ImportReport:
     progress = progress or no_progress
     should_stop = should_stop or never_stop
@@ -590,12 +606,12 @@ def _import(
     source = path.expanduser() if path is not None else None
     if source is not None and not source.exists():
         raise UserError(f"import path {source} does not exist")
-    classes_path = _existing_path(classes_file, "class file")
-    tags_path = _existing_path(labels.get("tags_csv"), "tags CSV")
-    masks_path = _existing_path(labels.get("masks_dir"), "masks folder", is_dir=True)
-    coco_path = _existing_path(labels.get("coco_json"), "COCO file")
-    ls_path = _existing_path(labels.get("label_studio_json"), "Label Studio export")
-    ls_config_path = _existing_path(labels.get("label_config"), "labelling config")
+    classes_path = _existing_path(classes_file, "class file", within=within)
+    tags_path = _existing_path(labels.get("tags_csv"), "tags CSV", within=within)
+    masks_path = _existing_path(labels.get("masks_dir"), "masks folder", is_dir=True, within=within)
+    coco_path = _existing_path(labels.get("coco_json"), "COCO file", within=within)
+    ls_path = _existing_path(labels.get("label_studio_json"), "Label Studio export", within=within)
+    ls_config_path = _existing_path(labels.get("label_config"), "labelling config", within=within)
     if sum(p is not None for p in (masks_path, coco_path, ls_path)) > 1:
         raise UserError("give one of a masks folder, a COCO file or a Label Studio export, not several")
     if source is None and ls_path is None:
@@ -614,13 +630,13 @@ def _import(
     content_store.sweep_orphan_features(studio)
     try:
         _existing_entries(studio, project, plan)
-        with _sources(source, upload) as sources:
+        with _sources(source, upload, within) as sources:
             progress(0.0, f"reading {len(sources)} images", {})
             _scan_images(studio, sources, plan, report, created, max_pixels, progress, should_stop)
             if tags_path is not None:
                 _plan_tags(tags_path, plan, {n: i for i, n in enumerate(classes)})
             if masks_path is not None:
-                _plan_masks(masks_path, plan, report, len(classes), progress)
+                _plan_masks(masks_path, plan, report, len(classes), progress, within)
             if coco is not None:
                 _plan_coco(coco, plan, report, classes, has_background, progress)
             if ls_tasks is not None and ls_config is not None:
@@ -644,10 +660,10 @@ def _import(
 
 
 @contextlib.contextmanager
-def _sources(source: Path | None, upload: bool) -> Iterator[list[ImageSource]]:
+def _sources(source: Path | None, upload: bool, within: tuple[Path, ...]) -> Iterator[list[ImageSource]]:
     """The images to read: none without a path (labels for the project's images only)."""
     if source is None:
         yield []
         return
-    with (open_upload_sources if upload else open_sources)(source) as sources:
+    with (open_upload_sources(source) if upload else open_sources(source, within)) as sources:
         yield sources

@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import IO, TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from PIL import Image as PILImage
@@ -56,7 +56,7 @@ class ImageMeta:
     frames: int = 1  # more than one: only frame 0 is used (and stored, for TIFF)
 
 
-HEADER_BYTES = 1 << 18  # enough of a file to read any supported format's size
+HEADER_BYTES = 1 << 18  # enough of most files to read their size (else the file itself is read)
 
 
 def _bomb_message(max_pixels: int) -> str:
@@ -64,13 +64,15 @@ def _bomb_message(max_pixels: int) -> str:
     return f"image is over the pixel limit of {limit}"
 
 
-def header_size(head: bytes, *, max_pixels: int) -> tuple[int, int]:
-    """``(width, height)`` from the first bytes of an image file (nothing decoded), at most
-    ``max_pixels``. Raises :class:`ImageFileError`."""
+def header_size(head: bytes | IO[bytes], *, max_pixels: int) -> tuple[int, int]:
+    """``(width, height)`` from the first bytes of an image file, or from the open file itself
+    (Pillow then reads and seeks only what the header needs, e.g. a JPEG's large metadata or a
+    TIFF whose directory follows its pixels; nothing is decoded), at most ``max_pixels``. Raises
+    :class:`ImageFileError`."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with PILImage.open(io.BytesIO(head)) as im:
+            with PILImage.open(io.BytesIO(head) if isinstance(head, bytes) else head) as im:
                 width, height = im.size
     except PILImage.DecompressionBombError as exc:
         raise ImageFileError(_bomb_message(max_pixels)) from exc

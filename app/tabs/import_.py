@@ -106,6 +106,7 @@ def import_folder(
         masks_dir=_server_path(studio, masks_dir, "masks folder"),
         coco_json=_server_path(studio, coco_json, "COCO file"),
         label_studio_json=_server_path(studio, label_studio_json, "Label Studio export"),
+        within=studio.import_roots,
     )
     return (*import_status([job]), [job.id])
 

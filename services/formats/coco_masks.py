@@ -1,7 +1,8 @@
 """COCO instances JSON -> semantic label maps.
 
-Instances (polygons, uncompressed or compressed RLE) are rasterised with pycocotools and drawn
-largest first, so smaller objects end up on top. pycocotools trusts its input (NaN or huge
+Instances (polygons, uncompressed or compressed RLE) are rasterised with pycocotools, polygons in
+their bounding box (memory does not grow with the annotation count), and drawn largest first, so
+smaller objects end up on top. pycocotools trusts its input (NaN or huge
 coordinates make it allocate without bound or crash, RLE counts past the image overrun its buffer),
 so every segmentation is checked first: coordinates must be finite and polygons are clipped to the
 image plus a margin of :data:`CLIP_MARGIN` pixels; RLE counts must be whole, non-negative and cover
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -78,8 +80,7 @@ def load_coco(path: Path) -> CocoDataset:
         raise UserError(f"{path}: not a COCO instances file (missing field {exc})") from exc
     except (TypeError, ValueError) as exc:  # the messages would quote the file's values
         raise UserError(f"{path}: not a COCO instances file (a field has the wrong type)") from exc
-    names = list(categories.values())
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+    duplicates = sorted(n for n, count in Counter(categories.values()).items() if count > 1)
     _require(not duplicates, path, f"category names {duplicates} are used twice")
     images: dict[str, CocoImage] = {}
     for image in by_id.values():
@@ -172,17 +173,51 @@ def check_rle_counts(counts: list[Any], height: int, width: int) -> None:
         raise ValueError(f"RLE counts cover {sum(counts)} pixels, not the image's {height * width}")
 
 
-def _instance_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
-    """A ``(H, W) bool`` mask of one instance's segmentation (checked before pycocotools sees it)."""
+@dataclass(frozen=True)
+class _Instance:
+    """One annotation as an RLE of its bounding box (compact however large the image)."""
+
+    top: int
+    left: int
+    rle: dict[str, Any]  # pycocotools RLE of the (h, w) box
+    area: int
+
+
+RASTER_SCALE = 5  # pycocotools rasterises polygons on a grid 5x finer, at int(5 * x + 0.5)
+
+
+def _moved(value: float, by: int) -> float:
+    """``value - by`` as pycocotools will see it: the coordinate whose grid point is exactly
+    ``by`` pixels less than ``value``'s (C truncates toward zero, as ``int`` does), so that a
+    moved polygon rasterises to exactly the moved pixels."""
+    n = int(RASTER_SCALE * value + 0.5) - RASTER_SCALE * by
+    return n / RASTER_SCALE if n >= 0 else (n - 1) / RASTER_SCALE
+
+
+def _polygon_instance(polygons: list[list[float]], height: int, width: int) -> _Instance | None:
+    """Clipped polygons rasterised in their bounding box: the polygons are moved by whole pixels
+    on pycocotools' own grid, so the box holds exactly the pixels a full-image rasterisation
+    would."""
+    xs = [v for p in polygons for v in p[0::2]]
+    ys = [v for p in polygons for v in p[1::2]]
+    left, top = max(0, math.floor(min(xs))), max(0, math.floor(min(ys)))
+    right, bottom = min(width, math.ceil(max(xs)) + 1), min(height, math.ceil(max(ys)) + 1)
+    if right <= left or bottom <= top:
+        return None
+    moved = [[_moved(v, left if k % 2 == 0 else top) for k, v in enumerate(p)] for p in polygons]
+    rle = mask_utils.merge(mask_utils.frPyObjects(moved, bottom - top, right - left))
+    return _Instance(top, left, rle, int(mask_utils.area(rle)))
+
+
+def _instance(segmentation: Any, height: int, width: int) -> _Instance | None:
+    """One instance's segmentation, checked before pycocotools sees it (None: no pixel)."""
     if isinstance(segmentation, list):  # polygons [[x0, y0, x1, y1, ...], ...]
         if not all(isinstance(p, list) for p in segmentation):
             raise ValueError("polygons must be lists of coordinates")
         clipped = [clip_polygon(p, height, width) for p in segmentation]
         polygons = [p for p in clipped if len(p) >= 6]
-        if not polygons:
-            return np.zeros((height, width), dtype=bool)
-        rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
-    elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list | str | bytes):
+        return _polygon_instance(polygons, height, width) if polygons else None
+    if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list | str | bytes):
         if list(segmentation.get("size") or []) != [height, width]:
             raise ValueError(f"RLE size {segmentation.get('size')} differs from the image's {height}x{width}")
         counts = segmentation["counts"]
@@ -193,23 +228,29 @@ def _instance_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
             counts = counts.encode() if isinstance(counts, str) else counts
             check_rle_counts(_compressed_counts(counts), height, width)
             rle = {"size": [height, width], "counts": counts}
-    else:
-        raise ValueError("segmentation is neither polygons nor RLE")
-    return mask_utils.decode(rle).astype(bool)
+        return _Instance(0, 0, rle, int(mask_utils.area(rle)))  # an RLE is of the whole image
+    raise ValueError("segmentation is neither polygons nor RLE")
 
 
 def rasterize(image: CocoImage, class_of_category: dict[int, int], has_background: bool) -> np.ndarray:
-    """The semantic label map of one COCO image: ``(H, W) uint8`` class indices."""
+    """The semantic label map of one COCO image: ``(H, W) uint8`` class indices.
+
+    Memory is the label map plus one instance's box at a time, whatever the number of annotations:
+    every instance is first kept as an RLE of its bounding box, then decoded and drawn, largest
+    first (by pixel count; ties in file order)."""
     label_map = np.full((image.height, image.width), 0 if has_background else IGNORE_INDEX, np.uint8)
     instances = []
     for ann in image.annotations:
         try:
-            instance = _instance_mask(ann["segmentation"], image.height, image.width)
+            instance = _instance(ann["segmentation"], image.height, image.width)
         except (ValueError, TypeError, KeyError) as exc:
             raise UserError(
                 f"COCO annotation {ann.get('id')} of {image.file_name}: bad segmentation ({exc})"
             ) from exc
-        instances.append((int(instance.sum()), instance, class_of_category[int(ann["category_id"])]))
-    for _, instance, class_index in sorted(instances, key=lambda t: -t[0]):  # largest first (stable)
-        label_map[instance] = class_index
+        if instance is not None and instance.area:
+            instances.append((instance, class_of_category[int(ann["category_id"])]))
+    for instance, class_index in sorted(instances, key=lambda t: -t[0].area):  # stable
+        box = mask_utils.decode(instance.rle).astype(bool)
+        h, w = box.shape
+        label_map[instance.top:instance.top + h, instance.left:instance.left + w][box] = class_index
     return label_map
