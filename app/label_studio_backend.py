@@ -9,9 +9,10 @@ Connect model, URL ``http://<this host>:9090``. Routes (all JSON):
 * ``POST /predict`` — ``{"tasks": [...], "label_config": ..., "project": "<id>.<ts>"}``: one
   prediction per task (brush regions per class with scores, the task's score = the model's
   uncertainty); no predictions before a model is trained.
-* ``POST /webhook`` — Label Studio's events: ``ANNOTATION_CREATED`` / ``ANNOTATION_UPDATED`` make
-  that annotation the image's labels, ``ANNOTATIONS_DELETED`` removes them (both in order on one
-  background thread: Label Studio waits only a second for a webhook), ``START_TRAINING`` queues
+* ``POST /webhook`` — Label Studio's events: ``ANNOTATION_CREATED`` / ``ANNOTATION_UPDATED`` (and
+  ``ANNOTATIONS_CREATED``, in bulk) make that annotation the image's labels, ``ANNOTATIONS_DELETED``
+  removes them (both in order on one background thread: Label Studio waits only a second for a
+  webhook), ``START_TRAINING`` queues
   our training job and answers at once with its id; other events are acknowledged and ignored.
 * ``POST /train`` — the older training call with every annotated task: synced, then trained.
 
@@ -186,6 +187,16 @@ def create_app(studio: Studio, settings: BackendSettings) -> FastAPI:
             project = backend.project_for(ls_project or task.get("project"))
             backend.submit(ls.sync_annotation, studio, project, config, task, annotation,
                            backend.link_for(ls_project or task.get("project")))
+            return JSONResponse({"status": "queued"}, status_code=201)
+        if action == "ANNOTATIONS_CREATED":  # in bulk: lists of annotations and of their tasks
+            tasks = {t.get("id"): t for t in data.get("task") or [] if isinstance(t, dict)}
+            config = _config(ls_project.get("label_config"))
+            project = backend.project_for(ls_project)
+            for annotation in data.get("annotation") or []:
+                task = tasks.get(annotation.get("task")) if isinstance(annotation, dict) else None
+                if task is not None:
+                    backend.submit(ls.sync_annotation, studio, project, config, task, annotation,
+                                   backend.link_for(ls_project))
             return JSONResponse({"status": "queued"}, status_code=201)
         if action in DELETE_EVENTS:
             annotations = data.get("annotations") or [data.get("annotation")]

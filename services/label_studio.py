@@ -77,14 +77,15 @@ class LabelStudioLink:
         return {"Authorization": f"Bearer {response.json().get('access', '')}"}
 
 
-def fetch_image(link: LabelStudioLink, url: str) -> bytes:
-    """The bytes of a task's image: an absolute URL, or one relative to Label Studio's."""
+def fetch_image(link: LabelStudioLink, url: str, *, transport: httpx.BaseTransport | None = None) -> bytes:
+    """The bytes of a task's image: an absolute URL, or one relative to Label Studio's (the API
+    key goes only to Label Studio's own URLs). ``transport``: for tests."""
     if not url.startswith(("http://", "https://")):
         if not link.url:
             raise UserError(f"image {url!r} is on Label Studio: give its URL (--label-studio-url)")
         url = urljoin(link.url.rstrip("/") + "/", url.lstrip("/"))
     try:
-        with httpx.Client(timeout=FETCH_TIMEOUT_S, follow_redirects=True) as client:
+        with httpx.Client(timeout=FETCH_TIMEOUT_S, follow_redirects=True, transport=transport) as client:
             headers = link.headers(client) if link.url and url.startswith(link.url.rstrip("/")) else {}
             with client.stream("GET", url, headers=headers) as response:
                 if response.status_code != 200:

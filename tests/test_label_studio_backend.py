@@ -4,8 +4,10 @@ annotations, training queued at once, predictions in Label Studio's RLE, basic a
 from __future__ import annotations
 
 import base64
+import json
 from datetime import UTC, datetime
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -14,6 +16,7 @@ from app.label_studio_backend import BackendSettings, create_app
 from jobs.views import get_job
 from services import label_studio as ls
 from services.context import Studio
+from services.errors import UserError
 from services.formats.label_studio import labelling_config
 from services.formats.label_studio_rle import decode_mask, encode_mask
 from slrnet.config import IGNORE_INDEX
@@ -157,3 +160,45 @@ def test_bad_requests_answer_one_line(client: TestClient):
     answer = client.post("/setup", json={"project": "5.1", "schema": "<View/>"})
     assert answer.status_code == 400 and "no <Image" in answer.json()["error"]
     assert client.post("/predict", content=b"not json").status_code == 400
+
+
+def test_bulk_annotations_created(client: TestClient, studio: Studio, fetched: list[str]):
+    urls = list(IMAGES)
+    tasks = [{"id": i + 1, "data": {"image": url}} for i, url in enumerate(urls)]
+    annotations = [{**_annotation(20 + i, None, ["dog"]), "task": i + 1} for i in range(2)]
+    answer = client.post("/webhook", json={"action": "ANNOTATIONS_CREATED", "project": LS_PROJECT,
+                                           "annotation": annotations, "task": tasks})
+    assert answer.status_code == 201
+    client.app.state.backend.drain(30)
+    assert sorted(tags for _, tags in project_labels(studio, "label-studio-5").values()) == [{"dog"}, {"dog"}]
+
+
+def _transport(seen: list[httpx.Request], image: bytes = b"png") -> httpx.MockTransport:
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path == "/api/token/refresh":
+            assert json.loads(request.content) == {"refresh": "a.b.c"}
+            return httpx.Response(200, json={"access": "fresh"})
+        return httpx.Response(200, content=image)
+    return httpx.MockTransport(handle)
+
+
+def test_fetching_images_from_label_studio():
+    seen: list[httpx.Request] = []
+    legacy = ls.LabelStudioLink("http://ls.test:8080", "tok")
+    assert ls.fetch_image(legacy, "/data/upload/1/x.png", transport=_transport(seen)) == b"png"
+    assert str(seen[-1].url) == "http://ls.test:8080/data/upload/1/x.png"
+    assert seen[-1].headers["authorization"] == "Token tok"
+    ls.fetch_image(legacy, "https://elsewhere.test/x.png", transport=_transport(seen))
+    assert "authorization" not in seen[-1].headers  # the key goes to Label Studio only
+    personal = ls.LabelStudioLink("http://ls.test:8080", "a.b.c")  # a personal access token (JWT)
+    ls.fetch_image(personal, "/data/upload/1/x.png", transport=_transport(seen))
+    assert seen[-1].headers["authorization"] == "Bearer fresh"
+    with pytest.raises(UserError, match="give its URL"):
+        ls.fetch_image(ls.LabelStudioLink(), "/data/upload/1/x.png")
+
+
+def test_oversized_images_are_refused(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(ls, "MAX_IMAGE_BYTES", 10)
+    with pytest.raises(UserError, match="larger than"):
+        ls.fetch_image(ls.LabelStudioLink("http://ls.test"), "/x.png", transport=_transport([], b"x" * 11))

@@ -290,3 +290,20 @@ def test_export_as_tasks_and_import_it_back_losslessly(studio: Studio, tmp_path:
     for name, (mask, tags) in original.items():
         assert tags == copy[name][1]
         assert (mask is None and copy[name][0] is None) or np.array_equal(mask, copy[name][0])
+
+
+def test_cli_import_refuses_an_unknown_label_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture):
+    import launch
+
+    folder = _images(tmp_path / "images", n=1)
+    data = str(tmp_path / "data")
+    classes = str(_classes(tmp_path, ["cat"]))
+    assert launch.main(["import", str(folder), "--data", data, "--classes", classes]) == 0
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps([_task("im0.jpg", [_brush("zebra", np.ones((30, 40), bool))], 4)]))
+    capsys.readouterr()
+    assert launch.main(["import", "--label-studio", str(export), "--data", data]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "task 4" in err and "'zebra' is not a class" in err
+    with Studio.open(data) as studio:
+        assert all(mask is None for mask, _ in project_labels(studio, "default").values())
