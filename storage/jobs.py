@@ -76,6 +76,20 @@ def lock_project_jobs(session: Session, project_id: int) -> None:
     lock_project(session, project_id)
 
 
+def queued_before(session: Session, cutoff: datetime) -> list[Job]:
+    """Jobs still queued (not cancelled) that were created before ``cutoff``, oldest first."""
+    return list(session.scalars(
+        select(Job).where(Job.status == "queued", Job.cancel_requested.is_(False), Job.created_at < cutoff)
+        .order_by(Job.id)))
+
+
+def set_queued_message(session: Session, job_id: int, message: str) -> bool:
+    """Change the message of a job that is still queued; False if it is not."""
+    res = session.execute(update(Job).where(Job.id == job_id, Job.status == "queued").values(message=message)
+                          .execution_options(synchronize_session=False))
+    return res.rowcount == 1
+
+
 def running_jobs(session: Session) -> list[Job]:
     return list(session.scalars(select(Job).where(Job.status == "running").order_by(Job.id)))
 
@@ -190,12 +204,16 @@ def request_cancel(session: Session, job_id: int) -> bool:
     return res.rowcount == 1
 
 
-def mark_interrupted(session: Session, job_id: int, message: str) -> bool:
-    """Mark a running job whose worker is gone as interrupted; False if it is not running."""
+def mark_interrupted(session: Session, job_id: int, message: str, *,
+                     seen_before: datetime | None = None) -> bool:
+    """Mark a running job whose worker is gone as interrupted; False if it is not running (or,
+    with ``seen_before``, if its heartbeat is not older than that any more)."""
+    condition = (Job.id == job_id) & (Job.status == "running")
+    if seen_before is not None:
+        condition &= Job.heartbeat_at.is_(None) | (Job.heartbeat_at < seen_before)
     res = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == "running")
-        .values(status="interrupted", message=message, finished_at=utcnow())
+        update(Job).where(condition).values(status="interrupted", message=message, finished_at=utcnow())
+        .execution_options(synchronize_session="fetch")
     )
     return res.rowcount == 1
 

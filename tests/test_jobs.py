@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -341,6 +342,37 @@ def test_recovery_marks_only_orphaned_jobs(studio: Studio) -> None:
     with studio.Session() as session:
         assert session.get(TrainingRun, run_id).status == "interrupted"
     assert recovery.recover_jobs(studio, stale_after_s=60) == []  # idempotent
+
+
+def test_a_live_jobs_heartbeat_survives_a_long_database_lock(studio: Studio) -> None:
+    # A 90 s lock made a worker's own sweep mark its live training interrupted: the heartbeat could
+    # not be written, and the sweep read the late heartbeat as a dead worker.
+    import sqlite3
+
+    with studio.Session.begin() as session:
+        job_id = job_rows.create_job(session, "export", None, {}).id
+    started, finish = threading.Event(), threading.Event()
+
+    def service(studio_: Studio, job: Job, progress, should_stop) -> dict:
+        started.set()
+        finish.wait(60)
+        return {"stopped": should_stop()}
+
+    settings = runner.RunnerSettings(heartbeat_s=0.05, write_interval_s=0.0)
+    thread = threading.Thread(target=runner.run_job, args=(studio, job_id, service),
+                              kwargs={"settings": settings})
+    thread.start()
+    assert started.wait(30)
+    blocker = sqlite3.connect(studio.engine.url.database, timeout=30, check_same_thread=False)
+    blocker.execute("BEGIN EXCLUSIVE")  # another process holding the database's write lock
+    time.sleep(1.5)  # the heartbeat cannot be written meanwhile
+    threading.Timer(0.5, lambda: (blocker.rollback(), blocker.close())).start()
+    recovery.recover_jobs(studio, stale_after_s=1)  # this process's own sweep, as the lock ends
+    assert _job_row(studio, job_id).status == "running"
+    finish.set()
+    thread.join(60)
+    view = get_job(studio, job_id)
+    assert view.status == "succeeded" and view.result == {"stopped": False}
 
 
 def test_the_sweep_thread_recovers_stale_jobs(studio: Studio) -> None:
