@@ -241,7 +241,7 @@ def train(args: argparse.Namespace) -> int:
     Under ``torchrun --nproc_per_node N launch.py train ...`` every rank trains (DDP); rank 0 prints.
     """
     from services.context import Studio
-    from services.train_plan import preview_training
+    from services.train_plan import TrainOptions, preview_training
     from services.training import train as train_service
 
     if args.minutes is not None and args.minutes <= 0:
@@ -251,7 +251,8 @@ def train(args: argparse.Namespace) -> int:
                "device": args.device, "budget_s": args.minutes * 60 if args.minutes else None,
                "warm_start": False if args.fresh else None}
     with Studio.open(args.data) as studio:
-        preview = preview_training(studio, args.project, args.mode, **options)
+        preview = preview_training(studio, args.project,
+                                   TrainOptions(mode=args.mode, seed=args.seed, **options))
         if main_rank:
             print(preview.summary(), flush=True)
         with _progress_bar(disable=None if main_rank else True) as bar:

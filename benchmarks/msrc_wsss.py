@@ -180,7 +180,7 @@ def main() -> None:
 
     import torch
 
-    from services import evaluation, publishing, training
+    from services import evaluation, publishing, train_plan, training
     from services.context import Studio
     from services.importing import import_dataset
     from slrnet.config import InferenceConfig
@@ -260,7 +260,7 @@ def main() -> None:
         tune = two_thirds
         with timed(times, "cam_s"):
             size = (trained.metrics.get("plan") or {}).get("image_size") or args.image_size \
-                or training.CPU_IMAGE_SIZE
+                or train_plan.CPU_IMAGE_SIZE
             result["cam"] = run_cam(root, view, names, {n: tags[n] for n in seen}, tune,
                                     epochs=trained.epochs, image_size=size, seed=args.seed)
     result["times"] = times

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from jobs.runner import JobService
 from services.errors import UserError
 from services.progress import ProgressFn, StopFn
+from services.train_plan import TrainOptions
 from storage import jobs as job_rows
 from storage import runs as run_rows
 from storage.models import Job
@@ -40,22 +41,6 @@ QUEUE_NAMES = ("compute", "local")  # see jobs.queue
 
 
 # --- typed parameters, one frozen dataclass per kind --------------------------------------------
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    """What :func:`services.training.train` is called with (None: the service's own default)."""
-
-    mode: str = "auto"
-    backbone: str | None = None
-    epochs: int | None = None
-    image_size: int | None = None
-    device: str = "auto"
-    seed: int = 0
-    train_overrides: dict[str, Any] | None = None
-    model_overrides: dict[str, Any] | None = None
-    budget_s: float | None = None  # training wall-time budget (CPU, no epochs given)
-    warm_start: bool | None = None  # None: continue from the current model when it matches
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,6 @@ from jobs.kinds import (
     ImportParams,
     JobParams,
     PredictParams,
-    TrainOptions,
     TrainParams,
     job_params,
     kind_of,
@@ -37,7 +36,7 @@ from services.errors import UserError
 from services.features import features_available
 from services.formats.exporters import get_exporter
 from services.lookups import resolve_project
-from services.train_plan import plan_training
+from services.train_plan import TrainOptions, plan_training
 from slrnet.config import MODES
 from storage import jobs as job_rows
 from storage.images import ImageFilter, count_images

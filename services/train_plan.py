@@ -1,9 +1,13 @@
-"""Which supervision mode "Train on my labels" will use, and why, and how long it will take,
-without importing torch.
+"""The training plan, decided in ONE place and without torch: :func:`make_plan` turns the facts
+about a project (:class:`PlanFacts`) and the user's :class:`TrainOptions` into a
+:class:`TrainPlan` — the mode and why, the device, the model and training configs (backbone, image
+size, batch size, epochs, warm-up, mask oversampling), the budget, whether the run continues from
+the current model, and the speed that prices it.
 
-The UI and ``launch.py train`` show this before training starts, and the training service
-(``services.training``, which imports torch) makes its decision with the same ``plan_for_counts``
-and the CPU defaults and throughput file defined here.
+The Train tab and ``launch.py train`` show :func:`preview_training`; the training service
+(``services.training``) reads the same facts, calls the same :func:`make_plan` and trains what the
+plan says. The only thing the service adds is a timing of a few steps when no speed was measured
+before (``PlanFacts.probe``), after which it plans again with this same function.
 """
 
 from __future__ import annotations
@@ -12,31 +16,41 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from services.context import Studio
 from services.errors import UserError
 from services.lookups import resolve_project
-from slrnet.config import MODES, ModelConfig, default_mask_repeat
+from slrnet.config import MODE_LOSS_WEIGHTS, MODES, ModelConfig, TrainConfig, default_mask_repeat
+from slrnet.schedule import images_per_epoch
 from storage import images as image_repo
+from storage import labels as label_repo
 from storage import runs as run_repo
+from storage.projects import list_classes
 
 logger = logging.getLogger(__name__)
 
 # The CPU default run (what `launch.py train` and "Train on my labels" pick with no options):
-# sized to a wall-time budget, the CPU-sized model. services.training imports these.
+# sized to a wall-time budget, the CPU-sized model. benchmarks/RESULTS.md ("CPU defaults") has
+# the measurements behind each value.
 CPU_TRAIN_BUDGET_S = 240.0
 WARM_START_BUDGET_SHARE = 0.5  # a warm-started round trains for half the default budget
 CPU_IMAGE_SIZE = 160  # MSRC-21: 5 epochs at 160 px beat 5 at 224 px per CPU-minute (RESULTS.md)
 CPU_BACKBONE = "mobilenet_v2"
 CPU_FEATURE_CHANNELS = 64
+CPU_MODEL = {"feature_channels": CPU_FEATURE_CHANNELS, "separable_head": False, "freeze_low": True}
+CPU_TRAIN = {"feature_resolution_losses": True}
 # modes whose CPU model keeps the ImageNet backbone as it is (ModelConfig.freeze_backbone): with
 # tags only, 6 epochs of a frozen backbone beat 4 fine-tuned ones in the same 4 minutes by 2-8
 # mIoU points on MSRC-21; with masks (CamVid@20) it did not help, so those modes fine-tune (RESULTS.md)
 CPU_FROZEN_BACKBONE_MODES = ("wsss",)
 GPU_IMAGE_SIZE = 448
-MAX_EPOCHS = 30  # slrnet.train.epochs_for_budget's clamp
+GPU_VIEWS = 40_000  # a GPU run's default length: about this many image views (the paper's 30 epochs)
+MAX_EPOCHS = 30
+BATCH_SIZE = {"cpu": 8, "cuda": 16}
 
 # Measured training speeds, {throughput_key(...): images per second}, under the data dir.
 THROUGHPUT_FILE = "throughput.json"
@@ -47,6 +61,26 @@ GUESS_SIZE = 224
 PREDICT_IMAGES_PER_S = 8.0
 
 
+# --- inputs -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """What the user asked for (None: the plan's own default). The UI, the CLI, the job and the
+    training service pass this object along unchanged."""
+
+    mode: str = "auto"
+    backbone: str | None = None
+    epochs: int | None = None
+    image_size: int | None = None
+    device: str = "auto"
+    seed: int = 0
+    train_overrides: dict[str, Any] | None = None  # further TrainConfig fields (benchmarks, tests)
+    model_overrides: dict[str, Any] | None = None  # further ModelConfig fields
+    budget_s: float | None = None  # training wall-time budget (CPU, no epochs given)
+    warm_start: bool | None = None  # None: continue from the current model when it matches
+
+
 @dataclass(frozen=True)
 class LabelCounts:
     tagged: int  # images with a human tag
@@ -55,21 +89,117 @@ class LabelCounts:
 
 
 @dataclass(frozen=True)
-class TrainPlan:
+class CurrentModel:
+    """The project's current (published) model, as its run row records it."""
+
+    version: int
+    model: dict[str, Any]  # its ModelConfig fields
+    class_names: tuple[str, ...] | None  # None: a run from before they were recorded
+
+
+@dataclass(frozen=True)
+class StepTimes:
+    """The service's timing of a few steps: seconds per image with and without the pseudo-label term."""
+
+    seconds_per_image: float
+    warmup_seconds_per_image: float
+
+
+@dataclass(frozen=True)
+class PlanFacts:
+    """What the plan is decided from (read by :func:`read_facts`; tests build it directly)."""
+
+    counts: LabelCounts
+    class_names: tuple[str, ...]
+    has_background: bool
+    device: str  # "cpu" or "cuda", resolved
+    images: int  # in the project
+    current: CurrentModel | None = None
+    runs: tuple[dict[str, Any], ...] = ()  # finished runs' {"config", "metrics"}, newest first
+    throughput: Mapping[str, float] = field(default_factory=dict)  # THROUGHPUT_FILE
+    resumable: dict[str, Any] | None = None  # run config of the newest interrupted run
+    probe: StepTimes | None = None
+
+
+# --- the plan -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModeChoice:
     mode: str
     reason: str
     counts: LabelCounts
 
 
-def label_counts(studio: Studio, project: str) -> LabelCounts:
-    """How many of the project's images have tags, masks, or neither."""
-    with studio.Session.begin() as session:
-        row = resolve_project(session, project)
-        tagged, masked, unlabelled = image_repo.label_counts(session, row.id)
-        return LabelCounts(tagged=tagged, masked=masked, unlabelled=unlabelled)
+@dataclass(frozen=True)
+class TrainPlan:
+    """What a press of "Train on my labels" (or ``launch.py train``) will do, and for how long."""
+
+    mode: str
+    reason: str
+    counts: LabelCounts
+    device: str  # "cpu" or "cuda"
+    model_config: ModelConfig
+    train_config: TrainConfig
+    budget_s: float | None  # None: not budgeted (epochs given, or a GPU)
+    warm_start_from: int | None  # the model version it continues from, if any
+    resumes: bool  # the epochs are those of the interrupted run it continues
+    images_per_epoch: int  # images one epoch trains on (whole batches)
+    images_per_s: float | None  # training speed used for the estimate (None: unknown)
+    speed_source: str  # "measured", "scaled", "guessed", "timed" (the service's steps) or "unknown"
+    estimated_s: float | None  # training
+    predict_images: int
+    predict_s: float
+    warmup_images_per_s: float | None = None  # when timed apart (the service's steps)
+
+    @property
+    def epochs(self) -> int:
+        return self.train_config.epochs
+
+    @property
+    def image_size(self) -> int:
+        return self.train_config.image_size
+
+    @property
+    def needs_timing(self) -> bool:
+        """The service times a few steps and plans again: budgeted, and no speed was measured."""
+        return self.budget_s is not None and not self.resumes and self.speed_source == "guessed"
+
+    def summary(self, prefix: str = "before training") -> str:
+        """One line, e.g. "before training: 12 epoch(s) of 40 images at 224 px, about 3.5 min ..."."""
+        text = f"{prefix}: {self.epochs} epoch(s) of {self.images_per_epoch} images at {self.image_size} px"
+        if self.resumes:
+            text += " (the interrupted run's)"
+        if self.estimated_s is not None and self.images_per_s:
+            text += f", about {minutes(self.estimated_s)} of training"
+            detail = f"{self.speed_source} {self.images_per_s:.1f} img/s"
+            if self.budget_s is not None:
+                detail += f"; budget {minutes(self.budget_s)}"
+            text += f" ({detail})"
+        else:
+            text += f" on {self.device} (duration unknown until measured)"
+        text += f", then about {minutes(self.predict_s)} to predict {self.predict_images} images"
+        if self.warm_start_from is not None:
+            text += f"; continues from model v{self.warm_start_from}"
+        return text
+
+    def metrics(self) -> dict[str, Any]:
+        """The plan as the run's metrics keep it (``metrics["plan"]``)."""
+        seconds = 1 / self.images_per_s if self.images_per_s else None
+        warm = 1 / self.warmup_images_per_s if self.warmup_images_per_s else seconds
+        plan: dict[str, Any] = {
+            "epochs": self.epochs, "warmup_epochs": self.train_config.warmup_epochs,
+            "image_size": self.image_size, "budget_s": self.budget_s,
+            "images_per_epoch": self.images_per_epoch, "seconds_per_image": seconds,
+            "warmup_seconds_per_image": warm, "estimated_s": self.estimated_s,
+            "speed_source": self.speed_source, "summary": self.summary("plan"),
+        }
+        if self.warm_start_from is not None:
+            plan["warm_start_from_version"] = self.warm_start_from
+        return plan
 
 
-def plan_for_counts(counts: LabelCounts, requested: str = "auto") -> TrainPlan:
+def choose_mode(counts: LabelCounts, requested: str = "auto") -> ModeChoice:
     """The mode for these counts (``requested`` when not "auto" and the labels allow it)."""
     tagged, masked, unlabelled = counts.tagged, counts.masked, counts.unlabelled
     if requested not in ("auto", *MODES):
@@ -78,41 +208,84 @@ def plan_for_counts(counts: LabelCounts, requested: str = "auto") -> TrainPlan:
         raise UserError("the project has no labels yet: tag some images or paint some masks first")
     if requested == "auto":
         if masked and tagged:
-            return TrainPlan(
-                "ssss_tags",
-                f"{masked} image(s) with masks and {tagged} with tags: "
-                f"masks and tags together, {unlabelled} unlabelled image(s) used too",
-                counts,
-            )
+            return ModeChoice("ssss_tags", f"{masked} image(s) with masks and {tagged} with tags: "
+                              f"masks and tags together, {unlabelled} unlabelled image(s) used too", counts)
         if masked:
-            return TrainPlan(
-                "ssss",
-                f"{masked} image(s) with masks and no tags: semi-supervised, "
-                f"{unlabelled} unlabelled image(s) used too",
-                counts,
-            )
-        return TrainPlan(
-            "wsss", f"{tagged} image(s) with tags and no masks: weakly supervised from tags", counts
-        )
+            return ModeChoice("ssss", f"{masked} image(s) with masks and no tags: semi-supervised, "
+                              f"{unlabelled} unlabelled image(s) used too", counts)
+        return ModeChoice("wsss", f"{tagged} image(s) with tags and no masks: weakly supervised from tags",
+                          counts)
     if requested == "wsss" and not tagged:
         raise UserError("mode wsss needs images with tags, and this project has none")
     if requested == "ssss" and not masked:
         raise UserError("mode ssss needs images with masks, and this project has none")
     if requested == "ssss_tags" and not (masked and tagged):
         raise UserError("mode ssss_tags needs images with masks and images with tags")
+    return ModeChoice(requested, f"mode {requested} chosen by hand ({tagged} tagged, {masked} masked, "
+                      f"{unlabelled} unlabelled images)", counts)
+
+
+def make_plan(facts: PlanFacts, options: TrainOptions) -> TrainPlan:
+    """THE training plan for these facts and options (UserError when it cannot train)."""
+    choice = choose_mode(facts.counts, options.mode or "auto")
+    samples, masked = training_set_size(facts.counts, facts.images, choice.mode)
+    model_config, train_config = _configs(facts, options, choice.mode, samples, masked)
+    warm_from = _warm_start(facts, options, model_config)
+    if warm_from is not None:
+        train_config = replace(train_config, warmup_epochs=0)
+    per_epoch = images_per_epoch(samples + masked * (train_config.mask_repeat - 1), train_config.batch_size)
+    speed, warm_speed, source = _speed(facts, model_config, train_config)
+
+    def cost(n: int) -> float:  # warm-up epochs skip the pseudo-label term and its PAMR
+        warmup = 0 if warm_from is not None else min(default_warmup(n), n)
+        return per_epoch * (warmup / warm_speed + (n - warmup) / speed)
+
+    budget = resumed = None
+    budgeted = options.epochs is None and facts.device == "cpu" \
+        and "epochs" not in (options.train_overrides or {})
+    if budgeted:
+        budget = options.budget_s if options.budget_s is not None else CPU_TRAIN_BUDGET_S
+        if warm_from is not None and options.budget_s is None:
+            budget *= WARM_START_BUDGET_SHARE
+        resumed = _resumable_epochs(facts, model_config, train_config)
+        epochs = resumed if resumed is not None else epochs_within(budget, cost)
+        warmup = 0 if warm_from is not None else min(default_warmup(epochs), epochs)
+        train_config = replace(train_config, epochs=epochs, warmup_epochs=warmup)
     return TrainPlan(
-        requested,
-        f"mode {requested} chosen by hand ({tagged} tagged, {masked} masked, {unlabelled} unlabelled images)",
-        counts,
+        mode=choice.mode, reason=choice.reason, counts=facts.counts, device=facts.device,
+        model_config=model_config, train_config=train_config, budget_s=budget, warm_start_from=warm_from,
+        resumes=resumed is not None, images_per_epoch=per_epoch, images_per_s=speed, speed_source=source,
+        estimated_s=cost(train_config.epochs) if speed else None, predict_images=facts.images,
+        predict_s=facts.images / PREDICT_IMAGES_PER_S,
+        warmup_images_per_s=warm_speed if source == "timed" else None,
     )
 
 
-def plan_training(studio: Studio, project: str, requested: str = "auto") -> TrainPlan:
-    """The mode "Train on my labels" will use for the project's labels now, with the reason."""
-    return plan_for_counts(label_counts(studio, project), requested)
+# --- the rules it is made of --------------------------------------------------------------------
 
 
-# --- how long it will take ----------------------------------------------------------------------
+def training_set_size(counts: LabelCounts, images: int, mode: str) -> tuple[int, int]:
+    """(images a run of ``mode`` trains on, how many of them carry a mask): wsss trains on the
+    tagged images (masks unused), the mask modes on all ``images``, unlabelled ones included."""
+    if mode == "wsss":
+        return counts.tagged, 0
+    return images, counts.masked
+
+
+def default_warmup(epochs: int) -> int:
+    """Epochs before the pseudo-label loss starts: the paper's 5 of 30; at least one, and at least
+    one epoch with it when there are two or more (a single epoch never uses pseudo-labels)."""
+    return min(epochs - 1, max(1, round(epochs / 6))) if epochs > 1 else 1
+
+
+def default_epochs(images: int) -> int:
+    """Epochs of a run not sized to a budget (a GPU): about ``GPU_VIEWS`` views, 8..MAX_EPOCHS."""
+    return max(8, min(MAX_EPOCHS, math.ceil(GPU_VIEWS / max(images, 1))))
+
+
+def epochs_within(budget_s: float, cost: Callable[[int], float]) -> int:
+    """The most whole epochs (1..MAX_EPOCHS) whose ``cost`` fits ``budget_s``; one when none fits."""
+    return max([1, *(n for n in range(1, MAX_EPOCHS + 1) if cost(n) <= budget_s)])
 
 
 def freezes_backbone(device: str, mode: str, model_overrides: dict | None = None) -> bool:
@@ -121,6 +294,98 @@ def freezes_backbone(device: str, mode: str, model_overrides: dict | None = None
     if model_overrides and "freeze_backbone" in model_overrides:
         return bool(model_overrides["freeze_backbone"])
     return device == "cpu" and mode in CPU_FROZEN_BACKBONE_MODES
+
+
+def _configs(facts: PlanFacts, options: TrainOptions, mode: str, samples: int,
+             masked: int) -> tuple[ModelConfig, TrainConfig]:
+    cpu = facts.device == "cpu"
+    epochs = options.epochs or default_epochs(samples)
+    try:
+        model_config = ModelConfig(**{
+            "num_classes": len(facts.class_names), "mode": mode, "backbone": options.backbone or CPU_BACKBONE,
+            "has_background": facts.has_background, **(CPU_MODEL if cpu else {}),
+            "freeze_backbone": freezes_backbone(facts.device, mode, options.model_overrides),
+            **(options.model_overrides or {}),
+        })
+        train_config = TrainConfig(**{
+            "epochs": epochs, "warmup_epochs": default_warmup(epochs),
+            "image_size": options.image_size or (CPU_IMAGE_SIZE if cpu else GPU_IMAGE_SIZE),
+            "batch_size": max(1, min(BATCH_SIZE.get(facts.device, 8), samples)),
+            "mask_repeat": default_mask_repeat(masked, samples - masked, mode),
+            "amp": facts.device == "cuda", "seed": options.seed, "loss_weights": MODE_LOSS_WEIGHTS[mode],
+            **(CPU_TRAIN if cpu else {}),
+            **(options.train_overrides or {}),
+        })
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"bad training settings: {exc}") from exc
+    return model_config, train_config
+
+
+def architecture(model_config: ModelConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """The fields that make two models' weights interchangeable: all but ``pretrained`` and ``mode``
+    (as JSON gives them back, tuples as lists)."""
+    fields = asdict(model_config) if isinstance(model_config, ModelConfig) else dict(model_config)
+    return json.loads(json.dumps({k: v for k, v in fields.items() if k not in ("pretrained", "mode")}))
+
+
+def same_classes_and_architecture(current: CurrentModel, class_names: tuple[str, ...],
+                                  model_config: ModelConfig) -> bool:
+    """Whether a run of ``model_config`` on ``class_names`` may start from the current model's
+    weights (its classes unknown: judged by the architecture, the service checks its checkpoint)."""
+    mine = architecture(model_config)
+    theirs = {k: v for k, v in architecture(current.model).items() if k in mine}
+    return theirs == mine and (current.class_names is None or tuple(current.class_names) == class_names)
+
+
+def _warm_start(facts: PlanFacts, options: TrainOptions, model_config: ModelConfig) -> int | None:
+    if options.warm_start is False:
+        return None
+    if facts.current is not None and same_classes_and_architecture(facts.current, facts.class_names,
+                                                                   model_config):
+        return facts.current.version
+    if options.warm_start:
+        raise UserError("no current model with the same classes and architecture to continue from; "
+                        "train afresh")
+    return None
+
+
+def run_config(model_config: ModelConfig, train_config: TrainConfig,
+               class_names: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """A run's settings as its row keeps them (JSON: tuples become lists)."""
+    return json.loads(json.dumps({"model": asdict(model_config), "train": asdict(train_config),
+                                  "class_names": list(class_names)}))
+
+
+def _resumable_epochs(facts: PlanFacts, model_config: ModelConfig, train_config: TrainConfig) -> int | None:
+    """Epochs of the interrupted run the service would resume (same settings but the
+    budget-derived epochs), so a resumed budgeted run keeps its plan."""
+    theirs = facts.resumable
+    if theirs is None:
+        return None
+    mine = run_config(model_config, train_config, facts.class_names)
+    strip = ("epochs", "warmup_epochs")
+    same = (theirs.get("model") == mine["model"] and theirs.get("class_names") == mine["class_names"]
+            and {k: v for k, v in theirs.get("train", {}).items() if k not in strip}
+            == {k: v for k, v in mine["train"].items() if k not in strip})
+    return int(theirs["train"]["epochs"]) if same else None
+
+
+# --- speed --------------------------------------------------------------------------------------
+
+
+def _speed(facts: PlanFacts, model_config: ModelConfig,
+           train_config: TrainConfig) -> tuple[float | None, float | None, str]:
+    """(images/s, warm-up images/s, where they come from): the service's timed steps, else the
+    newest finished run of this model in the project, else the throughput file, else a guess."""
+    if facts.probe is not None:
+        return 1 / facts.probe.seconds_per_image, 1 / facts.probe.warmup_seconds_per_image, "timed"
+    args = (facts.device, model_config.backbone, model_config.feature_channels, train_config.image_size,
+            model_config.freeze_backbone)
+    measured = speed_of_runs(list(facts.runs), *args)
+    if measured is not None:
+        return measured, measured, "measured"
+    speed, source = guessed_images_per_s(facts.throughput, *args)
+    return speed, speed, source
 
 
 def throughput_key(device: str, backbone: str, feature_channels: int, image_size: int,
@@ -157,25 +422,7 @@ def record_throughput(data_dir: str | Path, key: str, images_per_s: float) -> No
         logger.warning("could not record the training throughput: %s", exc)
 
 
-def whole_batches(images: int, batch: int) -> int:
-    """Images an epoch of ``images`` trains on: the loader drops a last partial batch (the rule of
-    slrnet.train.images_per_epoch, which needs torch)."""
-    return images // batch * batch if images > batch else images
-
-
-def trained_per_epoch(images_per_epoch: int, samples: int, device: str) -> int:
-    """Images one epoch really trains on, with the batch size services.training sets
-    (``min(8, samples)`` on a CPU, 16 on a GPU)."""
-    return whole_batches(images_per_epoch, max(1, min(16 if device == "cuda" else 8, samples)))
-
-
-def planned_epochs(budget_s: float, images_per_s: float, images_per_epoch: int) -> int:
-    """Whole epochs that fit ``budget_s`` (the rule of slrnet.train.epochs_for_budget, 1..30)."""
-    per_epoch = max(images_per_epoch, 1) / images_per_s
-    return max(1, min(MAX_EPOCHS, math.floor(budget_s / max(per_epoch, 1e-9))))
-
-
-def guessed_images_per_s(known: dict[str, float], device: str, backbone: str, feature_channels: int,
+def guessed_images_per_s(known: Mapping[str, float], device: str, backbone: str, feature_channels: int,
                          image_size: int, frozen_backbone: bool = False) -> tuple[float | None, str]:
     """(images per second, where it comes from: "measured", "scaled" or "guessed") for training
     at ``image_size``: the measured speed of this model, else one measured at another size scaled
@@ -199,7 +446,7 @@ def guessed_images_per_s(known: dict[str, float], device: str, backbone: str, fe
 def speed_of_runs(runs: list[dict], device: str, backbone: str, feature_channels: int,
                   image_size: int, frozen_backbone: bool = False) -> float | None:
     """Images per second that the newest finished run of this model trained at, over its whole
-    training (its epochs' times), not a probe's few steps. ``runs``: ``{"config", "metrics"}``
+    training (its epochs' times), not a few timed steps. ``runs``: ``{"config", "metrics"}``
     dicts of runs, newest first."""
     for run in runs:
         model, train = run["config"].get("model", {}), run["config"].get("train", {})
@@ -210,127 +457,79 @@ def speed_of_runs(runs: list[dict], device: str, backbone: str, feature_channels
                 and train.get("image_size") == image_size and bool(train.get("amp")) == (device == "cuda"))
         if not same or not epochs or not plan.get("images_per_epoch"):
             continue
-        trained = whole_batches(int(plan["images_per_epoch"]), int(train.get("batch_size", 8)))
+        trained = images_per_epoch(int(plan["images_per_epoch"]), int(train.get("batch_size", 8)))
         return len(epochs) * trained / sum(epochs)
     return None
 
 
-def _gpu_present() -> bool:
-    """Whether "auto" will pick CUDA, judged without torch (the NVIDIA driver's device files)."""
-    return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidia0").exists()
+# --- reading the facts --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TrainPreview:
-    """What a press of "Train on my labels" (or ``launch.py train``) will do, and for how long."""
+def resolve_device_name(device: str) -> str:
+    """"cpu" or "cuda" for a device option, judged without torch ("auto": CUDA when the NVIDIA
+    driver's device files exist)."""
+    if device.startswith("cuda"):
+        return "cuda"
+    if device == "cpu":
+        return "cpu"
+    gpu = Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidia0").exists()
+    return "cuda" if gpu else "cpu"
 
-    mode: str
-    reason: str
-    device: str  # "cpu" or "cuda"
-    epochs: int
-    image_size: int
-    images_per_epoch: int
-    budget_s: float | None  # None: not budgeted (epochs given, or a GPU)
-    images_per_s: float | None  # training speed used for the estimate (None: unknown)
-    speed_source: str  # "measured", "scaled", "guessed" or "unknown"
-    estimated_s: float | None  # training
-    predict_images: int
-    predict_s: float
-    warm_start_from: int | None  # the model version it continues from, if any
 
-    def summary(self) -> str:
-        """One line, e.g. "before training: 12 epoch(s) of 40 images at 224 px, about 3.5 min ..."."""
-        text = (f"before training: {self.epochs} epoch(s) of {self.images_per_epoch} images "
-                f"at {self.image_size} px")
-        if self.estimated_s is not None:
-            text += f", about {minutes(self.estimated_s)} of training"
-            detail = f"{self.speed_source} {self.images_per_s:.1f} img/s"
-            if self.budget_s is not None:
-                detail += f"; budget {minutes(self.budget_s)}"
-            text += f" ({detail})"
-        else:
-            text += f" on {self.device} (duration unknown until measured)"
-        text += f", then about {minutes(self.predict_s)} to predict {self.predict_images} images"
-        if self.warm_start_from is not None:
-            text += f"; continues from model v{self.warm_start_from}"
-        return text
+def label_counts(studio: Studio, project: str | int) -> LabelCounts:
+    """How many of the project's images have tags, masks, or neither."""
+    with studio.Session.begin() as session:
+        row = resolve_project(session, project)
+        tagged, masked, unlabelled = image_repo.label_counts(session, row.id)
+        return LabelCounts(tagged=tagged, masked=masked, unlabelled=unlabelled)
+
+
+def read_facts(studio: Studio, project: str | int, device: str, *, resume: bool = True,
+               loaded: tuple[LabelCounts, int] | None = None) -> PlanFacts:
+    """The facts of the project now (``loaded``: the label counts and images of the samples the
+    caller loaded, so that the plan matches them; ``resume=False``: no interrupted run continues)."""
+    with studio.Session.begin() as session:
+        row = resolve_project(session, project)
+        if loaded is None:
+            counted = LabelCounts(*image_repo.label_counts(session, row.id))
+            loaded = counted, image_repo.count_images(session, row.id)
+        counts, images = loaded
+        classes = tuple(c.name for c in list_classes(session, row.id))
+        current = _current_model(studio, session, row.id)
+        runs = tuple({"config": dict(r.config or {}), "metrics": dict(r.metrics or {})}
+                     for r in run_repo.latest_trained_runs(session, row.id))
+        interrupted = run_repo.latest_resumable_run(session, row.id) if resume else None
+        resumable = dict(interrupted.config) if interrupted is not None else None
+        has_background = bool(row.has_background)
+    return PlanFacts(counts=counts, class_names=classes, has_background=has_background, device=device,
+                     images=images, current=current, runs=runs, throughput=read_throughput(studio.data_dir),
+                     resumable=resumable)
+
+
+def _current_model(studio: Studio, session: Any, project_id: int) -> CurrentModel | None:
+    run_id = label_repo.current_run_id(session, project_id)
+    run = run_repo.get_run(session, run_id) if run_id is not None else None
+    if run is None or not run.checkpoint_path or not (studio.data_dir / str(run.checkpoint_path)).is_file():
+        return None
+    config = dict(run.config or {})
+    names = config.get("class_names")
+    return CurrentModel(version=int(run.version or 0), model=dict(config.get("model", {})),
+                        class_names=tuple(names) if names is not None else None)
+
+
+def plan_training(studio: Studio, project: str | int, requested: str = "auto") -> ModeChoice:
+    """The mode "Train on my labels" will use for the project's labels now, with the reason."""
+    return choose_mode(label_counts(studio, project), requested)
+
+
+def preview_training(studio: Studio, project: str | int, options: TrainOptions | None = None) -> TrainPlan:
+    """The plan of a training with these options before it starts (UserError when it cannot
+    train): what the training service will run, priced by the speed measured by earlier runs
+    or, before any, a conservative guess (the service then times a few steps and re-plans)."""
+    options = options or TrainOptions()
+    return make_plan(read_facts(studio, project, resolve_device_name(options.device)), options)
 
 
 def minutes(seconds: float) -> str:
     """A duration for people: "3.5 min", "40 s", "1 s" (never "0 s")."""
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{max(1, round(seconds))} s"
-
-
-def preview_training(
-    studio: Studio,
-    project: str | int,
-    mode: str = "auto",
-    *,
-    backbone: str | None = None,
-    epochs: int | None = None,
-    image_size: int | None = None,
-    device: str = "auto",
-    budget_s: float | None = None,
-    warm_start: bool | None = None,
-    model_overrides: dict | None = None,
-) -> TrainPreview:
-    """The plan of a training with these options before it starts (UserError when it cannot
-    train): mode, epochs, image size, estimated training and prediction time. The estimate uses
-    the speed measured by earlier runs (``THROUGHPUT_FILE``) or a conservative guess; the
-    service measures the real speed at its start and reports its own plan."""
-    counts = label_counts(studio, project)
-    choice = plan_for_counts(counts, mode or "auto")
-    with studio.Session.begin() as session:
-        row = resolve_project(session, project)
-        total = image_repo.count_images(session, row.id)
-        current = run_repo.latest_published_run(session, row.id)
-        current_version = current.version if current is not None else None
-        current_model = dict((current.config or {}).get("model", {})) if current is not None else {}
-        runs = [{"config": dict(r.config or {}), "metrics": dict(r.metrics or {})}
-                for r in run_repo.latest_trained_runs(session, row.id)]
-    resolved = device if device in ("cpu", "cuda") else ("cuda" if _gpu_present() else "cpu")
-    cpu = resolved == "cpu"
-    backbone = backbone or CPU_BACKBONE
-    channels = int((model_overrides or {}).get(
-        "feature_channels", CPU_FEATURE_CHANNELS if cpu else ModelConfig.feature_channels))
-    if choice.mode == "wsss":
-        samples = per_epoch = counts.tagged
-    else:
-        samples = total
-        per_epoch = total + counts.masked * (
-            default_mask_repeat(counts.masked, total - counts.masked, choice.mode) - 1)
-    warm_from = None
-    if warm_start is not False and current_version is not None \
-            and current_model.get("backbone", backbone) == backbone \
-            and int(current_model.get("feature_channels", channels)) == channels:
-        warm_from = current_version
-    size = image_size or (CPU_IMAGE_SIZE if cpu else GPU_IMAGE_SIZE)
-    # The service sizes the epochs from its timed probe steps (what the throughput file records);
-    # the duration is best told by how fast the last whole run of this model really trained.
-    frozen = freezes_backbone(resolved, choice.mode, model_overrides)
-    probe, source = guessed_images_per_s(read_throughput(studio.data_dir), resolved, backbone,
-                                         channels, size, frozen)
-    speed = speed_of_runs(runs, resolved, backbone, channels, size, frozen)
-    if speed is None:
-        speed = probe
-    else:
-        source = "measured"
-    # the service plans and reports whole batches (the loader drops the last partial one)
-    trained = trained_per_epoch(per_epoch, samples, resolved)
-    budget = None
-    if epochs:
-        planned = epochs
-    elif cpu:
-        budget = budget_s if budget_s is not None else CPU_TRAIN_BUDGET_S
-        if warm_from is not None and budget_s is None:
-            budget *= WARM_START_BUDGET_SHARE
-        planned = planned_epochs(budget, probe, trained)
-    else:  # slrnet.train.default_budget on a GPU
-        planned = max(8, min(MAX_EPOCHS, math.ceil(40_000 / max(per_epoch, 1))))
-    estimate = planned * trained / speed if speed else None
-    return TrainPreview(
-        mode=choice.mode, reason=choice.reason, device=resolved, epochs=planned, image_size=size,
-        images_per_epoch=trained, budget_s=budget, images_per_s=speed, speed_source=source,
-        estimated_s=estimate, predict_images=total, predict_s=total / PREDICT_IMAGES_PER_S,
-        warm_start_from=warm_from,
-    )

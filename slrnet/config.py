@@ -57,7 +57,7 @@ class ModelConfig:
             forward then records no autograd graph, so a step skips the backbone's backward, the
             largest part of a CPU step with a narrow head.
         separable_head: depthwise-separable 3x3 convs in the decoder and heads (False in the paper
-            and in the CPU-sized model, `services.training.CPU_MODEL`: no faster on the CPUs
+            and in the CPU-sized model, `services.train_plan.CPU_MODEL`: no faster on the CPUs
             measured, and less accurate).
         view_scale: scale of the second view w.r.t. the crop (0.5 in the paper's configuration).
         view_flip: randomly flip the second view horizontally (per image).

@@ -31,6 +31,7 @@ from slrnet.data import Augmentation, Sample, TrainSet
 from slrnet.feature_data import FeatureSample, FeatureTrainSet
 from slrnet.light_head import LightSLRNet
 from slrnet.modes import compute_losses, pseudo_labels_active
+from slrnet.schedule import drops_last_batch
 
 logger = logging.getLogger(__name__)
 
@@ -87,21 +88,6 @@ def resolve_device(name: str = "auto") -> torch.device:
             raise ValueError("device 'cuda' requested but CUDA is not available")
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device(name)
-
-
-def default_budget(num_images: int, device: torch.device) -> tuple[int, int]:
-    """(epochs, image_size) when the user gives none: a few minutes on a laptop CPU for ~100
-    images (about 1,500 augmented image views), the paper's 30 epochs at 448 px on a GPU."""
-    if device.type == "cuda":
-        return max(8, min(30, math.ceil(40_000 / max(num_images, 1)))), 448
-    size = 256 if num_images <= 400 else 224
-    return max(4, min(30, math.ceil(1_500 / max(num_images, 1)))), size
-
-
-def default_warmup(epochs: int) -> int:
-    """Epochs before the pseudo-label loss starts: the paper's 5 of 30; at least one, and at least
-    one epoch with it when there are two or more (a single epoch never uses pseudo-labels)."""
-    return min(epochs - 1, max(1, round(epochs / 6))) if epochs > 1 else 1
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
@@ -289,7 +275,7 @@ def seconds_per_image(model: nn.Module, samples: Sequence[Sample], *, model_conf
     """Measured training cost: seconds per image of a full step (two views, the pseudo-label term
     on or off, backward, SGD), median of ``steps`` steps after one warm-up, on a copy of ``model``.
 
-    What the time-budgeted default sizes the run with (``epochs = budget / (images × this)``);
+    What a budgeted run is sized with when no earlier run measured the speed (services.train_plan);
     the copy keeps ``model`` and the RNG streams of the real run untouched.
     """
     import copy
@@ -325,22 +311,9 @@ def seconds_per_image(model: nn.Module, samples: Sequence[Sample], *, model_conf
     return sorted(times)[len(times) // 2]
 
 
-def epochs_for_budget(budget_s: float, seconds_per_img: float, images_per_epoch: int,
-                      max_epochs: int = 30) -> int:
-    """Whole epochs that fit ``budget_s`` at the measured cost (1..max_epochs)."""
-    per_epoch = seconds_per_img * max(images_per_epoch, 1)
-    return max(1, min(max_epochs, math.floor(budget_s / max(per_epoch, 1e-9))))
-
-
-def images_per_epoch(visits: int, batch_size: int) -> int:
-    """Images an epoch of ``visits`` trains on: whole batches only, unless the set is smaller
-    than one batch (the rule of `make_loader`)."""
-    return visits if visits <= batch_size else (visits // batch_size) * batch_size
-
-
 def make_loader(dataset: TrainSet, cfg: TrainConfig, epoch: int) -> DataLoader:
     """The epoch's loader: shuffled from (seed, epoch), split across ranks under DDP."""
-    drop_last = len(dataset) > cfg.batch_size  # see images_per_epoch
+    drop_last = drops_last_batch(len(dataset), cfg.batch_size)
     if dist.is_initialized():
         sampler: Any = DistributedSampler(dataset, shuffle=True, seed=cfg.seed, drop_last=drop_last)
         sampler.set_epoch(epoch)

@@ -16,7 +16,7 @@ from services.devices import open_device
 from services.errors import UserError
 from services.importing import import_dataset
 from services.progress import Cancelled
-from services.train_plan import THROUGHPUT_FILE, LabelCounts, plan_for_counts, plan_training
+from services.train_plan import THROUGHPUT_FILE, LabelCounts, choose_mode, plan_training
 from storage import labels as label_repo
 from storage import runs as run_repo
 from storage.models import PseudoLabel, TrainingRun
@@ -74,7 +74,7 @@ def runs(studio: Studio) -> list[TrainingRun]:
     ("tagged", "masked", "mode"), [(5, 0, "wsss"), (0, 3, "ssss"), (4, 2, "ssss_tags")]
 )
 def test_mode_follows_the_labels(tagged: int, masked: int, mode: str) -> None:
-    choice = plan_for_counts(LabelCounts(tagged, masked, 10), "auto")
+    choice = choose_mode(LabelCounts(tagged, masked, 10), "auto")
     assert choice.mode == mode
     assert "\n" not in choice.reason and str(max(tagged, masked)) in choice.reason
 
@@ -85,7 +85,7 @@ def test_mode_follows_the_labels(tagged: int, masked: int, mode: str) -> None:
 )
 def test_mode_refuses_what_the_labels_cannot_support(tagged: int, masked: int, requested: str) -> None:
     with pytest.raises(UserError):
-        plan_for_counts(LabelCounts(tagged, masked, 1), requested)
+        choose_mode(LabelCounts(tagged, masked, 1), requested)
 
 
 def test_mode_override_is_accepted_when_labels_allow(studio: Studio, project: dict[str, Path]) -> None:

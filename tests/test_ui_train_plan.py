@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from services import labeling, train_plan
 from services.context import Studio
 from slrnet.config import default_mask_repeat
 from storage import jobs as job_rows
-from tests.ui_support import image_ids, make_project, publish_pseudo_labels
+from tests.ui_support import image_ids, make_project
 
 
 @pytest.fixture()
@@ -37,28 +38,51 @@ def _speeds(studio: Studio, known: dict[str, float]) -> None:
     (studio.data_dir / train_plan.THROUGHPUT_FILE).write_text(json.dumps(known))
 
 
+def _preview(studio: Studio, project: str, **options: Any) -> train_plan.TrainPlan:
+    return train_plan.preview_training(studio, project, train_plan.TrainOptions(**options))
+
+
+def _publish_model(studio: Studio, project: str, plan: train_plan.TrainPlan) -> int:
+    """A published model version trained as ``plan`` says (its run row and checkpoint file)."""
+    from storage import runs as run_repo
+    from storage.projects import get_project_by_name
+
+    names = tuple(c.name for c in labeling.get_project(studio, project).classes)
+    with studio.Session.begin() as session:
+        row = get_project_by_name(session, project)
+        run = run_repo.create_run(session, row.id, mode=plan.mode, backbone=plan.model_config.backbone,
+                                  config=train_plan.run_config(plan.model_config, plan.train_config, names))
+        run_repo.set_checkpoint_path(session, run, f"checkpoints/run-{run.id}.pt")
+        run_repo.mark_trained(session, run)
+        run_repo.mark_published(session, run)
+        version = run.version
+    (studio.data_dir / "checkpoints").mkdir(exist_ok=True)
+    (studio.data_dir / "checkpoints" / f"run-{run.id}.pt").write_bytes(b"weights")
+    return version
+
+
 def test_preview_guesses_the_speed_when_nothing_was_measured(studio: Studio, project: str) -> None:
     _tag(studio, project, ["img0.png", "img1.png", "img2.png"])
-    default = train_plan.preview_training(studio, project, device="cpu", budget_s=10)
+    default = _preview(studio, project, device="cpu", budget_s=10)
     assert default.image_size == train_plan.CPU_IMAGE_SIZE
-    preview = train_plan.preview_training(studio, project, device="cpu", budget_s=10, image_size=224)
+    preview = _preview(studio, project, device="cpu", budget_s=10, image_size=224)
     assert (preview.mode, preview.image_size, preview.images_per_epoch) == ("wsss", 224, 3)
     assert preview.speed_source == "guessed" and preview.images_per_s == pytest.approx(3.0)
     assert preview.epochs == 10  # floor(10 s / (3 images / 3 img/s))
     assert preview.estimated_s == pytest.approx(10.0)
     assert preview.predict_images == 10 and preview.predict_s == pytest.approx(10 / 8)
     # half the side, a quarter of the pixels: four times the guessed speed
-    small = train_plan.preview_training(studio, project, device="cpu", budget_s=10, image_size=112)
+    small = _preview(studio, project, device="cpu", budget_s=10, image_size=112)
     assert small.images_per_s == pytest.approx(12.0) and small.epochs == 30  # clamped to 30
 
 
 def test_preview_uses_the_measured_speed_and_scales_another_size(studio: Studio, project: str) -> None:
     _tag(studio, project, ["img0.png", "img1.png"])
     _speeds(studio, {"cpu/mobilenet_v2/64/224": 1.0, "cpu/tiny/64/64": 40.0})
-    measured = train_plan.preview_training(studio, project, device="cpu", budget_s=60, image_size=224)
+    measured = _preview(studio, project, device="cpu", budget_s=60, image_size=224)
     assert measured.speed_source == "measured" and measured.epochs == 30
     assert measured.estimated_s == pytest.approx(60.0)  # 30 epochs x 2 images at 1 img/s
-    scaled = train_plan.preview_training(studio, project, device="cpu", backbone="tiny", image_size=128,
+    scaled = _preview(studio, project, device="cpu", backbone="tiny", image_size=128,
                                          budget_s=1)
     assert scaled.speed_source == "scaled" and scaled.images_per_s == pytest.approx(10.0)
     assert scaled.epochs == 5 and scaled.estimated_s == pytest.approx(1.0)
@@ -66,20 +90,20 @@ def test_preview_uses_the_measured_speed_and_scales_another_size(studio: Studio,
 
 def test_preview_default_budget_epochs_given_and_gpu(studio: Studio, project: str) -> None:
     _tag(studio, project, [f"img{i}.png" for i in range(10)])
-    default = train_plan.preview_training(studio, project, device="cpu")
+    default = _preview(studio, project, device="cpu")
     assert default.budget_s == train_plan.CPU_TRAIN_BUDGET_S
     assert default.epochs == 30  # 240 s / (10 images / 3 img/s) = 72 epochs, clamped
-    given = train_plan.preview_training(studio, project, device="cpu", epochs=2, image_size=224)
+    given = _preview(studio, project, device="cpu", epochs=2, image_size=224)
     # the loader drops the last partial batch of 8: an epoch trains on 8 of the 10 images
     assert given.epochs == 2 and given.budget_s is None and given.estimated_s == pytest.approx(2 * 8 / 3)
-    gpu = train_plan.preview_training(studio, project, device="cuda")
+    gpu = _preview(studio, project, device="cuda")
     assert (gpu.image_size, gpu.epochs, gpu.estimated_s) == (448, 30, None)  # nothing measured on a GPU
     assert "measured when it starts" in train_tab._preview_text(gpu)
 
 
 def test_mask_modes_count_every_image_and_the_mask_repeats(studio: Studio, project: str) -> None:
     labeling.save_mask(studio, image_ids(studio, project)["img0.png"], np.zeros((30, 40), np.uint8))
-    preview = train_plan.preview_training(studio, project, device="cpu", budget_s=30)
+    preview = _preview(studio, project, device="cpu", budget_s=30)
     # ssss: 10 images, the one masked image seen 9 times per epoch (masks are half the views):
     # 18 views, of which one epoch trains on the 2 whole batches of 8 (as the service counts them)
     assert default_mask_repeat(1, 9, "ssss") == 9
@@ -88,21 +112,21 @@ def test_mask_modes_count_every_image_and_the_mask_repeats(studio: Studio, proje
 
 def test_preview_continues_from_the_current_model(studio: Studio, project: str) -> None:
     _tag(studio, project, ["img0.png", "img1.png", "img2.png"])
-    publish_pseudo_labels(studio, {"img0.png": 0.5})
-    warm = train_plan.preview_training(studio, project, device="cpu")
-    fresh = train_plan.preview_training(studio, project, device="cpu", warm_start=False)
+    _publish_model(studio, project, _preview(studio, project, device="cpu"))
+    warm = _preview(studio, project, device="cpu")
+    fresh = _preview(studio, project, device="cpu", warm_start=False)
     assert warm.warm_start_from == 1 and fresh.warm_start_from is None
     assert warm.budget_s == train_plan.CPU_TRAIN_BUDGET_S * train_plan.WARM_START_BUDGET_SHARE
     assert fresh.budget_s == train_plan.CPU_TRAIN_BUDGET_S
     assert "continues from model v1" in warm.summary() and "continues" not in fresh.summary()
     # a budget given by hand is not halved
-    assert train_plan.preview_training(studio, project, device="cpu", budget_s=90).budget_s == 90
+    assert _preview(studio, project, device="cpu", budget_s=90).budget_s == 90
 
 
 def test_unreadable_throughput_file_falls_back_to_the_guess(studio: Studio, project: str) -> None:
     _tag(studio, project, ["img0.png"])
     (studio.data_dir / train_plan.THROUGHPUT_FILE).write_text("{not json")
-    assert train_plan.preview_training(studio, project, device="cpu").speed_source == "guessed"
+    assert _preview(studio, project, device="cpu").speed_source == "guessed"
     train_plan.record_throughput(studio.data_dir, "cpu/tiny/64/64", 12.3456)
     assert train_plan.read_throughput(studio.data_dir) == {"cpu/tiny/64/64": 12.346}
 
@@ -123,7 +147,7 @@ def test_choosing_a_project_ticks_continue_only_with_a_model(studio: Studio, pro
     options = ("", None, None, "cpu", None, True)
     before = train_tab.choose_project_training(studio, project, "auto", *options)
     assert before["warm"]["value"] is False and before["warm"]["interactive"] is False
-    publish_pseudo_labels(studio, {"img0.png": 0.5})
+    _publish_model(studio, project, _preview(studio, project, device="cpu"))
     after = train_tab.choose_project_training(studio, project, "auto", *options[:-1], False)
     assert after["warm"]["value"] is True and "Continues from model v1" in after["plan"]
 
@@ -152,18 +176,6 @@ def test_minutes_in_the_train_defaults() -> None:
     assert train_defaults('{"minutes": 0.5}') == TrainDefaults(minutes=0.5)
     with pytest.raises(Exception, match="minutes must be a positive number"):
         train_defaults('{"minutes": -1}')
-
-
-def test_the_training_service_uses_the_same_constants_and_key() -> None:
-    """The preview is only right while it prices the run the service will train."""
-    from services import training
-    from slrnet.train import epochs_for_budget
-
-    assert training.CPU_MODEL["feature_channels"] == train_plan.CPU_FEATURE_CHANNELS
-    assert training.throughput_key is train_plan.throughput_key
-    for budget, speed, images in [(240, 3.0, 40), (10, 3.0, 3), (1, 0.5, 100), (1e4, 50.0, 2)]:
-        planned = train_plan.planned_epochs(budget, speed, images)
-        assert planned == epochs_for_budget(budget, 1 / speed, images)
 
 
 def _budgeted_project(tmp_path: Path) -> Studio:
@@ -202,7 +214,7 @@ def test_the_preview_is_within_30_percent_of_the_training_time(tmp_path: Path) -
 
     with _budgeted_project(tmp_path) as studio:
         train(studio, "p", **BUDGETED)
-        preview = train_plan.preview_training(studio, "p", **BUDGETED)
+        preview = _preview(studio, "p", **BUDGETED)
         result = train(studio, "p", **BUDGETED)
     seconds = result.metrics["train_seconds"]
     print(f"\npreview: {preview.epochs} epochs, estimated {preview.estimated_s:.1f} s "
@@ -214,8 +226,8 @@ def test_the_preview_is_within_30_percent_of_the_training_time(tmp_path: Path) -
 
 
 def test_the_duration_comes_from_the_last_whole_run_of_the_model(studio: Studio, project: str) -> None:
-    """Epochs are sized as the service sizes them (the probe's speed: here the guess); the
-    duration from how fast the last finished run of the same model really trained."""
+    """Epochs and duration come from how fast the last finished run of the same model really
+    trained (no timed steps when a speed was measured)."""
     from storage import runs as run_repo
     from storage.projects import get_project_by_name
 
@@ -232,15 +244,15 @@ def test_the_duration_comes_from_the_last_whole_run_of_the_model(studio: Studio,
         run = run_repo.create_run(session, row.id, mode="wsss", backbone="mobilenet_v2", config=config)
         run_repo.record_epoch(session, run, 2, metrics)
         run_repo.mark_trained(session, run)
-    preview = train_plan.preview_training(studio, project, device="cpu", budget_s=20, image_size=224)
-    # floor(20 s / (8 images, the whole batch of the 10, / 3 img/s guessed)), as the service plans
-    assert preview.epochs == 7 and preview.images_per_epoch == 8
+    preview = _preview(studio, project, device="cpu", budget_s=20, image_size=224)
     assert preview.images_per_s == pytest.approx(4.0)  # 2 epochs x 8 trained images in 4 s
-    assert preview.estimated_s == pytest.approx(7 * 8 / 4.0)
+    # the same speed sizes the epochs: 20 s / (8 images, the whole batch of the 10, / 4 img/s)
+    assert preview.epochs == 10 and preview.images_per_epoch == 8 and preview.speed_source == "measured"
+    assert preview.estimated_s == pytest.approx(10 * 8 / 4.0)
     # another image size, or the backbone fine-tuned: no run of that model, back to the guess
-    smaller = train_plan.preview_training(studio, project, device="cpu", image_size=112)
+    smaller = _preview(studio, project, device="cpu", image_size=112)
     assert smaller.speed_source == "guessed"
-    tuned = train_plan.preview_training(studio, project, device="cpu", budget_s=20, image_size=224,
+    tuned = _preview(studio, project, device="cpu", budget_s=20, image_size=224,
                                         model_overrides={"freeze_backbone": False})
     assert tuned.speed_source == "guessed"
 
@@ -263,3 +275,28 @@ def test_a_frozen_backbone_is_timed_apart_from_a_fine_tuned_one() -> None:
     assert train_plan.freezes_backbone("cpu", "wsss") and not train_plan.freezes_backbone("cuda", "wsss")
     assert not train_plan.freezes_backbone("cpu", "ssss_tags")
     assert not train_plan.freezes_backbone("cpu", "wsss", {"freeze_backbone": False})
+
+
+def test_after_a_tags_only_cpu_model_a_round_with_masks_does_not_continue_from_it(
+        studio: Studio, project: str) -> None:
+    """The tags-only CPU model keeps its backbone frozen; a round with masks fine-tunes it: another
+    architecture, so it trains afresh at the full budget (the service's rule) and the preview says so."""
+    from storage import runs as run_repo
+    from storage.projects import get_project_by_name
+
+    _tag(studio, project, ["img0.png", "img1.png"])
+    tags_only = {"num_classes": 3, "mode": "wsss", "backbone": "mobilenet_v2", "pretrained": True,
+                 "has_background": True, "feature_channels": 64, "freeze_low": True,
+                 "freeze_backbone": True}
+    with studio.Session.begin() as session:
+        row = get_project_by_name(session, project)
+        run = run_repo.create_run(session, row.id, mode="wsss", backbone="mobilenet_v2",
+                                  config={"model": tags_only, "train": {"image_size": 160}})
+        run_repo.set_checkpoint_path(session, run, "checkpoints/run-1.pt")
+        run_repo.mark_trained(session, run)
+        run_repo.mark_published(session, run)
+    labeling.save_mask(studio, image_ids(studio, project)["img3.png"], np.zeros((30, 40), np.uint8))
+    preview = _preview(studio, project, device="cpu")
+    assert preview.mode == "ssss_tags"
+    assert preview.warm_start_from is None and "continues" not in preview.summary()
+    assert preview.budget_s == train_plan.CPU_TRAIN_BUDGET_S

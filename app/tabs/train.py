@@ -42,13 +42,14 @@ def plan_markdown(
         return "Choose a project first."
     try:
         options = _train_options(backbone, epochs, image_size, device, minutes, continue_model)
-        preview = train_plan.preview_training(studio, project, mode or "auto", **options)
+        preview = train_plan.preview_training(studio, project,
+                                              train_plan.TrainOptions(mode=mode or "auto", **options))
     except UserError as exc:
         return f"⚠ {exc}"
     return f"Will train in **{preview.mode}** mode: {preview.reason}.\n\n{_preview_text(preview)}"
 
 
-def _preview_text(p: train_plan.TrainPreview) -> str:
+def _preview_text(p: train_plan.TrainPlan) -> str:
     text = f"Plan: **{p.epochs} epoch(s)** of {p.images_per_epoch} images at **{p.image_size} px**"
     if p.estimated_s is None:
         text += f" on {p.device}; the duration is measured when it starts"
