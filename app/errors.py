@@ -36,3 +36,23 @@ def shows_user_errors(fn: Callable[P, R]) -> Callable[P, R]:
             raise gr.Error(user_message(exc), print_exception=False) from exc
 
     return wrapper
+
+
+def reports_user_errors(prefix: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Wrap a handler of a save so a :class:`UserError` is a toast and also replaces its view's
+    status line (``{"status": "<prefix>: <why>"}``, nothing else changes): no earlier "Saved" stays
+    under a refused save."""
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return fn(*args, **kwargs)
+            except UserError as exc:
+                logger.info("%s: %s", fn.__name__, exc)
+                gr.Warning(str(exc))
+                return {"status": f"**{prefix}:** {exc}"}  # type: ignore[return-value]
+
+        return wrapper
+
+    return decorate

@@ -47,6 +47,8 @@ SHORTCUTS_JS = """
       label.style.display = !query || label.textContent.toLowerCase().includes(query) ? "" : "none";
     });
   });
+  // capture phase: the page decides first, so Enter or a digit never also toggles the checkbox
+  // that has focus (Gradio's own key handling on it never sees a key used here)
   document.addEventListener("keydown", (event) => {
     const view = document.getElementById("tag-view");
     if (!view || view.offsetParent === null) return;
@@ -55,19 +57,20 @@ SHORTCUTS_JS = """
       (target.tagName === "INPUT" && target.type !== "checkbox"));
     if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
     const click = (id) => { const b = document.getElementById(id); if (b) { b.click(); } };
+    const used = () => { event.preventDefault(); event.stopPropagation(); };
     if (event.key >= "1" && event.key <= "9") {
       const boxes = document.querySelectorAll("#tag-classes input[type=checkbox]");
       const box = boxes[Number(event.key) - 1];
-      if (box) { box.click(); event.preventDefault(); }
+      if (box) { box.click(); used(); }
     } else if (event.key === "Enter") {
-      click("tag-save-next"); event.preventDefault();
+      click("tag-save-next"); used();
     } else if (event.key === "s") {
-      click("tag-save"); event.preventDefault();
+      click("tag-save"); used();
     } else if (event.key === "n") {
-      click("tag-next"); event.preventDefault();
+      click("tag-next"); used();
     } else if (event.key === "p") {
-      click("tag-previous"); event.preventDefault();
+      click("tag-previous"); used();
     }
-  });
+  }, true);
 }
 """.replace("__TAB_IDS__", json.dumps({label: tab_id for tab_id, label in TABS.items()}))

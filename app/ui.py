@@ -87,12 +87,11 @@ def _wire_page(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace) -> N
         {"classes_text": ui.projects.classes_text, "swatches": ui.projects.swatches, "summary": ui.summary},
         studio,
     )
-    chosen = chosen.then(
-        bind(projects.keep_open_image, studio),
-        [ui.project, ui.current_image, ui.paint.session],
-        [ui.current_image, ui.paint.session],
-    )
-    chosen = chosen.then(lambda: (0, None), None, [ui.browse.page, ui.review.cache])
+    followed = [ui.project, ui.current_image, ui.paint.session]
+    chosen = on(chosen.then, paint.follow_project, followed, views.paint, studio)
+    chosen = on(chosen.then, tag.show, [ui.project, ui.current_image], views.tag, studio)
+    chosen = chosen.then(lambda: 0, None, [ui.browse.page])
+    chosen = on(chosen.then, review.cleared, None, views.review)
     chosen = on(
         chosen.then,
         browse.show_page,

@@ -6,6 +6,8 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import gradio as gr
+
 
 def bind(fn: Any, *args: Any) -> Any:
     """``fn`` with leading arguments bound, keeping its name for Gradio's API page."""
@@ -23,11 +25,14 @@ def on(
     **options: Any,
 ) -> Any:
     """Wire ``event`` to a handler returning ``{view name: update}``: the names are looked up in
-    ``outputs`` (names it lacks are not shown by this event)."""
+    ``outputs`` (names it lacks are not shown by this event; outputs it does not name are left as
+    they are). Errors are toasts, never "Error" badges over the outputs: the progress display is
+    hidden unless ``show_progress`` says otherwise (a slow step shows its own loading state)."""
 
     def run(*args: Any) -> dict[Any, Any]:
         result = fn(*bound, *args)
-        return {outputs[name]: value for name, value in result.items() if name in outputs}
+        return {view: result.get(name, gr.skip()) for name, view in outputs.items()}
 
     run.__name__ = getattr(fn, "__name__", "handler")
+    options.setdefault("show_progress", "hidden")
     return event(run, inputs, list(outputs.values()), **options)

@@ -29,6 +29,7 @@ class ImageState:
     tags: tuple[str, ...]  # class names of the human tags
     mask_source: str | None  # "human" / "accepted", None without a mask
     score: float | None  # mean confidence of the current pseudo-label, None without one
+    tags_checked: bool = False  # its tags were saved (perhaps with none): it is not untagged
 
     @property
     def has_mask(self) -> bool:
@@ -63,6 +64,7 @@ def _state(session: Session, image: Image, names: dict[int, str], run_id: int | 
         tags=tuple(sorted(names[t] for t in tag_ids if t in names)),
         mask_source=mask.source if mask is not None else None,
         score=pseudo.score if pseudo is not None else None,
+        tags_checked=bool(tag_ids) or image.tags_checked_at is not None,
     )
 
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: paths to ../shared (skip when absent) and an offline torch hub cache."""
+"""Shared fixtures: paths to ../shared (skip when absent), an offline torch hub cache, a studio, and
+the browser tests' served app, headless Chromium and page (tests/browser_support.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+
+from tests.browser_support import browser, page, server  # noqa: F401 (fixtures)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SLRNET_SHARED", REPO_ROOT.parent / "shared"))

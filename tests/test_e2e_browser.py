@@ -12,16 +12,8 @@ tests/artifacts/.
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,144 +22,12 @@ import pytest
 from services import browse, labeling, review
 from services.context import Studio
 from slrnet.config import IGNORE_INDEX
-from tests.conftest import REPO_ROOT
+from tests.browser_support import STEP_MS, TRAIN_MS, at, open_tab, painter_labels, painter_ready, shot, stroke
 from tests.ui_support import project_images
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-ARTIFACTS = REPO_ROOT / "tests" / "artifacts"
 PHOTOS = ["000000000009.jpg", "000000000025.jpg", "000000000030.jpg", "000000000034.jpg"]
-# a 15 s training budget (the time-budgeted CPU default, sized by a timed step)
-TRAIN_OPTIONS = {"backbone": "tiny", "minutes": 0.25, "image_size": 64, "device": "cpu"}
-STEP_MS = 20_000
-TRAIN_MS = 240_000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"launch.py serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"launch.py serve did not answer within {timeout_s}s:\n{log.read_text()[-3000:]}")
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """``launch.py serve`` on a free port and a fresh data dir, training tiny models on the CPU."""
-    if not CHROMIUM.is_file():
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
-    pytest.importorskip("playwright.sync_api")
-    root = tmp_path_factory.mktemp("e2e")
-    data, log = root / "data", root / "serve.log"
-    port = _free_port()
-    env = {
-        **os.environ,
-        "SLRNET_TRAIN_OPTIONS": json.dumps(TRAIN_OPTIONS),
-        "GRADIO_ANALYTICS_ENABLED": "False",
-    }
-    env.pop("SLRNET_DATABASE_URL", None)
-    env.pop("SLRNET_QUEUE_URL", None)
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "launch.py", "serve", "--data", str(data), "--port", str(port)],
-            cwd=REPO_ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        _wait_until_up(url, proc, log)
-        yield url, data
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture()
-def page(browser: object) -> Iterator[object]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-    page = context.new_page()
-    page.set_default_timeout(STEP_MS)
-    yield page
-    context.close()
-
-
-def _shot(page: object, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
-
-
-def _open_tab(page: object, name: str) -> None:
-    page.get_by_role("tab", name=name).click()
-
-
-def _painter_ready(page: object, name: str) -> None:
-    """Wait until the painter shows image ``name`` and its tools are enabled."""
-    from playwright.sync_api import expect
-
-    expect(page.locator("#paint-title")).to_contain_text(name)
-    page.wait_for_function("() => window.slrPainter && window.slrPainter.state.ready")
-    expect(page.locator("#paint-save")).to_be_enabled()
-
-
-def _at(page: object, x: float, y: float) -> tuple[float, float]:
-    """The page point over image pixel (x, y) of the painter (at its current zoom)."""
-    return tuple(page.evaluate("([x, y]) => window.slrPainter.clientPoint(x, y)", [x, y]))
-
-
-def _stroke(page: object, points: list[tuple[float, float]]) -> None:
-    page.mouse.move(*_at(page, *points[0]))
-    page.mouse.down()
-    for point in points[1:]:
-        page.mouse.move(*_at(page, *point), steps=4)
-    page.mouse.up()
-
-
-def _painted(page: object) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, painted) the painter holds, at its edit size."""
-    state = page.evaluate(
-        "() => { const s = window.slrPainter.state; return {w: s.W, h: s.H, "
-        "edit: Array.from(s.edit), painted: Array.from(s.painted)}; }"
-    )
-    shape = (state["h"], state["w"])
-    return (np.array(state["edit"], np.uint8).reshape(shape), np.array(state["painted"], bool).reshape(shape))
-
 
 def test_label_train_review_export_loop(
     server: tuple[str, Path], page: object, browser: object, coco128: Path, tmp_path: Path
@@ -188,17 +48,17 @@ def test_label_train_review_export_loop(
         expect(page.locator("#classes-text textarea")).to_have_value(
             "background #000000\nperson #ffb300\ngiraffe #803e75\nzebra #ff6800"
         )
-        _shot(page, "projects")
+        shot(page, "projects")
 
         # Import: upload four coco128 photos; a double click queues one import
-        _open_tab(page, "Import")
+        open_tab(page, "Import")
         page.set_input_files("#upload-files input[type=file]", [str(coco128 / "images" / n) for n in PHOTOS])
         expect(page.locator("#upload-files")).to_contain_text(Path(PHOTOS[-1]).stem)
         page.dblclick("#import-upload")
         expect(page.locator("#import-status")).to_contain_text("succeeded")
         expect(page.locator("#summary")).to_contain_text("4 images")
         expect(page.locator("#import-upload")).to_be_enabled()  # a next import needs no reload
-        _shot(page, "import")
+        shot(page, "import")
         ids = {i.name: i.id for i in project_images(studio, "e2e")}
         assert sorted(ids) == PHOTOS
         with studio.Session.begin() as session:
@@ -207,12 +67,12 @@ def test_label_train_review_export_loop(
             assert session.query(Job).filter(Job.kind == "import").count() == 1
 
         # Browse: four thumbnails with a status line; click the giraffe photo
-        _open_tab(page, "Browse")
+        open_tab(page, "Browse")
         expect(page.locator("#gallery img")).to_have_count(4)
         expect(page.locator("#gallery")).to_contain_text("unlabelled")
         page.locator("#gallery img").nth(1).click()
         expect(page.locator("#browse-info")).to_contain_text(PHOTOS[1])
-        _shot(page, "browse")
+        shot(page, "browse")
 
         # Tag: keyboard only; keys shown on the boxes; "2" toggles giraffe, Enter saves & moves on
         page.click("#to-tag")
@@ -222,7 +82,7 @@ def test_label_train_review_export_loop(
         expect(page.locator("#tag-classes")).to_contain_text("2 · giraffe")
         page.keyboard.press("2")
         expect(boxes.nth(1)).to_be_checked()
-        _shot(page, "tag")
+        shot(page, "tag")
         page.keyboard.press("Enter")
         expect(page.locator("#tag-status")).to_contain_text("Saved 1 tag")
         expect(page.locator("#tag-title")).to_contain_text(PHOTOS[2])  # the next untagged image
@@ -233,20 +93,20 @@ def test_label_train_review_export_loop(
 
         # Paint the chosen image: two classes by hotkey, one undone stroke, one superpixel click;
         # then check the stored mask pixel by pixel
-        _open_tab(page, "Paint")
-        _painter_ready(page, PHOTOS[1])
+        open_tab(page, "Paint")
+        painter_ready(page, PHOTOS[1])
         expect(page.locator("#painter")).to_contain_text("unknown (ignore)")
         page.keyboard.press("2")  # person
-        _stroke(page, [(100, 100), (300, 100)])
+        stroke(page, [(100, 100), (300, 100)])
         page.keyboard.press("3")  # giraffe
-        _stroke(page, [(100, 300), (300, 300)])
-        _stroke(page, [(400, 50), (400, 400)])  # a mistake ...
+        stroke(page, [(100, 300), (300, 300)])
+        stroke(page, [(400, 50), (400, 400)])  # a mistake ...
         page.keyboard.press("Control+z")  # ... undone
         page.keyboard.press("r")  # superpixel tool, still giraffe
-        page.mouse.click(*_at(page, 550, 420))
-        labels, painted = _painted(page)
+        page.mouse.click(*at(page, 550, 420))
+        labels, painted = painter_labels(page)
         spx = page.evaluate("() => window.slrPainter.state.spx[420 * window.slrPainter.state.W + 550]")
-        _shot(page, "paint")
+        shot(page, "paint")
         page.click("#paint-save")
         expect(page.locator("#paint-status")).to_contain_text("Saved the mask")
         mask = labeling.get_mask(studio, ids[PHOTOS[1]])
@@ -264,34 +124,34 @@ def test_label_train_review_export_loop(
         page.wait_for_function("() => window.slrPainter.state.loading")
         expect(page.locator("#paint-save")).to_be_disabled()
         assert "loading" in page.evaluate("() => window.slrPainter.payload()")
-        _painter_ready(page, PHOTOS[2])
+        painter_ready(page, PHOTOS[2])
         assert labeling.get_mask(studio, ids[PHOTOS[2]]) is None
 
         # Two pages on one image: the second save is refused with a clear message
         other = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
         other.goto(url)
         expect(other.locator("#summary")).to_contain_text("4 images")
-        _open_tab(other, "Browse")
+        open_tab(other, "Browse")
         other.locator("#gallery img").nth(2).click()
         expect(other.locator("#browse-info")).to_contain_text(PHOTOS[2])
         other.click("#to-paint")
-        _painter_ready(other, PHOTOS[2])
-        _stroke(other, [(50, 50), (200, 50)])
+        painter_ready(other, PHOTOS[2])
+        stroke(other, [(50, 50), (200, 50)])
         other.click("#paint-save")
         expect(other.locator("#paint-status")).to_contain_text("Saved the mask")
-        _stroke(page, [(50, 150), (200, 150)])
+        stroke(page, [(50, 150), (200, 150)])
         page.click("#paint-save")
         expect(page.get_by_test_id("toast-body").first).to_contain_text("changed since you opened it")
         kept = labeling.get_mask(studio, ids[PHOTOS[2]])
         assert kept[50, 100] != IGNORE_INDEX and kept[150, 100] == IGNORE_INDEX  # the first save stands
-        _shot(page, "paint-conflict")
+        shot(page, "paint-conflict")
         other.context.close()
 
         # Train: the loss chart draws its lines while the job runs
         page.reload()
         expect(page.locator("#summary")).to_contain_text("1 tagged")
         expect(page.locator("#paint-title")).to_be_visible()  # the reload came back to the Paint tab
-        _open_tab(page, "Train")
+        open_tab(page, "Train")
         expect(page.locator("#train-plan")).to_contain_text("Will train in ssss_tags mode")
         # the plan before the click: epochs, image size and duration; no model yet to continue from
         planned = re.compile(r"Plan: \d+ epoch\(s\) of \d+ images at 64 px, about \d+ s of training")
@@ -301,23 +161,23 @@ def test_label_train_review_export_loop(
         line = page.locator("#loss-plot path.loss-line").first
         expect(line).to_have_attribute("d", re.compile(r"^M[\d.]+,[\d.]+ L"), timeout=TRAIN_MS)
         running = page.locator("#train-status").inner_text()
-        _shot(page, "train-running")
+        shot(page, "train-running")
         expect(page.locator("#train-status")).to_contain_text("succeeded", timeout=TRAIN_MS)
         assert "succeeded" not in running, "the chart only drew after the training had ended"
         expect(page.locator("#summary")).to_contain_text("model v1")
         expect(page.locator("#train-progress")).to_contain_text("100%")
         expect(page.locator("#train-warm input")).to_be_checked()  # the next round continues from it
-        _shot(page, "train")
+        shot(page, "train")
         assert review.current_model(studio, "e2e").mode == "ssss_tags"
 
         # Review: the image open in Paint (the reload restored that tab) or, with none open, the
         # least confident image without a mask; its overlay and legend; accept it
         opened = page.evaluate("() => (window.slrPainter.state.doc || {}).image_id ?? null")
-        _open_tab(page, "Review")
+        open_tab(page, "Review")
         expect(page.locator("#review-title")).to_contain_text("model v1")
         expect(page.locator("#review-picture img")).to_have_count(1)
         expect(page.locator("#legend table tbody tr").first).to_be_visible()
-        _shot(page, "review")
+        shot(page, "review")
         reviewed = page.locator("#review-title strong").first.inner_text()
         suggested = review.suggest_next_to_label(studio, "e2e")
         expected = labeling.get_image(studio, opened).name if opened is not None else suggested.name
@@ -331,7 +191,7 @@ def test_label_train_review_export_loop(
 
         # Correct in editor: the Paint tab opens on the pseudo-label; saving keeps it as the start
         page.click("#correct-btn")
-        _painter_ready(page, f"{corrected} ")
+        painter_ready(page, f"{corrected} ")
         expect(page.locator("#paint-title")).to_contain_text("starting from model's pseudo-label")
         page.click("#paint-save")
         expect(page.locator("#paint-status")).to_contain_text("Saved the mask")
@@ -342,7 +202,7 @@ def test_label_train_review_export_loop(
         page.reload()
         expect(page.locator("#summary")).to_contain_text("model v1")  # restored (project and tab) ...
         expect(page.locator("#review-title")).to_be_visible()  # (the last tab clicked) before another
-        _open_tab(page, "Export")
+        open_tab(page, "Export")
         page.click("#export-coco")
         link = page.locator("#download a")
         expect(link).to_have_count(2)
@@ -354,7 +214,7 @@ def test_label_train_review_export_loop(
         assert len(coco["images"]) == 4
         assert {a["category_id"] for a in coco["annotations"]} <= {1, 2, 3}
         assert any(a["image_id"] == ids[PHOTOS[1]] for a in coco["annotations"])
-        _shot(page, "export")
+        shot(page, "export")
         page.click("#export-voc")
         expect(link.first).to_have_attribute("download", re.compile(r"e2e-voc-\d+\.zip"))
         with page.expect_download() as download:

@@ -165,7 +165,16 @@
     const veil = $("#slr-veil");
     veil.style.display = "flex";
     veil.textContent = doc.loading ? "Loading…" : (doc.message || "Loading…");
-    if (doc.loading || !doc.image) { if (!doc.loading) state.loading = false; return; }
+    if (doc.loading || !doc.image) {
+      // a message in place of an image (none open): only "Next image without mask" stays usable
+      if (!doc.loading) {
+        state.loading = false;
+        $("#slr-layer").style.visibility = "hidden"; $("#slr-palette").innerHTML = "";  // nothing of the last image
+        const next = $("#paint-next");
+        if (next) { next.disabled = false; next.classList.remove("slr-disabled"); }
+      }
+      return;
+    }
     try {
       const [image, labels, spx] = await Promise.all([
         loadImage(doc.image), doc.labels ? loadImage(doc.labels) : null, loadImage(doc.superpixels),
@@ -188,6 +197,7 @@
         const [r, g, b] = hexToRgb(c.display || c.color);
         state.lut.set([r, g, b], 3 * c.value); state.known[c.value] = 1;
       }
+      $("#slr-layer").style.visibility = "";
       state.image.src = image.src;
       state.image.style.width = `${W}px`; state.image.style.height = `${H}px`;
       state.overlay.width = W; state.overlay.height = H;
@@ -434,7 +444,9 @@
   document.addEventListener("keydown", (event) => {
     if (!visible() || !state.ready) return;
     const t = event.target;
-    if (t && (t.tagName === "TEXTAREA" || (t.tagName === "INPUT" && t.type !== "range" && t.type !== "checkbox"))) return;
+    // only typing in a text field keeps the keys: after a click on a radio, checkbox or slider
+    // of the painter's column, its hotkeys still work
+    if (t && (t.tagName === "TEXTAREA" || (t.tagName === "INPUT" && !["range", "checkbox", "radio"].includes(t.type)))) return;
     const key = event.key;
     if ((event.ctrlKey || event.metaKey) && key.toLowerCase() === "z") {
       event.preventDefault(); if (event.shiftKey) redo(); else undo(); return;

@@ -18,7 +18,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from app.errors import shows_user_errors
+from app.errors import reports_user_errors, shows_user_errors
 from app.overlay import resize_nearest, resize_rgb
 from app.painter import apply_paint, decode_painting, edit_size, editor_document, opening_token
 from app.superpixels import superpixels
@@ -139,6 +139,27 @@ def load_editor(
     }
 
 
+@shows_user_errors
+def follow_project(
+    studio: Studio, project: str | None, image_id: int | None, session: dict | None
+) -> dict[str, Any]:
+    """The project changed (or was restored on load): drop the chosen image and close the editor
+    when they are of another project (its image no longer shows, editable, under this one's name;
+    the next visit of the tab opens one of this project); otherwise leave them untouched (skipped,
+    not the values read here), so a Paint tab that opened an image while this ran keeps it."""
+
+    def ours(image: int | None) -> bool:
+        return bool(project) and labeling.is_project_image(studio, project, image)
+
+    out: dict[str, Any] = {}
+    if image_id is not None and not ours(image_id):
+        out["current_image"] = None
+    if session is not None and not ours(session["image_id"]):
+        text = "Another project was chosen: pick an image in **Browse**, or **Next image without mask**."
+        out.update(session=None, load=_document("Another project was chosen."), title=text, status="")
+    return out
+
+
 def open_editor(
     studio: Studio, project: str | None, image_id: int | None, start: str | None, session: dict | None
 ) -> dict[str, Any]:
@@ -167,8 +188,20 @@ def _painting(session: dict | None, payload: str | None) -> tuple[np.ndarray, np
         raise UserError(f"the editor sent a bad painting: {exc}") from None
 
 
-@shows_user_errors
+@reports_user_errors("Not saved")
 def save_painting(
+    studio: Studio,
+    project: str | None,
+    session: dict | None,
+    payload: str | None,
+    rest_is_background: bool,
+) -> dict[str, Any]:
+    """Store the painting as the image's mask (:func:`_store_painting`); a refusal replaces the
+    status line."""
+    return _store_painting(studio, project, session, payload, rest_is_background)
+
+
+def _store_painting(
     studio: Studio,
     project: str | None,
     session: dict | None,
@@ -200,7 +233,7 @@ def save_painting(
     return {"status": status, "session": {**session, "version": saved.version}}
 
 
-@shows_user_errors
+@reports_user_errors("Not cleared")
 def clear_mask(studio: Studio, project: str | None, session: dict | None) -> dict[str, Any]:
     """Delete the open image's mask (refused when it changed since it was opened), then reopen the
     image with nothing painted."""
@@ -223,6 +256,7 @@ def next_without_mask(studio: Studio, project: str | None, image_id: int | None)
     return load_editor(studio, project, following.id, START_MASK)
 
 
+@reports_user_errors("Not saved")
 def save_and_next(
     studio: Studio,
     project: str | None,
@@ -231,7 +265,7 @@ def save_and_next(
     rest_is_background: bool,
 ) -> dict[str, Any]:
     """Save the painting, then open the next image without a mask."""
-    saved = save_painting(studio, project, session, payload, rest_is_background)
+    saved = _store_painting(studio, project, session, payload, rest_is_background)
     try:
         view = next_without_mask(studio, project, session["image_id"])
     except gr.Error:

@@ -8,7 +8,7 @@ from typing import Any
 
 import gradio as gr
 
-from app.errors import shows_user_errors
+from app.errors import reports_user_errors, shows_user_errors
 from app.overlay import BACKGROUND_COLOR, bright_color, palette_html
 from app.painter import PaintPalette
 from app.tabs import TABS, new_tab, select
@@ -79,26 +79,12 @@ def project_summary(studio: Studio, project: str | None) -> str:
     overview = review.project_overview(studio, project)
     counts, model = overview.counts, overview.model
     model_text = f"model v{model.version} ({model.mode})" if model else "no model yet"
+    tagged = counts["all"] - counts["untagged"]  # saved with no tags counts: it was looked at
+    none = f" ({tagged - counts['tagged']} with no tags)" if tagged > counts["tagged"] else ""
     return (
-        f"**{counts['all']}** images · {counts['tagged']} tagged · {counts['has_mask']} with masks · "
+        f"**{counts['all']}** images · {tagged} tagged{none} · {counts['has_mask']} with masks · "
         f"{counts['has_pseudo_label']} with pseudo-labels · {model_text}"
     )
-
-
-@shows_user_errors
-def keep_open_image(
-    studio: Studio, project: str | None, image_id: int | None, paint_session: dict | None
-) -> tuple[Any, Any]:
-    """The project changed (or was restored on load): drop the open image and painting when they
-    are of another project; otherwise leave them untouched (``gr.skip()``, not the values read
-    here), so a Paint tab that opened an image while this ran keeps it and still saves."""
-    painted = paint_session["image_id"] if paint_session else None
-
-    def kept(value: object, image: int | None) -> Any:
-        ours = bool(project) and labeling.is_project_image(studio, project, image)
-        return gr.skip() if value is None or ours else None
-
-    return kept(image_id, image_id), kept(paint_session, painted)
 
 
 def load_projects(studio: Studio, current: str | None, tab: str | None = None) -> dict[str, Any]:
@@ -129,7 +115,7 @@ def new_project_colors(names: list[str], colors: list[str | None], has_backgroun
     return out
 
 
-@shows_user_errors
+@reports_user_errors("Not created")
 def create_project(studio: Studio, name: str, classes_text: str, has_background: bool) -> dict[str, Any]:
     """Create a project and choose it."""
     names, colors = parse_class_lines(classes_text or "")

@@ -31,7 +31,7 @@ MASK_NOTES = {None: "", "human": " · has a painted mask", "accepted": " · acce
 
 
 def _empty(title: str) -> dict[str, Any]:
-    return {"current_image": None, "picture": None, "legend": "", "title": title, "cache": None}
+    return {"current_image": None, "picture": None, "legend": "", "title": title, "cache": None, "status": ""}
 
 
 @shows_user_errors
@@ -39,7 +39,8 @@ def show(
     studio: Studio, project: str | None, image_id: int | None, opacity: float, move: str = "stay"
 ) -> dict[str, Any]:
     """The review of ``image_id`` (none: the image the model is least sure of), or of the image
-    ``move`` ("suggest", "next", "previous") from it."""
+    ``move`` ("suggest", "next", "previous") from it; the status line is cleared (it spoke of the
+    image shown before)."""
     if not project:
         return _empty("Choose a project first.")
     view = review.review_view(studio, project, image_id, move=move)
@@ -70,7 +71,13 @@ def show(
         "legend": legend,
         "title": title,
         "cache": cache,
+        "status": "",
     }
+
+
+def cleared() -> dict[str, Any]:
+    """Another project was chosen: nothing of the last one stays (the next visit shows one)."""
+    return {k: v for k, v in _empty("").items() if k != "current_image"}
 
 
 def reblend(cache: dict | None, opacity: float) -> dict[str, Any]:

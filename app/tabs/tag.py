@@ -2,7 +2,9 @@
 search box for long class lists); save & next untagged, previous / next image.
 
 Every user event is one service call (one transaction). Handlers return dicts keyed by view
-names: ``current_image``, ``picture``, ``title``, ``classes`` (checkbox update), ``status``.
+names: ``current_image``, ``picture``, ``title``, ``classes`` (checkbox update), ``shown`` (the
+shown image's name and the version of its tags: a save naming an older one is refused),
+``status`` (cleared whenever another image is shown, so it never speaks of another image).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import gradio as gr
 
-from app.errors import shows_user_errors
+from app.errors import reports_user_errors, shows_user_errors
 from app.tabs import new_tab
 from app.tabs.projects import project_summary
 from app.wiring import bind, on
@@ -27,7 +29,15 @@ logger = logging.getLogger(__name__)
 
 NO_IMAGES = "No images yet: import some on the **Import** tab."
 VIEW_SIZE = 1024  # the tag view shows a cached JPEG of at most this side, not the full image
+OTHER_IMAGE = "the Tag view shows another image than the one chosen: open the Tag tab again"
 KEYED = 9  # classes 1..9 have a key
+# A save sends the boxes ticked on the screen (their names are the class ids): a tick made just
+# before Enter may not have reached the component's value yet.
+TICKED_JS = (
+    "(...args) => { const boxes = document.querySelectorAll('#tag-classes input[type=checkbox]');"
+    " if (boxes.length) { args[3] = Array.from(boxes).filter((b) => b.checked).map((b) => Number(b.name)); }"
+    " return args; }"
+)
 
 
 def choice_label(position: int, name: str) -> str:
@@ -38,18 +48,25 @@ def choice_label(position: int, name: str) -> str:
 def _render(studio: Studio, view: TagView) -> dict[str, Any]:
     choices = [(choice_label(k, name), class_id) for k, (name, class_id) in enumerate(view.classes)]
     if view.state is None:
-        return {"current_image": None, "picture": None, "title": NO_IMAGES,
-                "classes": gr.update(choices=choices, value=[])}
+        return {"current_image": None, "picture": None, "title": NO_IMAGES, "shown": None,
+                "classes": gr.update(choices=choices, value=[]), "status": ""}
     state = view.state
     picture = str(studio.images.thumbnail(state.image.path, size=VIEW_SIZE))
-    tagged = f"tagged: {', '.join(state.tags)}" if state.tags else "not tagged yet"
-    title = f"**{state.image.name}** · {tagged}"
     return {
         "current_image": state.image.id,
         "picture": picture,
-        "title": title,
+        "title": f"**{state.image.name}** · {tag_words(state)}",
         "classes": gr.update(choices=choices, value=list(view.tag_ids)),
+        "shown": {"image_id": state.image.id, "name": state.image.name, "version": view.tags_version},
+        "status": "",
     }
+
+
+def tag_words(state: browse.ImageState) -> str:
+    """What the title says of an image's tags."""
+    if state.tags:
+        return f"tagged: {', '.join(state.tags)}"
+    return "checked: no tags" if state.tags_checked else "not tagged yet"
 
 
 @shows_user_errors
@@ -58,7 +75,7 @@ def show(studio: Studio, project: str | None, image_id: int | None, move: str = 
     ("next", "previous", "next_untagged") from it."""
     if not project:
         return {"current_image": None, "picture": None, "title": "Choose a project first.",
-                "classes": gr.update(choices=[], value=[])}
+                "shown": None, "classes": gr.update(choices=[], value=[]), "status": ""}
     return _render(studio, browse.tag_view(studio, project, image_id, move=move))
 
 
@@ -66,26 +83,33 @@ def _ids(class_ids: Sequence[int] | None) -> list[int]:
     return [int(c) for c in class_ids or []]
 
 
-@shows_user_errors
+@reports_user_errors("Not saved")
 def save(
     studio: Studio,
     project: str | None,
     image_id: int | None,
+    shown: dict | None,
     class_ids: Sequence[int] | None,
     move: str = "stay",
 ) -> dict[str, Any]:
-    """Store the checked classes as the image's tags, then show the image ``move`` from it; an
-    image saved with no tags counts as checked ("next untagged" moves past it from then on)."""
+    """Store the checked classes as the image's tags, unless they were saved elsewhere since they
+    were ``shown`` (``{"image_id", "name", "version"}``); then show the image ``move`` from it. An image
+    saved with no tags counts as checked ("next untagged" moves past it from then on)."""
     if not project:
         raise UserError("choose a project first")
     if image_id is None:
         raise UserError("no image to tag")
+    if shown and shown["image_id"] != image_id:
+        raise UserError(OTHER_IMAGE)
     ids = _ids(class_ids)
-    view = browse.tag_view(studio, project, image_id, save=ids, move=move)
-    status = f"Saved {len(ids)} tag(s)." if ids else "Saved: none of the classes (checked, no tags)."
+    version = shown["version"] if shown else None
+    view = browse.tag_view(studio, project, image_id, save=ids, expected_version=version, move=move)
+    to = f" to {shown['name']}" if shown and move != "stay" else ""
+    status = f"Saved {len(ids)} tag(s){to}." if ids else f"Saved{to}: none of the classes (checked, no tags)."
     if view.every_image_tagged:
         status += " Every other image is tagged."
-    out = _render(studio, view) if move != "stay" else {"title": _render(studio, view)["title"]}
+    view_out = _render(studio, view)
+    out = view_out if move != "stay" else {"title": view_out["title"], "shown": view_out["shown"]}
     return {**out, "status": status}
 
 
@@ -112,6 +136,7 @@ def build() -> SimpleNamespace:
             )
             classes = gr.CheckboxGroup(label="Classes in this image (keys 1–9 toggle)", elem_id="tag-classes")
             status = gr.Markdown(elem_id="tag-status")
+        shown = gr.State(None)
     return SimpleNamespace(**locals())
 
 
@@ -122,18 +147,19 @@ def views(ui: SimpleNamespace) -> dict[str, Any]:
         "picture": ui.tag.picture,
         "title": ui.tag.title,
         "classes": ui.tag.classes,
+        "shown": ui.tag.shown,
         "status": ui.tag.status,
     }
 
 
 def wire(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace) -> None:
     t = ui.tag
-    inputs = [ui.project, ui.current_image, t.classes]
+    inputs = [ui.project, ui.current_image, t.shown, t.classes]
     saved = on(
-        t.save_next.click, lambda *a: save(studio, *a, move="next_untagged"), inputs, views.tag
+        t.save_next.click, lambda *a: save(studio, *a, move="next_untagged"), inputs, views.tag, js=TICKED_JS
     )
     saved.success(bind(project_summary, studio), [ui.project], [ui.summary])
-    saved = on(t.save.click, save, inputs, views.tag, studio)
+    saved = on(t.save.click, save, inputs, views.tag, studio, js=TICKED_JS)
     saved.success(bind(project_summary, studio), [ui.project], [ui.summary])
     for button, move in ((t.skip, "next_untagged"), (t.previous, "previous")):
         on(
