@@ -107,13 +107,18 @@ class HostGuard:
 
 
 class LoginLimiter:
-    """Too many wrong passwords from one client: ``/login`` refuses for a while (429)."""
+    """Too many wrong passwords from one client: ``/login`` refuses for a while (429).
+
+    An attempt takes a slot before it is checked: the failures in the window plus the attempts
+    being checked never exceed ``max_failures``, so concurrent guesses get no more tries than
+    sequential ones (a burst beyond that is answered 429 at once)."""
 
     def __init__(self, app: ASGIApp, max_failures: int = MAX_FAILURES, window_s: float = WINDOW_S,
                  lockout_s: float = LOCKOUT_S, clock: Callable[[], float] = time.monotonic) -> None:
         self.app, self.max_failures, self.window_s, self.lockout_s = app, max_failures, window_s, lockout_s
         self.clock = clock
         self._failures: dict[str, collections.deque[float]] = {}
+        self._checking: collections.Counter[str] = collections.Counter()
         self._locked_until: dict[str, float] = {}
         self._lock = threading.Lock()
 
@@ -121,16 +126,33 @@ class LoginLimiter:
         client = scope.get("client")
         return client[0] if client else "?"
 
+    def _admit(self, client: str, now: float) -> float | None:
+        """Take a slot for an attempt; else the seconds until one may be free."""
+        with self._lock:
+            until = self._locked_until.get(client, 0.0)
+            if until > now:
+                return until - now
+            recent = self._recent(client, now)
+            if len(recent) + self._checking[client] >= self.max_failures:
+                return (recent[0] + self.window_s - now) if recent else 1.0
+            self._checking[client] += 1
+            return None
+
+    def _recent(self, client: str, now: float) -> collections.deque[float]:
+        recent = self._failures.setdefault(client, collections.deque())
+        while recent and recent[0] < now - self.window_s:
+            recent.popleft()
+        return recent
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") not in LOGIN_PATHS:
             await self.app(scope, receive, send)
             return
-        client, now = self._client(scope), self.clock()
-        with self._lock:
-            until = self._locked_until.get(client, 0.0)
-        if until > now:
+        client = self._client(scope)
+        wait = self._admit(client, self.clock())
+        if wait is not None:
             await _respond(send, 429, "too many wrong passwords; try again later",
-                           [(b"retry-after", str(int(until - now) + 1).encode())])
+                           [(b"retry-after", str(int(wait) + 1).encode())])
             return
         status: list[int] = []
 
@@ -139,16 +161,20 @@ class LoginLimiter:
                 status.append(int(message["status"]))
             await send(message)
 
-        await self.app(scope, receive, watch)
-        if status and status[0] >= 400:
-            self._failed(client, self.clock())
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            self._done(client, self.clock(), failed=not status or status[0] >= 400)
 
-    def _failed(self, client: str, now: float) -> None:
+    def _done(self, client: str, now: float, *, failed: bool) -> None:
         with self._lock:
-            recent = self._failures.setdefault(client, collections.deque())
+            self._checking[client] -= 1
+            if not self._checking[client]:
+                del self._checking[client]
+            if not failed:
+                return
+            recent = self._recent(client, now)
             recent.append(now)
-            while recent and recent[0] < now - self.window_s:
-                recent.popleft()
             if len(recent) >= self.max_failures:
                 self._locked_until[client] = now + self.lockout_s
                 recent.clear()

@@ -1,4 +1,5 @@
-"""Settings the app reads from its command line and environment: login, training defaults."""
+"""Settings the app reads from its command line and environment: login, training defaults, the
+upload size limit and how long uploads stay in Gradio's cache."""
 
 from __future__ import annotations
 
@@ -13,6 +14,37 @@ TRAIN_OPTIONS_ENV = "SLRNET_TRAIN_OPTIONS"
 BACKBONES = ("mobilenet_v2", "resnet50", "resnet101", "wideresnet38", "tiny")
 TRAIN_MODES = ("auto", "wsss", "ssss", "ssss_tags")
 DEVICES = ("auto", "cpu", "cuda")
+
+
+MAX_UPLOAD_ENV = "SLRNET_MAX_UPLOAD_MB"
+MAX_UPLOAD_MB = 2048  # one upload (a file or a zip); larger ones are refused before they are stored
+UPLOAD_CACHE_ENV = "SLRNET_UPLOAD_CACHE_S"
+UPLOAD_CACHE_S = 3600  # uploads (already copied for their import) leave Gradio's cache after this
+
+
+def _positive_env(name: str, default: int, value: str | None) -> int:
+    raw = os.environ.get(name) if value is None else value
+    if not raw:
+        return default
+    try:
+        number = int(float(raw))
+    except ValueError:
+        number = 0
+    if number <= 0:
+        raise UserError(f"${name} must be a positive number, got {raw!r}")
+    return number
+
+
+def max_upload_bytes(value: str | None = None) -> int:
+    """The largest upload the web server accepts: ``$SLRNET_MAX_UPLOAD_MB`` megabytes (default
+    :data:`MAX_UPLOAD_MB`)."""
+    return _positive_env(MAX_UPLOAD_ENV, MAX_UPLOAD_MB, value) * 2**20
+
+
+def upload_cache_seconds(value: str | None = None) -> int:
+    """How long an upload stays in Gradio's cache: ``$SLRNET_UPLOAD_CACHE_S`` (default
+    :data:`UPLOAD_CACHE_S`); the cache is swept every tenth of that."""
+    return _positive_env(UPLOAD_CACHE_ENV, UPLOAD_CACHE_S, value)
 
 
 def parse_auth(value: str | None) -> tuple[str, str] | None:

@@ -21,7 +21,7 @@ from typing import Any
 import gradio as gr
 
 from app.polling import any_active, follow_jobs
-from app.settings import parse_auth
+from app.settings import max_upload_bytes, parse_auth, upload_cache_seconds
 from app.tabs import browse, export, import_, paint, projects, review, tag, train
 from app.tabs.export import poll_export
 from app.tabs.import_ import poll_imports
@@ -126,7 +126,9 @@ def _wire_page(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace) -> N
 
 def build_ui(studio: Studio) -> gr.Blocks:
     """The app's Blocks for ``studio`` (not launched)."""
-    with gr.Blocks(title="SLRNet Studio", analytics_enabled=False) as demo:
+    cache_s = upload_cache_seconds()
+    with gr.Blocks(title="SLRNet Studio", analytics_enabled=False,
+                   delete_cache=(max(1, cache_s // 10), cache_s)) as demo:
         ui = SimpleNamespace(demo=demo)
         ui.current_image = gr.State(None)  # image id chosen in Browse / Tag / Paint / Review
         with gr.Row(elem_id="header"):
@@ -186,6 +188,7 @@ def launch_options(
         "auth": parse_auth(auth),
         "auth_message": "SLRNet Studio: sign in" if auth else None,
         "allowed_paths": [str(exports)],
+        "max_file_size": max_upload_bytes(),
         "css": CSS + (STATIC_DIR / "painter.css").read_text(encoding="utf-8"),
         "js": SHORTCUTS_JS,
         "head": page_head(),

@@ -80,6 +80,44 @@ def test_login_limiter_forgets_old_failures_and_unlocks() -> None:
     assert client.post("/login", data={"password": "pw"}).status_code == 200
 
 
+def test_concurrent_wrong_passwords_get_no_more_tries_than_sequential_ones() -> None:
+    # 1,000 concurrent wrong passwords were all checked, and the right one sent last accepted.
+    import asyncio
+
+    checked: list[str] = []
+
+    async def login(scope, receive, send) -> None:
+        body = (await receive())["body"]
+        checked.append(body.decode())
+        await asyncio.sleep(0.01)  # the password check takes a moment
+        ok = body == b"pw"
+        await send({"type": "http.response.start", "status": 200 if ok else 400, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    limiter = LoginLimiter(login, max_failures=5, window_s=60, lockout_s=30)
+
+    async def attempt(password: str) -> int:
+        sent: list[int] = []
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": password.encode(), "more_body": False}
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                sent.append(message["status"])
+
+        scope = {"type": "http", "method": "POST", "path": "/login", "client": ("10.0.0.9", 5000)}
+        await limiter(scope, receive, send)
+        return sent[0]
+
+    async def burst() -> list[int]:
+        return await asyncio.gather(*(attempt("guess") for _ in range(1000)), attempt("pw"))
+
+    statuses = asyncio.run(burst())
+    assert len(checked) <= 5 and statuses.count(400) == len(checked)
+    assert statuses[-1] == 429 and statuses.count(429) == len(statuses) - len(checked)
+
+
 def test_allowed_hosts() -> None:
     allowed = allowed_host_names("127.0.0.1", ["studio.lab.org,.corp.example"])
     for ok in ("localhost", "127.0.0.1", "::1", "studio.lab.org", "a.corp.example", "corp.example"):
