@@ -22,12 +22,14 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from typing import Any
 
 from services.errors import UserError, environment_problem
 from services.exporting import SOURCES
 from services.formats.exporters import FORMATS
-from slrnet.config import DEVICES, MODES
+from services.train_options import MODE_CHOICES
+from slrnet.config import BACKBONES, DEVICES
 
 logger = logging.getLogger("launch")
 
@@ -97,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train SLRNet on the project's labels")
     _add_common(p)
     p.add_argument("--project", default=DEFAULT_PROJECT)
-    p.add_argument("--mode", default="auto", choices=["auto", *MODES])
-    p.add_argument("--backbone", default=None)
+    p.add_argument("--mode", default="auto", choices=MODE_CHOICES)
+    p.add_argument("--backbone", default=None, choices=BACKBONES)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--device", default="auto", choices=DEVICES)
@@ -241,24 +243,23 @@ def train(args: argparse.Namespace) -> int:
     Under ``torchrun --nproc_per_node N launch.py train ...`` every rank trains (DDP); rank 0 prints.
     """
     from services.context import Studio
-    from services.train_plan import TrainOptions, preview_training
+    from services.train_options import train_options
+    from services.train_plan import preview_training
     from services.training import train as train_service
 
-    if args.minutes is not None and args.minutes <= 0:
-        raise UserError("--minutes must be positive")
+    options = train_options(mode=args.mode, backbone=args.backbone, epochs=args.epochs,
+                            image_size=args.image_size, device=args.device, minutes=args.minutes,
+                            continue_model=not args.fresh, seed=args.seed)
     main_rank = int(os.environ.get("RANK", "0")) == 0
-    options = {"backbone": args.backbone, "epochs": args.epochs, "image_size": args.image_size,
-               "device": args.device, "budget_s": args.minutes * 60 if args.minutes else None,
-               "warm_start": False if args.fresh else None}
     with Studio.open(args.data) as studio:
-        preview = preview_training(studio, args.project,
-                                   TrainOptions(mode=args.mode, seed=args.seed, **options))
+        preview = preview_training(studio, args.project, options)
         if main_rank:
             print(preview.summary(), flush=True)
         with _progress_bar(disable=None if main_rank else True) as bar:
             result = train_service(
-                studio, args.project, mode=args.mode, seed=args.seed, resume=not args.no_resume,
-                progress=_plan_printer(_tqdm_progress(bar), bar.write if main_rank else None), **options,
+                studio, args.project, resume=not args.no_resume,
+                progress=_plan_printer(_tqdm_progress(bar), bar.write if main_rank else None),
+                **asdict(options),
             )
     if main_rank:
         resumed = f", resumed after epoch {result.resumed_from_epoch}" if result.resumed_from_epoch else ""

@@ -8,12 +8,10 @@ import os
 from dataclasses import dataclass
 
 from services.errors import UserError
+from services.train_options import train_options
 
 AUTH_ENV = "SLRNET_AUTH"
 TRAIN_OPTIONS_ENV = "SLRNET_TRAIN_OPTIONS"
-BACKBONES = ("mobilenet_v2", "resnet50", "resnet101", "wideresnet38", "tiny")
-TRAIN_MODES = ("auto", "wsss", "ssss", "ssss_tags")
-DEVICES = ("auto", "cpu", "cuda")
 
 
 MAX_UPLOAD_ENV = "SLRNET_MAX_UPLOAD_MB"
@@ -85,17 +83,8 @@ def train_defaults(raw: str | None = None) -> TrainDefaults:
     if unknown:
         raise UserError(f"${TRAIN_OPTIONS_ENV}: unknown options {sorted(unknown)}")
     defaults = TrainDefaults(**values)
-    if defaults.mode not in TRAIN_MODES:
-        raise UserError(f"${TRAIN_OPTIONS_ENV}: mode must be one of {TRAIN_MODES}")
-    if defaults.device not in DEVICES:
-        raise UserError(f"${TRAIN_OPTIONS_ENV}: device must be one of {DEVICES}")
-    if defaults.backbone is not None and defaults.backbone not in BACKBONES:
-        raise UserError(f"${TRAIN_OPTIONS_ENV}: backbone must be one of {BACKBONES}")
-    for name in ("epochs", "image_size"):
-        value = getattr(defaults, name)
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise UserError(f"${TRAIN_OPTIONS_ENV}: {name} must be a positive whole number")
-    minutes = defaults.minutes
-    if minutes is not None and (not isinstance(minutes, int | float) or minutes <= 0):
-        raise UserError(f"${TRAIN_OPTIONS_ENV}: minutes must be a positive number")
+    try:  # the rules of every other way to give these options
+        train_options(**values)
+    except UserError as exc:
+        raise UserError(f"${TRAIN_OPTIONS_ENV}: {exc}") from None
     return defaults

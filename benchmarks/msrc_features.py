@@ -80,7 +80,7 @@ def main() -> None:
     import torch
 
     from services.publishing import CPU_INFERENCE
-    from slrnet.config import MODE_LOSS_WEIGHTS, InferenceConfig, ModelConfig, TrainConfig
+    from slrnet.config import MODE_FACTS, InferenceConfig, ModelConfig, TrainConfig
     from slrnet.feature_data import FeatureSample
     from slrnet.features import FeatureSpec
     from slrnet.inference import Predictor
@@ -131,7 +131,8 @@ def main() -> None:
     lo, hi = (float(x) for x in args.crop_scale.split(","))
     base = {"epochs": args.epochs or 1, "warmup_epochs": 0, "image_size": args.crop, "crop_scale": (lo, hi),
             "lr": args.lr, "amp": False, "seed": args.seed, "feature_resolution_losses": True,
-            "batch_size": 8, "loss_weights": MODE_LOSS_WEIGHTS["wsss"], **json.loads(args.train_overrides)}
+            "batch_size": 8, "loss_weights": MODE_FACTS["wsss"].loss_weights,
+            **json.loads(args.train_overrides)}
     torch.manual_seed(args.seed)
     model = build_model(model_config)
     device = torch.device("cpu")

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from jobs.runner import JobService
 from services.errors import UserError
 from services.progress import ProgressFn, StopFn
-from services.train_plan import TrainOptions
+from services.train_options import TrainOptions
 from storage import jobs as job_rows
 from storage import runs as run_rows
 from storage.models import Job

@@ -36,8 +36,8 @@ from services.errors import UserError
 from services.features import features_available
 from services.formats.exporters import get_exporter
 from services.lookups import resolve_project
-from services.train_plan import TrainOptions, plan_training
-from slrnet.config import MODES
+from services.train_options import TrainOptions
+from services.train_plan import plan_training
 from storage import jobs as job_rows
 from storage.images import ImageFilter, count_images
 from storage.models import Project
@@ -114,10 +114,6 @@ def submit_train_on_my_labels(
     (advanced users, benchmarks, tests); ``budget_s`` / ``warm_start`` as in
     :func:`services.training.train`.
     """
-    if mode not in ("auto", *MODES):
-        raise UserError(f"unknown mode {mode!r}; choose auto, {', '.join(MODES)}")
-    if epochs is not None and epochs < 1:
-        raise UserError("epochs must be at least 1")
     options = TrainOptions(mode=mode, backbone=backbone, epochs=epochs, image_size=image_size,
                            device=device, seed=seed, train_overrides=train_overrides,
                            model_overrides=model_overrides, budget_s=budget_s, warm_start=warm_start)

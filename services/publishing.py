@@ -16,7 +16,7 @@ from services.devices import open_device
 from services.errors import UserError
 from services.lookups import resolve_project
 from services.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
-from slrnet.config import InferenceConfig
+from slrnet.config import MODE_FACTS, InferenceConfig
 from slrnet.inference import Predictor
 from storage import labels as label_repo
 from storage import runs as run_repo
@@ -87,7 +87,7 @@ def predict(
         pred = predictor.predict(studio.images.read_rgb(path), known_tags=known)
         with studio.Session.begin() as session:
             label_repo.put_pseudo_label(session, image_id, run_id, pred.labels, pred.confidence)
-            if mode != "ssss":
+            if MODE_FACTS[mode].uses_tags:  # the model predicts tags too
                 present = [c.id for c in classes if c.index >= background and pred.tag_scores[c.index] >
                            predictor.config.tag_threshold]
                 scores = {c.id: float(pred.tag_scores[c.index]) for c in classes}

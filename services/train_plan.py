@@ -24,7 +24,8 @@ from typing import Any
 from services.context import Studio
 from services.errors import UserError
 from services.lookups import resolve_project
-from slrnet.config import MODE_LOSS_WEIGHTS, MODES, ModelConfig, TrainConfig, default_mask_repeat
+from services.train_options import TrainOptions, check_mode
+from slrnet.config import MODE_FACTS, ModelConfig, TrainConfig, default_mask_repeat
 from slrnet.schedule import images_per_epoch
 from storage import images as image_repo
 from storage import labels as label_repo
@@ -43,10 +44,6 @@ CPU_BACKBONE = "mobilenet_v2"
 CPU_FEATURE_CHANNELS = 64
 CPU_MODEL = {"feature_channels": CPU_FEATURE_CHANNELS, "separable_head": False, "freeze_low": True}
 CPU_TRAIN = {"feature_resolution_losses": True}
-# modes whose CPU model keeps the ImageNet backbone as it is (ModelConfig.freeze_backbone): with
-# tags only, 6 epochs of a frozen backbone beat 4 fine-tuned ones in the same 4 minutes by 2-8
-# mIoU points on MSRC-21; with masks (CamVid@20) it did not help, so those modes fine-tune (RESULTS.md)
-CPU_FROZEN_BACKBONE_MODES = ("wsss",)
 GPU_IMAGE_SIZE = 448
 GPU_VIEWS = 40_000  # a GPU run's default length: about this many image views (the paper's 30 epochs)
 MAX_EPOCHS = 30
@@ -62,23 +59,6 @@ PREDICT_IMAGES_PER_S = 8.0
 
 
 # --- inputs -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    """What the user asked for (None: the plan's own default). The UI, the CLI, the job and the
-    training service pass this object along unchanged."""
-
-    mode: str = "auto"
-    backbone: str | None = None
-    epochs: int | None = None
-    image_size: int | None = None
-    device: str = "auto"
-    seed: int = 0
-    train_overrides: dict[str, Any] | None = None  # further TrainConfig fields (benchmarks, tests)
-    model_overrides: dict[str, Any] | None = None  # further ModelConfig fields
-    budget_s: float | None = None  # training wall-time budget (CPU, no epochs given)
-    warm_start: bool | None = None  # None: continue from the current model when it matches
 
 
 @dataclass(frozen=True)
@@ -200,29 +180,31 @@ class TrainPlan:
 
 
 def choose_mode(counts: LabelCounts, requested: str = "auto") -> ModeChoice:
-    """The mode for these counts (``requested`` when not "auto" and the labels allow it)."""
+    """The mode for these counts: "auto" picks the mode that uses exactly the kinds of label
+    present (``slrnet.config.MODE_FACTS``); a mode by hand when the labels allow it."""
     tagged, masked, unlabelled = counts.tagged, counts.masked, counts.unlabelled
-    if requested not in ("auto", *MODES):
-        raise UserError(f"unknown mode {requested!r}; choose auto, {', '.join(MODES)}")
+    check_mode(requested)
     if tagged == 0 and masked == 0:
         raise UserError("the project has no labels yet: tag some images or paint some masks first")
-    if requested == "auto":
-        if masked and tagged:
-            return ModeChoice("ssss_tags", f"{masked} image(s) with masks and {tagged} with tags: "
-                              f"masks and tags together, {unlabelled} unlabelled image(s) used too", counts)
-        if masked:
-            return ModeChoice("ssss", f"{masked} image(s) with masks and no tags: semi-supervised, "
-                              f"{unlabelled} unlabelled image(s) used too", counts)
-        return ModeChoice("wsss", f"{tagged} image(s) with tags and no masks: weakly supervised from tags",
-                          counts)
-    if requested == "wsss" and not tagged:
-        raise UserError("mode wsss needs images with tags, and this project has none")
-    if requested == "ssss" and not masked:
-        raise UserError("mode ssss needs images with masks, and this project has none")
-    if requested == "ssss_tags" and not (masked and tagged):
-        raise UserError("mode ssss_tags needs images with masks and images with tags")
-    return ModeChoice(requested, f"mode {requested} chosen by hand ({tagged} tagged, {masked} masked, "
-                      f"{unlabelled} unlabelled images)", counts)
+    if requested != "auto":
+        facts = MODE_FACTS[requested]
+        needs = (("tags", facts.uses_tags, tagged), ("masks", facts.uses_masks, masked))
+        missing = [what for what, needed, have in needs if needed and not have]
+        if missing:
+            raise UserError(f"mode {requested} needs images with {' and images with '.join(missing)}, "
+                            "and this project has none")
+        return ModeChoice(requested, f"mode {requested} chosen by hand ({tagged} tagged, {masked} masked, "
+                          f"{unlabelled} unlabelled images)", counts)
+    mode = next(m for m, f in MODE_FACTS.items() if (f.uses_tags, f.uses_masks) == (tagged > 0, masked > 0))
+    if tagged and masked:
+        reason = (f"{masked} image(s) with masks and {tagged} with tags: masks and tags together, "
+                  f"{unlabelled} unlabelled image(s) used too")
+    elif masked:
+        reason = (f"{masked} image(s) with masks and no tags: semi-supervised, "
+                  f"{unlabelled} unlabelled image(s) used too")
+    else:
+        reason = f"{tagged} image(s) with tags and no masks: weakly supervised from tags"
+    return ModeChoice(mode, reason, counts)
 
 
 def make_plan(facts: PlanFacts, options: TrainOptions) -> TrainPlan:
@@ -265,9 +247,10 @@ def make_plan(facts: PlanFacts, options: TrainOptions) -> TrainPlan:
 
 
 def training_set_size(counts: LabelCounts, images: int, mode: str) -> tuple[int, int]:
-    """(images a run of ``mode`` trains on, how many of them carry a mask): wsss trains on the
-    tagged images (masks unused), the mask modes on all ``images``, unlabelled ones included."""
-    if mode == "wsss":
+    """(images a run of ``mode`` trains on, how many of them carry a mask): a mode without masks
+    trains on the tagged images (masks unused), the mask modes on all ``images``, unlabelled ones
+    included."""
+    if not MODE_FACTS[mode].uses_masks:
         return counts.tagged, 0
     return images, counts.masked
 
@@ -290,10 +273,10 @@ def epochs_within(budget_s: float, cost: Callable[[int], float]) -> int:
 
 def freezes_backbone(device: str, mode: str, model_overrides: dict | None = None) -> bool:
     """Whether a run keeps its ImageNet backbone frozen: ``model_overrides["freeze_backbone"]``
-    when given, else on a CPU in ``CPU_FROZEN_BACKBONE_MODES``."""
+    when given, else on a CPU in a mode whose ``cpu_frozen_backbone`` says so."""
     if model_overrides and "freeze_backbone" in model_overrides:
         return bool(model_overrides["freeze_backbone"])
-    return device == "cpu" and mode in CPU_FROZEN_BACKBONE_MODES
+    return device == "cpu" and MODE_FACTS[mode].cpu_frozen_backbone
 
 
 def _configs(facts: PlanFacts, options: TrainOptions, mode: str, samples: int,
@@ -312,7 +295,8 @@ def _configs(facts: PlanFacts, options: TrainOptions, mode: str, samples: int,
             "image_size": options.image_size or (CPU_IMAGE_SIZE if cpu else GPU_IMAGE_SIZE),
             "batch_size": max(1, min(BATCH_SIZE.get(facts.device, 8), samples)),
             "mask_repeat": default_mask_repeat(masked, samples - masked, mode),
-            "amp": facts.device == "cuda", "seed": options.seed, "loss_weights": MODE_LOSS_WEIGHTS[mode],
+            "amp": facts.device == "cuda", "seed": options.seed,
+            "loss_weights": MODE_FACTS[mode].loss_weights,
             **(CPU_TRAIN if cpu else {}),
             **(options.train_overrides or {}),
         })

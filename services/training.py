@@ -24,10 +24,10 @@ from services.devices import open_device
 from services.errors import UserError
 from services.lookups import resolve_project
 from services.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
+from services.train_options import TrainOptions
 from services.train_plan import (
     LabelCounts,
     StepTimes,
-    TrainOptions,
     TrainPlan,
     make_plan,
     read_facts,
@@ -35,6 +35,7 @@ from services.train_plan import (
     run_config,
     throughput_key,
 )
+from slrnet.config import MODE_FACTS
 from slrnet.data import ImageCache, Sample
 from slrnet.train import (
     CheckpointError,
@@ -114,9 +115,9 @@ def _load_labels(studio: Studio, project_name: str) -> _ProjectLabels:
 
 
 def _training_samples(data: _ProjectLabels, mode: str) -> list[Sample]:
-    """wsss trains on the tagged images (masks unused); the mask modes on all images, unlabelled
-    ones included."""
-    if mode == "wsss":
+    """A mode without masks trains on the tagged images (masks unused); the mask modes on all
+    images, unlabelled ones included (the rule of services.train_plan.training_set_size)."""
+    if not MODE_FACTS[mode].uses_masks:
         return [replace(s, mask=None) for s in data.samples if s.has_tags]
     return list(data.samples)
 

@@ -11,16 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-Mode = Literal["wsss", "ssss", "ssss_tags"]
-BackboneName = Literal["mobilenet_v2", "efficientnet_lite0", "efficientnet_lite2", "resnet50", "resnet101",
-                       "wideresnet38", "tiny"]
 BackgroundKind = Literal["auto", "constant", "explicit"]
 HeadKind = Literal["paper", "light"]
 
 # The label value of an unknown pixel in every label map: unpainted in a mask, uncertain in a
 # pseudo-label, ignored by the losses and the metrics (class indices are 0..254).
 IGNORE_INDEX = 255
-MODES: tuple[str, ...] = ("wsss", "ssss", "ssss_tags")
+# The backbones slrnet.backbones registers (a test holds the two equal; this list is torch-free).
 BACKBONES: tuple[str, ...] = ("mobilenet_v2", "efficientnet_lite0", "efficientnet_lite2", "resnet50",
                               "resnet101", "wideresnet38", "tiny")
 # Pixels whose top class probability is below this are "uncertain" (255) in every pseudo-label:
@@ -75,8 +72,8 @@ class ModelConfig:
     """
 
     num_classes: int
-    mode: Mode = "wsss"
-    backbone: BackboneName = "mobilenet_v2"
+    mode: str = "wsss"  # one of MODES
+    backbone: str = "mobilenet_v2"  # one of BACKBONES
     pretrained: bool = True
     backbone_weights: str | None = None
     output_stride: int = 16
@@ -123,7 +120,7 @@ class ModelConfig:
         if not self.has_background:
             return False
         if self.background == "auto":
-            return self.mode in ("wsss", "ssss_tags")
+            return MODE_FACTS[self.mode].uses_tags
         return self.background == "constant"
 
 
@@ -150,26 +147,64 @@ class LossWeights:
     aux: float = 0.4
 
 
-# Official loss_coeff per setting: VOC tags [1, 4, 4, 1]; semi-supervised with image tags
-# [0.5, 2, 2, 0.5] (cls, mask reg, code reg, seg).
-MODE_LOSS_WEIGHTS: dict[str, LossWeights] = {
-    "wsss": LossWeights(),
-    "ssss": LossWeights(),
-    "ssss_tags": LossWeights(cls=0.5, mask_consistency=2.0, code_consistency=2.0, pseudo=0.5),
-}
+@dataclass(frozen=True)
+class ModeFacts:
+    """What one supervision mode is: the labels it trains on, its background, its loss weights,
+    how its masks are oversampled and its pseudo-label constants (``slrnet.pseudo_labels``).
 
-# Share of an epoch's views that are masked images (default_mask_repeat oversamples them
-# to it). The official VOC semi configs oversample the 1464 masks 7x without tags (~53 % of
-# the views) and 3x with them (~33 %). Measured without tags (CamVid@20, the 4-minute CPU
-# budget): half beats a third by 3.3 mIoU points (RESULTS.md); with tags not measured.
-MODE_MASK_SHARE: dict[str, float] = {"ssss": 1 / 2, "ssss_tags": 1 / 3}
+    Attributes:
+        uses_tags: image tags train the classifier (and, in predict, tags are predicted); with
+            ``ModelConfig.background="auto"`` the background logit is then the constant 1, else a
+            learnt channel.
+        uses_masks: painted pixels train a CE term; without it the mode trains on the tagged
+            images only, masks unused.
+        loss_weights: the official ``loss_coeff`` per setting: VOC tags [1, 4, 4, 1];
+            semi-supervised with image tags [0.5, 2, 2, 0.5] (cls, mask reg, code reg, seg).
+        mask_share: share of an epoch's views that are masked images (:func:`default_mask_repeat`
+            oversamples them to it). The official VOC semi configs oversample the 1464 masks 7x
+            without tags (~53 % of the views) and 3x with them (~33 %). Measured without tags
+            (CamVid@20, the 4-minute CPU budget): half beats a third by 3.3 mIoU points
+            (RESULTS.md); with tags not measured.
+        cutoff_top, cutoff_low, background_factor: the pseudo-label cut-offs (official values:
+            tags (0.6, 0.2, 0.7), masks only (0.8, 0.6, 0.9)); background_power: the training
+            pseudo-labels' background sharpening.
+        cpu_frozen_backbone: the CPU default keeps the ImageNet backbone frozen: with tags only, 6
+            epochs of a frozen backbone beat 4 fine-tuned ones in the same 4 minutes by 2-8 mIoU
+            points on MSRC-21; with masks (CamVid@20) it did not help (RESULTS.md).
+    """
+
+    uses_tags: bool
+    uses_masks: bool
+    loss_weights: LossWeights
+    mask_share: float | None
+    cutoff_top: float
+    cutoff_low: float
+    background_factor: float
+    background_power: float
+    cpu_frozen_backbone: bool
+
+
+MODE_FACTS: dict[str, ModeFacts] = {
+    "wsss": ModeFacts(uses_tags=True, uses_masks=False, loss_weights=LossWeights(), mask_share=None,
+                      cutoff_top=0.6, cutoff_low=0.2, background_factor=0.7, background_power=1.0,
+                      cpu_frozen_backbone=True),
+    "ssss": ModeFacts(uses_tags=False, uses_masks=True, loss_weights=LossWeights(), mask_share=1 / 2,
+                      cutoff_top=0.8, cutoff_low=0.6, background_factor=0.9, background_power=3.0,
+                      cpu_frozen_backbone=False),
+    "ssss_tags": ModeFacts(uses_tags=True, uses_masks=True,
+                           loss_weights=LossWeights(cls=0.5, mask_consistency=2.0, code_consistency=2.0,
+                                                    pseudo=0.5),
+                           mask_share=1 / 3, cutoff_top=0.6, cutoff_low=0.2, background_factor=0.7,
+                           background_power=1.0, cpu_frozen_backbone=False),
+}
+MODES: tuple[str, ...] = tuple(MODE_FACTS)
 MAX_MASK_REPEAT = 32
 
 
 def default_mask_repeat(masked: int, others: int, mode: str = "ssss") -> int:
-    """Repeats per epoch of each masked image so masks make up about ``MODE_MASK_SHARE[mode]`` of
+    """Repeats per epoch of each masked image so masks make up about the mode's ``mask_share`` of
     what is seen (1..MAX_MASK_REPEAT; 1 in wsss, which has no masks to oversample)."""
-    share = MODE_MASK_SHARE.get(mode)
+    share = MODE_FACTS[mode].mask_share
     if masked == 0 or share is None:
         return 1
     return max(1, min(MAX_MASK_REPEAT, round(share / (1 - share) * others / masked)))

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slrnet.config import IGNORE_INDEX, InferenceConfig, ModelConfig
+from slrnet.config import IGNORE_INDEX, MODE_FACTS, InferenceConfig, ModelConfig
 from slrnet.data import image_to_tensor, normalize
 from slrnet.pamr import PAMR
 from slrnet.train import config_from_dict, input_size, load_checkpoint, model_from_checkpoint
@@ -67,7 +67,7 @@ class Predictor:
         if mode == "auto":
             if known_tags is not None:
                 mode = "known"
-            elif self.model_config.mode in ("wsss", "ssss_tags"):
+            elif MODE_FACTS[self.model_config.mode].uses_tags:
                 mode = "predicted"
             else:
                 mode = "none"

@@ -40,38 +40,15 @@ Departures from the official training code, on purpose:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from slrnet import losses as L
-from slrnet.config import IGNORE_INDEX, LossWeights, ModelConfig
+from slrnet.config import IGNORE_INDEX, MODE_FACTS, LossWeights, ModelConfig
 from slrnet.pamr import PAMR
 from slrnet.pseudo_labels import make_pseudo_labels
-
-
-@dataclass(frozen=True)
-class ModeSpec:
-    """Terms and pseudo-label constants of one supervision mode."""
-
-    use_cls: bool
-    use_mask_ce: bool
-    cutoff_top: float
-    cutoff_low: float
-    background_factor: float
-    background_power: float
-
-
-MODE_SPECS: dict[str, ModeSpec] = {
-    "wsss": ModeSpec(use_cls=True, use_mask_ce=False, cutoff_top=0.6, cutoff_low=0.2,
-                     background_factor=0.7, background_power=1.0),
-    "ssss": ModeSpec(use_cls=False, use_mask_ce=True, cutoff_top=0.8, cutoff_low=0.6,
-                     background_factor=0.9, background_power=3.0),
-    "ssss_tags": ModeSpec(use_cls=True, use_mask_ce=True, cutoff_top=0.6, cutoff_low=0.2,
-                          background_factor=0.7, background_power=1.0),
-}
 
 
 def pseudo_labels_active(epoch: int, warmup_epochs: int) -> bool:
@@ -100,7 +77,7 @@ def pseudo_label_targets(cfg: ModelConfig, outs: dict[str, Tensor], image: Tenso
     (official COCO rule: normalise before thresholding). ``size``: the label grid, (H, W) of the
     crop by default; the stride-4 feature grid when the losses are computed there.
     """
-    spec = MODE_SPECS[cfg.mode]
+    spec = MODE_FACTS[cfg.mode]
     probs = (outs["probs"] + outs["probs_view2"]) / 2.0
     if cfg.has_background and spec.background_power != 1.0:
         probs = torch.cat([probs[:, :1].pow(spec.background_power), probs[:, 1:]], dim=1)
@@ -155,13 +132,13 @@ def compute_losses(cfg: ModelConfig, outs: dict[str, Tensor], batch: dict[str, T
         per-image losses over the images they apply to and divide by the batch size.
     """
     w = weights or LossWeights()
-    spec = MODE_SPECS[cfg.mode]
+    spec = MODE_FACTS[cfg.mode]
     image = batch["image"]
     b = image.shape[0]
     fg = slice(1, None) if cfg.has_background else slice(None)
     present = _present_classes(cfg, batch)
     has_tags = batch["has_tags"].to(torch.bool)
-    has_mask = batch["has_mask"].to(torch.bool) if spec.use_mask_ce else torch.zeros_like(has_tags)
+    has_mask = batch["has_mask"].to(torch.bool) if spec.uses_masks else torch.zeros_like(has_tags)
 
     def batch_mean(per_image: Tensor, applies: Tensor | None = None) -> Tensor:
         if applies is not None:
@@ -178,13 +155,13 @@ def compute_losses(cfg: ModelConfig, outs: dict[str, Tensor], batch: dict[str, T
                 + w.aux * loss_fn(outs["aux_logits"], target))
 
     terms: dict[str, Tensor] = {}
-    if spec.use_cls:
+    if spec.uses_tags:
         tags = batch["tags"][:, fg]
         per_image = (L.classification_loss(outs["cls_logits"][:, fg], tags)
                      + L.classification_loss(outs["cls_logits_view2"][:, fg], tags)
                      + w.aux * L.classification_loss(outs["cls_logits_aux"][:, fg], tags))
         terms["cls"] = batch_mean(per_image, has_tags)
-    if spec.use_mask_ce:
+    if spec.uses_masks:
         per_image = two_views_and_aux(L.masked_ce, mask) * has_mask.to(image.dtype)
         terms["mask_ce"] = per_image.sum() / has_mask.sum().clamp_min(1)
     terms["mask_consistency"] = batch_mean(

@@ -171,8 +171,8 @@ def test_class_scores_rank_the_dominant_class_first() -> None:
 
 
 def test_training_pseudo_labels_refine_only_present_classes_with_the_same_result() -> None:
-    from slrnet.config import ModelConfig
-    from slrnet.modes import MODE_SPECS, pseudo_label_targets
+    from slrnet.config import MODE_FACTS, ModelConfig
+    from slrnet.modes import pseudo_label_targets
 
     torch.manual_seed(0)
     cfg = ModelConfig(num_classes=12, mode="wsss", backbone="tiny", pretrained=False)
@@ -187,7 +187,7 @@ def test_training_pseudo_labels_refine_only_present_classes_with_the_same_result
 
     # Reference: PAMR over all K channels, as the 1-Stage recipe writes it, of the probabilities
     # renormalised over each image's allowed classes.
-    spec = MODE_SPECS[cfg.mode]
+    spec = MODE_FACTS[cfg.mode]
     mean = (outs["probs"] + outs["probs_view2"]) / 2
     mean = torch.cat([mean[:, :1].pow(spec.background_power), mean[:, 1:]], dim=1)
     mean = mean * present[:, :, None, None]

@@ -17,7 +17,8 @@ import torch
 from services import labeling, train_plan, training
 from services.context import Studio
 from services.errors import UserError
-from services.train_plan import StepTimes, TrainOptions, TrainPlan
+from services.train_options import TrainOptions
+from services.train_plan import StepTimes, TrainPlan
 from slrnet.schedule import images_per_epoch
 from storage import runs as run_repo
 from storage.projects import get_project_by_name
@@ -169,3 +170,28 @@ def test_warm_start_needs_the_same_classes_and_the_whole_architecture() -> None:
     assert train_plan.make_plan(_facts(current=tuned), TrainOptions()).warm_start_from is None
     with pytest.raises(UserError, match="no current model"):
         train_plan.make_plan(_facts(current=tuned), TrainOptions(warm_start=True))
+
+
+def test_each_option_has_one_rule_for_the_ui_the_cli_and_the_settings(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    import launch
+    from app.settings import train_defaults
+    from app.tabs import train as train_tab
+    from services.train_options import train_options
+
+    for bad, message in [({"minutes": 0}, "minutes must be a positive number"),
+                         ({"minutes": -1}, "minutes must be a positive number"),
+                         ({"epochs": 1.5}, "epochs must be a positive whole number"),
+                         ({"epochs": 0}, "epochs must be a positive whole number"),
+                         ({"backbone": "vgg"}, "unknown backbone"), ({"mode": "fully"}, "unknown mode")]:
+        with pytest.raises(UserError, match=message):
+            train_options(**bad)
+        with pytest.raises(UserError, match=message):
+            train_defaults(json.dumps(bad))
+        fields = {"mode": "auto", "backbone": "", "epochs": None, "image_size": None, "device": "cpu",
+                  "minutes": None, "continue_model": True, **bad}
+        with pytest.raises(UserError, match=message):
+            train_tab._train_options(**fields)
+    assert launch.main(["train", "--data", str(tmp_path), "--minutes", "0"]) != 0
+    assert "minutes must be a positive number" in capsys.readouterr().err
+    assert train_options(minutes="", epochs=3.0, backbone="").epochs == 3  # empty fields: defaults

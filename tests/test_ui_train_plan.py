@@ -17,6 +17,7 @@ from jobs import queue
 from jobs.kinds import job_params
 from services import labeling, train_plan
 from services.context import Studio
+from services.train_options import TrainOptions
 from slrnet.config import default_mask_repeat
 from storage import jobs as job_rows
 from tests.ui_support import image_ids, make_project
@@ -39,7 +40,7 @@ def _speeds(studio: Studio, known: dict[str, float]) -> None:
 
 
 def _preview(studio: Studio, project: str, **options: Any) -> train_plan.TrainPlan:
-    return train_plan.preview_training(studio, project, train_plan.TrainOptions(**options))
+    return train_plan.preview_training(studio, project, TrainOptions(**options))
 
 
 def _publish_model(studio: Studio, project: str, plan: train_plan.TrainPlan) -> int:

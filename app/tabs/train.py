@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from types import SimpleNamespace
 from typing import Any
 
@@ -11,7 +12,7 @@ import gradio as gr
 from app.errors import shows_user_errors
 from app.job_display import job_signature, job_status_markdown, loss_svg, progress_html
 from app.polling import follow_jobs, latest_model_job, start_polling
-from app.settings import BACKBONES, DEVICES, TRAIN_MODES, train_defaults
+from app.settings import train_defaults
 from app.tabs import new_tab
 from app.tabs.projects import project_summary
 from app.wiring import bind, on
@@ -21,6 +22,8 @@ from services import review, train_plan
 from services.context import Studio
 from services.errors import UserError
 from services.features import prefill_enabled
+from services.train_options import MODE_CHOICES, TrainOptions, train_options
+from slrnet.config import BACKBONES, DEVICES
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +44,8 @@ def plan_markdown(
     if not project:
         return "Choose a project first."
     try:
-        options = _train_options(backbone, epochs, image_size, device, minutes, continue_model)
-        preview = train_plan.preview_training(studio, project,
-                                              train_plan.TrainOptions(mode=mode or "auto", **options))
+        options = _train_options(mode, backbone, epochs, image_size, device, minutes, continue_model)
+        preview = train_plan.preview_training(studio, project, options)
     except UserError as exc:
         return f"⚠ {exc}"
     return f"Will train in **{preview.mode}** mode: {preview.reason}.\n\n{_preview_text(preview)}"
@@ -63,27 +65,11 @@ def _preview_text(p: train_plan.TrainPlan) -> str:
     return text
 
 
-def _train_options(backbone: str | None, epochs: float | None, image_size: float | None,
-                   device: str | None, minutes: float | None, continue_model: bool) -> dict[str, Any]:
-    """The Train tab's options as the keyword arguments of the preview and of the job."""
-    if minutes is not None and minutes != "" and minutes < 0:
-        raise UserError("minutes of training must be positive")
-    return {
-        "backbone": backbone or None,
-        "epochs": _optional_int(epochs, "epochs"),
-        "image_size": _optional_int(image_size, "image size"),
-        "device": device or "auto",
-        "budget_s": float(minutes) * 60 if minutes else None,
-        "warm_start": None if continue_model else False,
-    }
-
-
-def _optional_int(value: float | None, name: str) -> int | None:
-    if value is None or value == "" or value == 0:
-        return None
-    if value < 0 or int(value) != value:
-        raise UserError(f"{name} must be a positive whole number")
-    return int(value)
+def _train_options(mode: str | None, backbone: str | None, epochs: float | None, image_size: float | None,
+                   device: str | None, minutes: float | None, continue_model: bool) -> TrainOptions:
+    """The Train tab's fields as the options of the preview and of the job."""
+    return train_options(mode=mode, backbone=backbone, epochs=epochs, image_size=image_size, device=device,
+                         minutes=minutes, continue_model=continue_model)
 
 
 def job_outputs(job: JobView | None) -> dict[str, Any]:
@@ -112,8 +98,8 @@ def start_training(
     """Queue "Train on my labels" and show its first status; the timer follows it from there."""
     if not project:
         raise UserError("choose or create a project first")
-    options = _train_options(backbone, epochs, image_size, device, minutes, continue_model)
-    job = submit.submit_train_on_my_labels(studio, project, mode=mode or "auto", **options)
+    options = _train_options(mode, backbone, epochs, image_size, device, minutes, continue_model)
+    job = submit.submit_train_on_my_labels(studio, project, **asdict(options))
     logger.info("queued training job %d for %r", job.id, project)
     return job_outputs(job)
 
@@ -183,7 +169,7 @@ def build() -> SimpleNamespace:
             train_btn = gr.Button("Train on my labels", variant="primary", elem_id="train-btn")
             cancel = gr.Button("Cancel", variant="stop", interactive=False, elem_id="cancel-btn")
         with gr.Accordion("Options", open=False), gr.Row():
-            mode = gr.Radio(choices=list(TRAIN_MODES), value=defaults.mode, label="Mode")
+            mode = gr.Radio(choices=list(MODE_CHOICES), value=defaults.mode, label="Mode")
             backbone = gr.Dropdown(
                 choices=[("default", ""), *[(b, b) for b in BACKBONES]],
                 value=defaults.backbone or "",
