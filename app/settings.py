@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 
 from services.errors import UserError
-from services.train_options import train_options
+from services.train_options import TrainOptions, train_options
 
 AUTH_ENV = "SLRNET_AUTH"
 TRAIN_OPTIONS_ENV = "SLRNET_TRAIN_OPTIONS"
@@ -55,24 +54,13 @@ def parse_auth(value: str | None) -> tuple[str, str] | None:
     return user, password
 
 
-@dataclass(frozen=True)
-class TrainDefaults:
-    """What the Train screen's advanced options start at (None: the service's own default)."""
-
-    mode: str = "auto"
-    backbone: str | None = None
-    epochs: int | None = None
-    image_size: int | None = None
-    device: str = "auto"
-    minutes: float | None = None  # training budget
-
-
-def train_defaults(raw: str | None = None) -> TrainDefaults:
-    """Training defaults from JSON, e.g. ``{"backbone": "tiny", "minutes": 0.5, "image_size": 64}``;
+def train_defaults(raw: str | None = None) -> TrainOptions:
+    """What the Train screen's options start at, from JSON, e.g. ``{"backbone": "tiny",
+    "minutes": 0.5, "image_size": 64}`` (the fields of :func:`services.train_options.train_options`);
     ``raw`` defaults to ``$SLRNET_TRAIN_OPTIONS`` (handy for demos and tests on a CPU)."""
     raw = os.environ.get(TRAIN_OPTIONS_ENV, "") if raw is None else raw
     if not raw.strip():
-        return TrainDefaults()
+        return TrainOptions()
     try:
         values = json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -82,9 +70,7 @@ def train_defaults(raw: str | None = None) -> TrainDefaults:
     unknown = set(values) - {"mode", "backbone", "epochs", "image_size", "device", "minutes"}
     if unknown:
         raise UserError(f"${TRAIN_OPTIONS_ENV}: unknown options {sorted(unknown)}")
-    defaults = TrainDefaults(**values)
     try:  # the rules of every other way to give these options
-        train_options(**values)
+        return train_options(**values)
     except UserError as exc:
         raise UserError(f"${TRAIN_OPTIONS_ENV}: {exc}") from None
-    return defaults

@@ -14,9 +14,10 @@ import gradio as gr
 import pytest
 
 from app import ui
-from app.settings import TrainDefaults, parse_auth, train_defaults
+from app.settings import parse_auth, train_defaults
 from services.context import Studio
 from services.errors import UserError
+from services.train_options import TrainOptions
 from tests.conftest import REPO_ROOT
 
 
@@ -83,8 +84,8 @@ def test_auth_must_be_user_colon_password() -> None:
 
 
 def test_train_defaults_are_validated() -> None:
-    assert train_defaults("") == TrainDefaults()
-    assert train_defaults('{"epochs": 2, "device": "cpu"}') == TrainDefaults(epochs=2, device="cpu")
+    assert train_defaults("") == TrainOptions()
+    assert train_defaults('{"epochs": 2, "device": "cpu"}') == TrainOptions(epochs=2, device="cpu")
     for bad in (
         "[1]",
         "{",

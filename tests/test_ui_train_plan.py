@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from app import polling
-from app.settings import TrainDefaults, train_defaults
+from app.settings import train_defaults
 from app.tabs import train as train_tab
 from jobs import queue
 from jobs.kinds import job_params
@@ -174,7 +174,7 @@ def test_train_button_passes_minutes_and_continue_to_the_job(studio: Studio, pro
 
 
 def test_minutes_in_the_train_defaults() -> None:
-    assert train_defaults('{"minutes": 0.5}') == TrainDefaults(minutes=0.5)
+    assert train_defaults('{"minutes": 0.5}') == TrainOptions(budget_s=30.0)
     with pytest.raises(Exception, match="minutes must be a positive number"):
         train_defaults('{"minutes": -1}')
 

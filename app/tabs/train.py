@@ -182,7 +182,8 @@ def build() -> SimpleNamespace:
             device = gr.Radio(choices=list(DEVICES), value=defaults.device, label="Device")
         with gr.Row():
             minutes = gr.Number(
-                value=defaults.minutes, label="Minutes of training (empty: default)", minimum=0,
+                value=defaults.budget_s / 60 if defaults.budget_s else None,
+                label="Minutes of training (empty: default)", minimum=0,
                 elem_id="train-minutes",
             )
             warm = gr.Checkbox(
