@@ -193,7 +193,9 @@ def launch_options(
         "js": SHORTCUTS_JS,
         "head": page_head(),
         "ssr_mode": False,
-        "show_error": True,
+        # Handlers show their failures through app.errors.shows_user_errors (a gr.Error is always
+        # shown); anything else is logged, its raw text (a driver's SQL) never sent to the browser.
+        "show_error": False,
         "footer_links": ["settings"],
     }
 

@@ -135,6 +135,11 @@ def review_view(
         )
 
 
+class PaintedMaskKept(UserError):
+    """Accepting would replace a mask the user painted; nothing was changed (ask, then pass
+    ``overwrite=True``)."""
+
+
 PAINTED_MASK_KEPT = (
     "{name} has a painted mask; accepting the pseudo-label would replace it. "
     "Confirm to replace the painted mask, or correct it in the editor instead"
@@ -146,7 +151,7 @@ def accept_pseudo_label(studio: Studio, image_id: int, *, overwrite: bool = Fals
     pixels stay unknown. Returns whether the mask is partial.
 
     A mask the user painted (source "human") is replaced only with ``overwrite``; without it the
-    call raises a UserError (:data:`PAINTED_MASK_KEPT`) and changes nothing."""
+    call raises :class:`PaintedMaskKept` and changes nothing."""
     with studio.Session.begin() as session:
         image = resolve_image(session, image_id)
         row = label_repo.current_pseudo_label(session, image.project_id, image.id)
@@ -157,7 +162,7 @@ def accept_pseudo_label(studio: Studio, image_id: int, *, overwrite: bool = Fals
             raise UserError(f"the pseudo-label of {image.name!r} is uncertain everywhere; paint it instead")
         current = label_repo.get_mask(session, image.id)
         if current is not None and current.source == "human" and not overwrite:
-            raise UserError(PAINTED_MASK_KEPT.format(name=repr(image.name)))
+            raise PaintedMaskKept(PAINTED_MASK_KEPT.format(name=repr(image.name)))
         name = image.name
         try:  # replaces exactly the mask checked above
             mask = label_repo.put_mask(session, image.id, labels, source="accepted",

@@ -87,6 +87,16 @@ def test_save_classes_recolours_and_adds(studio: Studio, project: str) -> None:
     assert "4 classes" in status and "bird #abcdef" in text
 
 
+def test_removing_a_used_class_asks_what_its_labels_become(studio: Studio, project: str) -> None:
+    ids = image_ids(studio)
+    cat = labeling.get_project(studio, project).classes[1]
+    labeling.set_image_tags(studio, ids["img0.png"], [cat.id])
+    with pytest.raises(gr.Error, match="still label images"):
+        projects_tab.save_classes(studio, project, "background\ndog")
+    saved = projects_tab.save_classes(studio, project, "background\ndog", "unknown")
+    assert "2 classes" in saved["status"] and labeling.get_image_tags(studio, ids["img0.png"]) == []
+
+
 def test_load_projects_keeps_the_current_choice(studio: Studio) -> None:
     for name in ("a", "b"):
         projects_tab.create_project(studio, name, "x", True)

@@ -203,6 +203,12 @@ def test_accept_over_a_painted_mask_needs_an_explicit_overwrite(studio: Studio, 
     assert review.accept_pseudo_label(studio, image_id, overwrite=True) is False
     assert (labeling.get_mask(studio, image_id)[:15] == 2).all()
     assert review.accept_pseudo_label(studio, image_id) is False  # an accepted mask: no question
+    labeling.save_mask(studio, image_id, painted)
+    asked = review_tab.accept(studio, project, image_id, 0.5)  # the Review tab asks, with a button
+    assert "has a painted mask" in asked["status"] and asked["replace"]["visible"] is True
+    np.testing.assert_array_equal(labeling.get_mask(studio, image_id), painted)
+    replaced = review_tab.accept(studio, project, image_id, 0.5, overwrite=True)
+    assert "Accepted" in replaced["status"] and replaced["replace"]["visible"] is False
 
 
 def test_suggest_next_walks_the_confidence_order_instead_of_flipping(studio: Studio, project: str) -> None:

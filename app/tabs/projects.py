@@ -141,13 +141,24 @@ def show_project(studio: Studio, project: str | None) -> dict[str, Any]:
     }
 
 
+REMOVED_CHOICES = [  # what the labels of a removed class become (labeling.REMOVED_LABELS)
+    ("Refuse while they label images", "refuse"),
+    ("Their pixels become unknown", "unknown"),
+    ("Their pixels become background", "background"),
+]
+
+
 @shows_user_errors
-def save_classes(studio: Studio, project: str | None, classes_text: str) -> dict[str, Any]:
-    """Rename, recolour or add classes of the chosen project."""
+def save_classes(
+    studio: Studio, project: str | None, classes_text: str, removed: str = "refuse"
+) -> dict[str, Any]:
+    """Rename, reorder, recolour, add or remove classes of the chosen project (each class keeps its
+    labels; a removed class's tags go, its pixels become what ``removed`` says)."""
     if not project:
         raise UserError("choose or create a project first")
     names, colors = parse_class_lines(classes_text or "")
-    info = labeling.set_classes(studio, project, names, colors)
+    info = labeling.set_classes(studio, project, names, colors,
+                                removed_labels=None if removed == "refuse" else removed)
     return {
         "classes_text": format_class_lines(info),
         "swatches": palette_preview(info),
@@ -177,9 +188,12 @@ def build() -> SimpleNamespace:
             with gr.Column():
                 gr.Markdown("### Classes of the chosen project")
                 classes_text = gr.Textbox(
-                    label="name #rrggbb, in label-value order", lines=8, elem_id="classes-text"
+                    label="name #rrggbb, in label-value order (a class keeps its labels whatever its "
+                          "line; editing a name renames it)", lines=8, elem_id="classes-text"
                 )
                 swatches = gr.HTML(elem_id="class-swatches")
+                removed = gr.Radio(REMOVED_CHOICES, value="refuse", label="Labels of removed classes",
+                                   elem_id="removed-labels")
                 save = gr.Button("Save classes", elem_id="save-classes")
         status = gr.Markdown(elem_id="projects-status")
     return SimpleNamespace(**locals())
@@ -197,7 +211,7 @@ def wire(studio: Studio, ui: SimpleNamespace) -> None:
     on(
         p.save.click,
         save_classes,
-        [ui.project, p.classes_text],
+        [ui.project, p.classes_text, p.removed],
         {"classes_text": p.classes_text, "swatches": p.swatches, "status": p.status},
         studio,
     )

@@ -3,7 +3,8 @@ next, previous / next image.
 
 One service call per event. The display-sized picture and labels are kept in the page's state
 (``cache``), so moving the opacity slider only blends them again. Handlers return dicts keyed by
-view names: ``current_image``, ``picture``, ``legend``, ``title``, ``cache``, ``status``.
+view names: ``current_image``, ``picture``, ``legend``, ``title``, ``cache``, ``status``,
+``replace`` (the button that confirms replacing a painted mask, shown only when asked).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ MASK_NOTES = {None: "", "human": " · has a painted mask", "accepted": " · acce
 
 
 def _empty(title: str) -> dict[str, Any]:
-    return {"current_image": None, "picture": None, "legend": "", "title": title, "cache": None, "status": ""}
+    return {"current_image": None, "picture": None, "legend": "", "title": title, "cache": None, "status": "",
+            "replace": gr.update(visible=False)}
 
 
 @shows_user_errors
@@ -72,6 +74,7 @@ def show(
         "title": title,
         "cache": cache,
         "status": "",
+        "replace": gr.update(visible=False),
     }
 
 
@@ -88,11 +91,17 @@ def reblend(cache: dict | None, opacity: float) -> dict[str, Any]:
 
 
 @shows_user_errors
-def accept(studio: Studio, project: str | None, image_id: int | None, opacity: float) -> dict[str, Any]:
-    """Store the pseudo-label as the image's mask as it is, then show the review again."""
+def accept(studio: Studio, project: str | None, image_id: int | None, opacity: float,
+           overwrite: bool = False) -> dict[str, Any]:
+    """Store the pseudo-label as the image's mask as it is, then show the review again. Over a
+    painted mask only with ``overwrite`` (the "Replace my painted mask" button); without, the
+    status asks and that button appears."""
     if image_id is None:
         raise UserError("choose an image to review first")
-    partial = review.accept_pseudo_label(studio, image_id)
+    try:
+        partial = review.accept_pseudo_label(studio, image_id, overwrite=overwrite)
+    except review.PaintedMaskKept as exc:
+        return {"status": f"{exc}.", "replace": gr.update(visible=True)}
     status = "Accepted as the image's mask" + (" (uncertain pixels stay unknown)." if partial else ".")
     return {**show(studio, project, image_id, opacity), "status": status}
 
@@ -128,6 +137,8 @@ def build() -> SimpleNamespace:
                 opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity", elem_id="opacity")
                 legend = gr.HTML(elem_id="legend")
                 accept = gr.Button("Accept as mask", variant="primary", elem_id="accept-btn")
+                replace = gr.Button("Replace my painted mask", variant="stop", visible=False,
+                                    elem_id="replace-mask-btn")
                 correct = gr.Button("Correct in editor", elem_id="correct-btn")
                 suggest = gr.Button("Suggest next image to label", elem_id="suggest-btn")
                 status = gr.Markdown(elem_id="review-status")
@@ -145,6 +156,7 @@ def views(ui: SimpleNamespace) -> dict[str, Any]:
         "title": r.title,
         "cache": r.cache,
         "status": r.status,
+        "replace": r.replace,
     }
 
 
@@ -154,6 +166,8 @@ def wire(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace) -> None:
     on(r.opacity.release, reblend, [r.cache, r.opacity], views.review)
     accepted = on(r.accept.click, accept, inputs, views.review, studio)
     accepted.success(bind(project_summary, studio), [ui.project], [ui.summary])
+    replaced = on(r.replace.click, lambda *a: accept(studio, *a, overwrite=True), inputs, views.review)
+    replaced.success(bind(project_summary, studio), [ui.project], [ui.summary])
     for button, move in ((r.suggest, "suggest"), (r.next_btn, "next"), (r.previous, "previous")):
         on(button.click, lambda *a, m=move: show(studio, *a, move=m), inputs, views.review)
     corrected = on(
