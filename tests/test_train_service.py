@@ -266,3 +266,16 @@ def test_the_cpu_model_keeps_the_backbone_frozen_with_tags_only(
     assert set(train_plan.read_throughput(studio.data_dir)) == {
         train_plan.throughput_key("cpu", "tiny", 32, 32, True),
         train_plan.throughput_key("cpu", "tiny", 32, 32)}
+
+
+def test_a_model_trained_on_other_classes_does_not_predict(studio: Studio, project: dict[str, Path],
+                                                            torch_one_thread: None) -> None:
+    # its output channels follow the old class list: predicting after a reorder would relabel
+    from services import labeling
+
+    training.train(studio, "p", **FAST)
+    names = [c.name for c in labeling.get_project(studio, "p").classes]
+    labeling.set_classes(studio, "p", [names[0], *reversed(names[1:])])
+    with pytest.raises(UserError, match="changed since model version 1 was trained; train again"):
+        publishing.predict(studio, "p", device="cpu")
+    assert [r.status for r in runs(studio)] == ["trained"]  # nothing published with the old classes
