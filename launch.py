@@ -141,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auth", default=None, help="user:pass (or $SLRNET_BACKEND_AUTH) to require basic auth")
     p.add_argument("--train-minutes", type=float, default=None,
                    help="training budget of each START_TRAINING (default: train's)")
+    p.add_argument("--train-every", type=int, default=None, metavar="N",
+                   help="also train after every N annotations Label Studio sends")
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--no-worker", action="store_true",
                    help="queue training for `launch.py worker`s instead of training in this process")
@@ -327,10 +329,13 @@ def label_studio_backend(args: argparse.Namespace) -> int:
 
     if args.train_minutes is not None and args.train_minutes <= 0:
         raise UserError("--train-minutes must be positive")
+    if args.train_every is not None and args.train_every < 1:
+        raise UserError("--train-every must be at least 1")
     api_key = args.api_key or os.environ.get("LABEL_STUDIO_API_KEY", "")
     link = LabelStudioLink(args.label_studio_url or "", api_key)
     settings = BackendSettings(project=args.project, link=link, train_minutes=args.train_minutes,
-                               auth=args.auth or os.environ.get("SLRNET_BACKEND_AUTH"), device=args.device)
+                               auth=args.auth or os.environ.get("SLRNET_BACKEND_AUTH"), device=args.device,
+                               train_every=args.train_every)
     with Studio.open(args.data) as studio:
         consumers = start_embedded_consumer(studio, compute=not args.no_worker)
         try:

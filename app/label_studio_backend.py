@@ -13,7 +13,8 @@ Connect model, URL ``http://<this host>:9090``. Routes (all JSON):
   ``ANNOTATIONS_CREATED``, in bulk) make that annotation the image's labels, ``ANNOTATIONS_DELETED``
   removes them (both in order on one background thread: Label Studio waits only a second for a
   webhook), ``START_TRAINING`` queues
-  our training job and answers at once with its id; other events are acknowledged and ignored.
+  our training job and answers at once with its id (``train_every``: also after every N synced
+  annotations); other events are acknowledged and ignored.
 * ``POST /train`` — the older training call with every annotated task: synced, then trained.
 
 With ``auth`` (``user:pass``) every route wants HTTP basic auth (Label Studio's "Basic
@@ -55,6 +56,7 @@ class BackendSettings:
     auth: str | None = None
     train_minutes: float | None = None
     device: str = "auto"
+    train_every: int | None = None  # also queue training after every N synced annotations
 
 
 class _Backend:
@@ -67,6 +69,22 @@ class _Backend:
         self.links: dict[str, ls.LabelStudioLink] = {}
         self.events = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ls-sync")
         self.pending: list[concurrent.futures.Future] = []
+        self.synced: dict[str, int] = {}  # annotations synced per project since training was queued
+
+    def sync(self, project: str, config: LabelConfig, task: dict, annotation: dict, link: ls.LabelStudioLink
+             ) -> None:
+        """Apply one annotation (on the event thread); with ``train_every``, queue training when
+        that many annotations have come in."""
+        ls.sync_annotation(self.studio, project, config, task, annotation, link)
+        every = self.settings.train_every
+        if every:
+            self.synced[project] = self.synced.get(project, 0) + 1
+            if self.synced[project] >= every:
+                self.synced[project] = 0
+                try:
+                    _queue_training(self, project)
+                except UserError as exc:  # one is running already, say
+                    logger.info("not training %r after %d annotations: %s", project, every, exc)
 
     def project_for(self, ls_project: Any) -> str:
         return ls.project_name_for(ls_project, self.settings.project)
@@ -185,7 +203,7 @@ def create_app(studio: Studio, settings: BackendSettings) -> FastAPI:
                 raise UserError(f"{action} without its task and annotation")
             config = _config(ls_project.get("label_config"))
             project = backend.project_for(ls_project or task.get("project"))
-            backend.submit(ls.sync_annotation, studio, project, config, task, annotation,
+            backend.submit(backend.sync, project, config, task, annotation,
                            backend.link_for(ls_project or task.get("project")))
             return JSONResponse({"status": "queued"}, status_code=201)
         if action == "ANNOTATIONS_CREATED":  # in bulk: lists of annotations and of their tasks
@@ -195,7 +213,7 @@ def create_app(studio: Studio, settings: BackendSettings) -> FastAPI:
             for annotation in data.get("annotation") or []:
                 task = tasks.get(annotation.get("task")) if isinstance(annotation, dict) else None
                 if task is not None:
-                    backend.submit(ls.sync_annotation, studio, project, config, task, annotation,
+                    backend.submit(backend.sync, project, config, task, annotation,
                                    backend.link_for(ls_project))
             return JSONResponse({"status": "queued"}, status_code=201)
         if action in DELETE_EVENTS:
@@ -217,7 +235,7 @@ def create_app(studio: Studio, settings: BackendSettings) -> FastAPI:
         for item in data.get("annotations") or []:
             for annotation in item.get("annotations") or [] if isinstance(item, dict) else []:
                 if isinstance(annotation, dict) and not annotation.get("was_cancelled"):
-                    backend.submit(ls.sync_annotation, studio, project, config, item, annotation, link)
+                    backend.submit(backend.sync, project, config, item, annotation, link)
         return JSONResponse(await _in_thread(_train, backend, project), status_code=201)
 
     return app
@@ -226,6 +244,11 @@ def create_app(studio: Studio, settings: BackendSettings) -> FastAPI:
 def _train(backend: _Backend, project: str) -> dict[str, Any]:
     """Queue a training job (then predictions) for ``project`` after the queued events are in."""
     backend.drain()
+    backend.synced[project] = 0
+    return _queue_training(backend, project)
+
+
+def _queue_training(backend: _Backend, project: str) -> dict[str, Any]:
     minutes = backend.settings.train_minutes
     job = submit_train_on_my_labels(backend.studio, project, device=backend.settings.device,
                                     budget_s=minutes * 60 if minutes else None)

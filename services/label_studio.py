@@ -70,7 +70,7 @@ class LabelStudioLink:
             return {}
         if self.api_key.count(".") != 2:
             return {"Authorization": f"Token {self.api_key}"}
-        response = client.post(urljoin(self.url.rstrip("/") + "/", "api/token/refresh"),
+        response = client.post(urljoin(self.url.rstrip("/") + "/", "api/token/refresh/"),
                                json={"refresh": self.api_key})
         if response.status_code != 200:
             raise UserError(f"Label Studio refused the API key ({response.status_code})")

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.label_studio_backend import BackendSettings, create_app
-from jobs.views import get_job
+from jobs.views import get_job, list_jobs
 from services import label_studio as ls
 from services.context import Studio
 from services.errors import UserError
@@ -176,7 +176,7 @@ def test_bulk_annotations_created(client: TestClient, studio: Studio, fetched: l
 def _transport(seen: list[httpx.Request], image: bytes = b"png") -> httpx.MockTransport:
     def handle(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        if request.url.path == "/api/token/refresh":
+        if request.url.path == "/api/token/refresh/":
             assert json.loads(request.content) == {"refresh": "a.b.c"}
             return httpx.Response(200, json={"access": "fresh"})
         return httpx.Response(200, content=image)
@@ -202,3 +202,14 @@ def test_oversized_images_are_refused(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(ls, "MAX_IMAGE_BYTES", 10)
     with pytest.raises(UserError, match="larger than"):
         ls.fetch_image(ls.LabelStudioLink("http://ls.test"), "/x.png", transport=_transport([], b"x" * 11))
+
+
+def test_training_after_every_n_annotations(studio: Studio, fetched: list[str]):
+    client = TestClient(create_app(studio, BackendSettings(link=ls.LabelStudioLink("http://ls.test", "key"),
+                                                           train_every=2)))
+    for i, url in enumerate(IMAGES):
+        event = _event("ANNOTATION_CREATED", i + 1, url, _annotation(30 + i, None, ["cat"]))
+        client.post("/webhook", json=event)
+        client.app.state.backend.drain(30)
+        trains = [j for j in list_jobs(studio) if j.kind == "train"]
+        assert len(trains) == i  # none after the first annotation, one after the second

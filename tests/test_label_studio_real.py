@@ -131,7 +131,12 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory: pytest.TempPathFactory, label_studio: str, torch_hub_cache: Path
             ) -> Iterator[tuple[str, Path]]:
-    """Our backend (URL, data dir), started with the launch.py verb."""
+    """Our backend (URL, data dir), started with the launch.py verb; it fetches images with a
+    personal access token where Label Studio gives one (else the legacy token)."""
+    with _api(label_studio) as api:
+        created = api.post("/api/token/")
+    key = created.json().get("token") if created.status_code == 201 else None
+    print(f"backend's API key: {'personal access token' if key else 'legacy token'} ({created.status_code})")
     data = tmp_path_factory.mktemp("slrnet") / "data"
     port = _free_port()
     log = data.parent / "backend.log"
@@ -139,7 +144,7 @@ def backend(tmp_path_factory: pytest.TempPathFactory, label_studio: str, torch_h
     with log.open("w") as out:
         proc = subprocess.Popen(
             [sys.executable, str(REPO_ROOT / "launch.py"), "label-studio-backend", "--data", str(data),
-             "--port", str(port), "--label-studio-url", label_studio, "--api-key", TOKEN,
+             "--port", str(port), "--label-studio-url", label_studio, "--api-key", key or TOKEN,
              "--train-minutes", "0.3", "--project", "from-ls"],
             cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
