@@ -220,6 +220,8 @@ def plan_class_edit(
     renamed to the k-th new name. Any other vanished class is removed."""
     by_name = {c.name: c for c in old}
     renames = dict(renames or {})
+    if len(set(renames.values())) < len(renames):
+        raise UserError("two classes cannot be renamed to the same name")
     for before, after in renames.items():
         if before not in by_name:
             raise UserError(f"cannot rename {before!r}: the project has no such class")

@@ -71,6 +71,8 @@ def test_set_classes_renames_and_asks_before_dropping_used_classes(studio: Studi
     kept = labeling.set_classes(studio, "p", ["kitten"], removed_labels="unknown")
     assert kept.classes[-1].name == "kitten"
     assert labeling.get_image_tags(studio, image) == []
+    with pytest.raises(UserError, match="renamed to the same name"):
+        labeling.set_classes(studio, "p", ["kit"], renames={"kitten": "kit", "background": "kit"})
     with pytest.raises(UserError, match="no project"):
         labeling.set_classes(studio, "missing", ["a"])
 
