@@ -19,6 +19,7 @@ import logging
 import re
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from services.formats.label_studio import (
 )
 from services.importing import import_dataset
 from services.lookups import resolve_project
+from services.progress import Cancelled
 from slrnet.config import IGNORE_INDEX
 from storage import images as image_repo
 from storage import labels as label_repo
@@ -217,6 +219,7 @@ def delete_annotations(studio: Studio, project: str, annotation_ids: list[Any]) 
 # --- predictions --------------------------------------------------------------------------------
 
 _inference_lock = threading.Lock()  # one inference at a time: a CPU has no room for two
+PREDICT_BUDGET_S = 80.0  # Label Studio waits 100 s (ML_TIMEOUT_PREDICT) for /predict
 
 
 def model_version(studio: Studio, project: str) -> str:
@@ -251,14 +254,27 @@ def _task_image(studio: Studio, project: str, config: LabelConfig, task: dict[st
 
 
 def predict_tasks(studio: Studio, project: str, config: LabelConfig, tasks: list[dict[str, Any]],
-                  link: LabelStudioLink, *, device: str = "cpu") -> list[dict[str, Any]]:
+                  link: LabelStudioLink, *, device: str = "cpu", budget_s: float = PREDICT_BUDGET_S
+                  ) -> list[dict[str, Any]]:
     """One prediction per task with the current model (none at all without one): a brushlabels
     region per class (score: the mean confidence of its pixels) and the predicted tags as choices,
     as the config has them; the task's ``score`` is the model's uncertainty (1 - the mean
     confidence over the image), so sorting by it puts the images the model is least sure of first.
-    Images new to ``project`` are stored and predicted first (one inference at a time)."""
+    Images new to ``project`` are stored and predicted first (one inference at a time), for at most
+    ``budget_s`` (Label Studio gives up after 100 s): past that a UserError says how far it got,
+    and the next request goes on from there."""
+    deadline = time.monotonic() + budget_s
+
+    def late() -> bool:
+        return time.monotonic() > deadline
+
     classes = ensure_project(studio, project, config)
-    shas = [_task_image(studio, project, config, t, link) for t in tasks]
+    shas = []
+    for t in tasks:
+        if late():
+            raise UserError(f"stored {len(shas)} of {len(tasks)} task images in {budget_s:.0f} s; "
+                            "ask again for the rest")
+        shas.append(_task_image(studio, project, config, t, link))
     with studio.Session.begin() as session:
         row = resolve_project(session, project)
         run_id = label_repo.current_run_id(session, row.id)
@@ -271,7 +287,11 @@ def predict_tasks(studio: Studio, project: str, config: LabelConfig, tasks: list
         with _inference_lock:
             from services.publishing import predict  # torch: only here
 
-            predict(studio, project, run_id=run_id, device=device)  # images without this run's labels
+            try:  # images without this run's labels
+                predict(studio, project, run_id=run_id, device=device, should_stop=late)
+            except Cancelled as exc:
+                raise UserError(f"predicting new images took over {budget_s:.0f} s ({exc}); "
+                                "ask again for the rest") from exc
     version = model_version(studio, project)
     brush, choices = config.control("brushlabels"), config.control("choices")
     out = []

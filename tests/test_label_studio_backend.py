@@ -17,7 +17,7 @@ from jobs.views import get_job, list_jobs
 from services import label_studio as ls
 from services.context import Studio
 from services.errors import UserError
-from services.formats.label_studio import labelling_config
+from services.formats.label_studio import labelling_config, parse_label_config
 from services.formats.label_studio_rle import decode_mask, encode_mask
 from slrnet.config import IGNORE_INDEX
 from storage.images import all_images
@@ -213,3 +213,11 @@ def test_training_after_every_n_annotations(studio: Studio, fetched: list[str]):
         client.app.state.backend.drain(30)
         trains = [j for j in list_jobs(studio) if j.kind == "train"]
         assert len(trains) == i  # none after the first annotation, one after the second
+
+
+def test_predict_stops_at_its_time_budget_and_says_so(studio: Studio, fetched: list[str]):
+    config = parse_label_config(CONFIG)
+    tasks = [{"id": 1, "data": {"image": url}} for url in IMAGES]
+    with pytest.raises(UserError, match=r"stored 0 of 2 task images .* ask again"):
+        ls.predict_tasks(studio, "p", config, tasks, ls.LabelStudioLink("http://ls.test", "key"), budget_s=-1)
+    assert fetched == []
