@@ -221,3 +221,27 @@ def test_predict_stops_at_its_time_budget_and_says_so(studio: Studio, fetched: l
     with pytest.raises(UserError, match=r"stored 0 of 2 task images .* ask again"):
         ls.predict_tasks(studio, "p", config, tasks, ls.LabelStudioLink("http://ls.test", "key"), budget_s=-1)
     assert fetched == []
+
+
+def test_a_tags_only_project_gets_its_predicted_tags(studio: Studio, fetched: list[str]):
+    from storage.labels import set_tags
+
+    config_xml = labelling_config(["cat", "dog"], masks=False)
+    client = TestClient(create_app(studio, BackendSettings(link=ls.LabelStudioLink("http://ls.test", "key"))))
+    tasks = [{"id": 1, "data": {"image": "/data/upload/5/aaaaaaaa-one.jpg"}}]
+    client.post("/predict", json={"tasks": tasks, "label_config": config_xml, "project": "6.1"})
+    with studio.Session.begin() as session:
+        row = get_project_by_name(session, "label-studio-6")
+        run = TrainingRun(project_id=row.id, version=1, mode="wsss", backbone="b", status="published",
+                          published_at=datetime.now(UTC))
+        session.add(run)
+        session.flush()
+        image = all_images(session, row.id)[0]
+        confidence = np.full((H, W), 0.9, np.float32)
+        put_pseudo_label(session, image.id, run.id, np.zeros((H, W), np.uint8), confidence)
+        dog = next(c for c in list_classes(session, row.id) if c.name == "dog")
+        set_tags(session, image.id, [dog.id], "model", scores={dog.id: 0.8}, run_id=run.id)
+    answer = client.post("/predict", json={"tasks": tasks, "label_config": config_xml, "project": "6.1"})
+    (prediction,) = answer.json()["results"]
+    (result,) = prediction["result"]
+    assert (result["from_name"], result["type"], result["value"]) == ("tags", "choices", {"choices": ["dog"]})
