@@ -22,7 +22,6 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from typing import Any
 
 from services.errors import UserError, environment_problem
@@ -259,9 +258,8 @@ def train(args: argparse.Namespace) -> int:
             print(preview.summary(), flush=True)
         with _progress_bar(disable=None if main_rank else True) as bar:
             result = train_service(
-                studio, args.project, resume=not args.no_resume,
+                studio, args.project, options, resume=not args.no_resume,
                 progress=_plan_printer(_tqdm_progress(bar), bar.write if main_rank else None),
-                **asdict(options),
             )
     if main_rank:
         resumed = f", resumed after epoch {result.resumed_from_epoch}" if result.resumed_from_epoch else ""

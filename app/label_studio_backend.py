@@ -39,6 +39,7 @@ from services import label_studio as ls
 from services.context import Studio
 from services.errors import UserError
 from services.formats.label_studio import LabelConfig, LabelStudioError, parse_label_config
+from services.train_options import TrainOptions
 
 logger = logging.getLogger(__name__)
 
@@ -250,8 +251,8 @@ def _train(backend: _Backend, project: str) -> dict[str, Any]:
 
 def _queue_training(backend: _Backend, project: str) -> dict[str, Any]:
     minutes = backend.settings.train_minutes
-    job = submit_train_on_my_labels(backend.studio, project, device=backend.settings.device,
-                                    budget_s=minutes * 60 if minutes else None)
+    job = submit_train_on_my_labels(backend.studio, project, TrainOptions(
+        device=backend.settings.device, budget_s=minutes * 60 if minutes else None))
     logger.info("Label Studio asked to train %r: job %d queued", project, job.id)
     return {"job": str(job.id), "status": "queued"}
 

@@ -28,6 +28,7 @@ from services import publishing, training
 from services.context import Studio
 from services.importing import import_dataset
 from services.publishing import CPU_INFERENCE
+from services.train_options import TrainOptions
 from slrnet.config import LossWeights, default_mask_repeat
 from slrnet.inference import Predictor
 from slrnet.metrics import SegmentationMeter
@@ -130,10 +131,11 @@ def main() -> None:
     if args.minutes:
         budget["budget_s"] = args.minutes * 60
     with timed(times, "slrnet_train_s"):
-        slr = training.train(studio, "slrnet", train_overrides={"mask_repeat": repeat,
-                                                                **json.loads(args.train_overrides)},
-                             model_overrides=json.loads(args.model_overrides) or None,
-                             progress=log_epochs, **budget, **common)
+        overrides = {"mask_repeat": repeat, **json.loads(args.train_overrides)}
+        slr = training.train(studio, "slrnet", TrainOptions(
+            train_overrides=overrides, model_overrides=json.loads(args.model_overrides) or None, **budget,
+            **common),
+            progress=log_epochs)
     slr_epochs = slr.epochs
 
     # Same optimiser steps for the supervised-only model, on the masked images alone.
@@ -142,8 +144,9 @@ def main() -> None:
     import_dataset(studio, labelled_dir, project="supervised", classes_file=root / "classes.txt",
                    has_background=False, masks_dir=masks_dir)
     with timed(times, "supervised_train_s"):
-        sup = training.train(studio, "supervised", epochs=sup_epochs,
-                             train_overrides={"loss_weights": SUPERVISED_ONLY}, progress=log_epochs, **common)
+        sup = training.train(studio, "supervised", TrainOptions(
+            epochs=sup_epochs, train_overrides={"loss_weights": SUPERVISED_ONLY}, **common),
+            progress=log_epochs)
 
     result: dict = {"args": vars(args), "slrnet_epochs": slr_epochs, "slrnet_plan": slr.metrics.get("plan"),
                     "supervised_epochs": sup_epochs, "slrnet_mode": slr.mode}

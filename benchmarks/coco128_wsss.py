@@ -26,6 +26,7 @@ from benchmarks.common import DATA, log_epochs, seed_torch_home, timed, write_re
 from services import evaluation, publishing, training
 from services.context import Studio
 from services.importing import import_dataset
+from services.train_options import TrainOptions
 from slrnet.data import Sample
 from slrnet.metrics import SegmentationMeter
 from storage import runs as run_repo
@@ -67,10 +68,10 @@ def run_slrnet(args: argparse.Namespace, tmp: Path) -> dict:
         history = done.metrics["history"] if done is not None else None
     if history is None:
         with timed(times, "train_s"):
-            trained = training.train(studio, "coco", backbone="mobilenet_v2", epochs=args.epochs,
-                                     image_size=args.image_size, device="cpu", seed=args.seed,
-                                     model_overrides={"feature_channels": args.feature_channels},
-                                     progress=log_epochs)
+            trained = training.train(studio, "coco", TrainOptions(
+                backbone="mobilenet_v2", epochs=args.epochs, image_size=args.image_size, device="cpu",
+                seed=args.seed, model_overrides={"feature_channels": args.feature_channels}),
+                progress=log_epochs)
         history = trained.metrics["history"]
     with timed(times, "predict_s"):
         published = publishing.predict(studio, "coco", device="cpu")

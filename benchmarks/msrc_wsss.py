@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from benchmarks.common import DATA, seed_torch_home, timed, write_result
+from services.train_options import TrainOptions
 
 VIEWS = {
     "all": {"classes": "classes.txt", "tags": "tags.csv", "masks": "masks", "background": False},
@@ -236,7 +237,7 @@ def main() -> None:
     if args.image_size:
         options["image_size"] = args.image_size
     with timed(times, "train_s"):
-        trained = training.train(studio, "msrc", progress=log, **options)
+        trained = training.train(studio, "msrc", TrainOptions(**options), progress=log)
     inference = json.loads(args.inference)
     config = None
     if inference:

@@ -147,7 +147,6 @@ def run_train(studio: Studio, job: Job, progress: ProgressFn, should_stop: StopF
     """Train on the project's labels (auto mode by default); with ``predict_after``, then predict."""
     training = _service("services.training")
     params: TrainParams = job_params(job)
-    options = dataclasses.asdict(params.options)
     train_end = TRAIN_SHARE if params.predict_after else 1.0
     result: dict[str, Any] = {}
 
@@ -160,7 +159,7 @@ def run_train(studio: Studio, job: Job, progress: ProgressFn, should_stop: StopF
         progress(train_end, f"model version {version} already trained; predicting", {"run_id": run_id})
     else:
         trained_run = training.train(
-            studio, params.project_id, **options, resume=True, job_id=job.id,
+            studio, params.project_id, params.options, resume=True, job_id=job.id,
             progress=phase_progress(progress, 0.0, train_end, "training"), should_stop=should_stop,
         )
         run_id, version = trained_run.run_id, trained_run.version

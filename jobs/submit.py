@@ -14,7 +14,7 @@ import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from jobs import queue, tasks
 from jobs.kinds import (
@@ -94,29 +94,16 @@ def _enqueue(studio: Studio, kind: str, job_id: int) -> JobView:
 def submit_train_on_my_labels(
     studio: Studio,
     project: str,
+    options: TrainOptions | None = None,
     *,
-    mode: str = "auto",
-    backbone: str | None = None,
-    epochs: int | None = None,
-    image_size: int | None = None,
-    device: str = "auto",
-    seed: int = 0,
     predict_after: bool = True,
-    train_overrides: dict[str, Any] | None = None,
-    model_overrides: dict[str, Any] | None = None,
-    budget_s: float | None = None,
-    warm_start: bool | None = None,
 ) -> JobView:
-    """Queue "Train on my labels": train in ``mode`` (auto: chosen from the labels), then predict
-    and publish pseudo-labels of every image, as one job (progress 0..0.8 training, 0.8..1
-    predicting). With ``predict_after=False`` the job only trains (the model is not published).
-    ``train_overrides`` / ``model_overrides`` set further ``TrainConfig`` / ``ModelConfig`` fields
-    (advanced users, benchmarks, tests); ``budget_s`` / ``warm_start`` as in
-    :func:`services.training.train`.
+    """Queue "Train on my labels" with ``options`` (see :func:`services.training.train`; mode
+    auto: chosen from the labels), then predict and publish pseudo-labels of every image, as one
+    job (progress 0..0.8 training, 0.8..1 predicting). With ``predict_after=False`` the job only
+    trains (the model is not published).
     """
-    options = TrainOptions(mode=mode, backbone=backbone, epochs=epochs, image_size=image_size,
-                           device=device, seed=seed, train_overrides=train_overrides,
-                           model_overrides=model_overrides, budget_s=budget_s, warm_start=warm_start)
+    options = options or TrainOptions()
     queue.bind(studio)
     with studio.Session.begin() as session:
         row = resolve_project(session, project)
@@ -130,11 +117,11 @@ def submit_train_on_my_labels(
                 f"project {project!r} has no labels yet: tag some images or paint some masks first"
             )
         project_id = row.id
-    plan_training(studio, project_id, mode)  # a mode the labels do not allow is refused here
+    plan_training(studio, project_id, options.mode)  # a mode the labels do not allow is refused here
     with studio.Session.begin() as session:
         row = resolve_project(session, project_id)
         params = TrainParams(project_id=row.id, options=options, predict_after=predict_after)
-        job_id = _add_job(session, params, row, message=f"queued ({mode} mode)")
+        job_id = _add_job(session, params, row, message=f"queued ({options.mode} mode)")
     logger.info("queued training job %d for project %r", job_id, project)
     return _enqueue(studio, "train", job_id)
 

@@ -83,7 +83,7 @@ class _ProjectLabels:
 # --- loading a project --------------------------------------------------------------------------
 
 
-def _load_labels(studio: Studio, project_name: str) -> _ProjectLabels:
+def _load_labels(studio: Studio, project_name: str | int) -> _ProjectLabels:
     with studio.Session.begin() as session:
         project = resolve_project(session, project_name)
         classes = list_classes(session, project.id)
@@ -158,26 +158,17 @@ def _progress_adapter(progress: ProgressFn) -> Any:
 
 def train(
     studio: Studio,
-    project: str = "default",
+    project: str | int = "default",
+    options: TrainOptions | None = None,
     *,
-    mode: str = "auto",
-    backbone: str | None = None,
-    epochs: int | None = None,
-    image_size: int | None = None,
-    device: str = "auto",
-    seed: int = 0,
     resume: bool = True,
     job_id: int | None = None,
-    train_overrides: dict[str, Any] | None = None,
-    model_overrides: dict[str, Any] | None = None,
-    budget_s: float | None = None,
-    warm_start: bool | None = None,
     progress: ProgressFn = no_progress,
     should_stop: StopFn = never_stop,
 ) -> TrainResult:
     """Train one run on the project's labels and give it the next model version.
 
-    What runs is the plan of :func:`services.train_plan.make_plan` for these options (the one the
+    What runs is the plan of :func:`services.train_plan.make_plan` for ``options`` (the one the
     preview shows): on CPU with no ``epochs`` it is sized to a wall-time budget (``budget_s``,
     default ``CPU_TRAIN_BUDGET_S``) at the speed earlier runs measured; when none did, a few steps
     are timed first and the plan made again with that speed (reported through ``progress``
@@ -187,14 +178,11 @@ def train(
 
     With ``resume`` an interrupted run of the same settings continues from its last completed
     epoch. Cancellation (``should_stop``) raises :class:`Cancelled` and leaves the current
-    (published) model as it was. ``train_overrides`` / ``model_overrides`` set further
-    :class:`TrainConfig` / :class:`ModelConfig` fields (benchmarks, advanced users).
+    (published) model as it was.
     """
-    options = TrainOptions(mode=mode, backbone=backbone, epochs=epochs, image_size=image_size, device=device,
-                           seed=seed, train_overrides=train_overrides, model_overrides=model_overrides,
-                           budget_s=budget_s, warm_start=warm_start)
+    options = options or TrainOptions()
     data = _load_labels(studio, project)
-    torch_device = open_device(device)
+    torch_device = open_device(options.device)
     facts = read_facts(studio, data.project_id, torch_device.type, resume=resume,
                        loaded=(LabelCounts(data.tagged, data.masked, data.unlabelled), len(data.samples)))
     plan = make_plan(facts, options)
@@ -209,7 +197,7 @@ def train(
         plan = make_plan(replace(facts, probe=_time_steps(samples, plan, torch_device)), options)
     if plan.budget_s is not None:
         progress(0.0, plan.summary("plan"), {"plan": plan.metrics()})
-    created_group = _distributed_setup(device)
+    created_group = _distributed_setup(options.device)
     try:
         return _train(studio, data, plan, samples, torch_device, resume=resume, job_id=job_id,
                       progress=progress, should_stop=should_stop, init_weights=init)

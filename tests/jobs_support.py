@@ -21,6 +21,7 @@ from services.context import Studio
 from services.errors import UserError
 from services.lookups import resolve_project
 from services.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
+from services.train_options import TrainOptions
 from storage import runs as run_repo
 from storage.images import add_image, all_images
 from storage.labels import add_tags, put_pseudo_label
@@ -86,18 +87,15 @@ class FakeTraining:
             job = session.get(Job, job_id)
             self.seen.append((job.metrics.get("phase", ""), job.progress, job.message))
 
-    def train(self, studio: Studio, project: int | str = "default", *, mode: str = "auto",
-              backbone: str | None = None, epochs: int | None = None, image_size: int | None = None,
-              device: str = "auto", seed: int = 0,
-              resume: bool = True, job_id: int | None = None, train_overrides: dict | None = None,
-              model_overrides: dict | None = None, budget_s: float | None = None,
-              warm_start: bool | None = None, progress: ProgressFn = no_progress,
+    def train(self, studio: Studio, project: int | str = "default", options: TrainOptions | None = None, *,
+              resume: bool = True, job_id: int | None = None, progress: ProgressFn = no_progress,
               should_stop: StopFn = never_stop) -> Any:
-        self.calls.append(("train", {"project": project, "mode": mode, "epochs": epochs, "resume": resume,
-                                     "job_id": job_id}))
+        options = options or TrainOptions()
+        self.calls.append(("train", {"project": project, "mode": options.mode, "epochs": options.epochs,
+                                     "resume": resume, "job_id": job_id}))
         if self.fail is not None:
             raise self.fail
-        epochs = epochs or self.default_epochs
+        epochs = options.epochs or self.default_epochs
         with studio.Session.begin() as session:
             proj = resolve_project(session, project)
             run = run_repo.latest_resumable_run(session, proj.id) if resume else None

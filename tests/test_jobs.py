@@ -26,6 +26,7 @@ from jobs.submit import (
 from jobs.views import get_job, list_jobs
 from services.context import Studio
 from services.errors import UserError
+from services.train_options import TrainOptions
 from storage import jobs as job_rows
 from storage import runs as run_repo
 from storage.labels import current_run_id
@@ -134,7 +135,7 @@ def test_train_on_my_labels_is_one_job_in_two_phases(studio: Studio, monkeypatch
 
 def test_train_only_does_not_publish(studio: Studio, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = install(monkeypatch, FakeTraining())
-    view = submit_train_on_my_labels(studio, "p", predict_after=False, epochs=1)
+    view = submit_train_on_my_labels(studio, "p", TrainOptions(epochs=1), predict_after=False)
     assert view.status == "succeeded" and view.title == "Train"
     assert [c[0] for c in fake.calls] == ["train"] and fake.calls[0][1]["epochs"] == 1
     assert _runs(studio)[0].status == "trained" and _current_run(studio) is None
@@ -161,7 +162,7 @@ def test_a_mode_the_labels_do_not_allow_is_refused_before_anything_is_queued(
 ) -> None:
     fake = install(monkeypatch, FakeTraining())
     with pytest.raises(UserError, match="mode ssss needs images with masks"):
-        submit_train_on_my_labels(studio, "p", mode="ssss")  # project p has tags only
+        submit_train_on_my_labels(studio, "p", TrainOptions(mode="ssss"))  # project p has tags only
     assert list_jobs(studio, "p") == [] and fake.calls == []
 
 
@@ -199,7 +200,7 @@ def test_submit_checks_input_before_queueing(studio: Studio, tmp_path: Path) -> 
     with pytest.raises(UserError, match="no project named 'nope'"):
         submit_train_on_my_labels(studio, "nope")
     with pytest.raises(UserError, match="unknown mode"):
-        submit_train_on_my_labels(studio, "p", mode="fully")
+        submit_train_on_my_labels(studio, "p", TrainOptions(mode="fully"))
     make_project(studio, "unlabelled", images=2, tagged=0)
     with pytest.raises(UserError, match="no labels yet"):
         submit_train_on_my_labels(studio, "unlabelled")
@@ -243,7 +244,7 @@ def test_cancel_while_running_keeps_the_last_good_model(
     studio: Studio, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     install(monkeypatch, FakeTraining())
-    first = submit_train_on_my_labels(studio, "p", epochs=1)
+    first = submit_train_on_my_labels(studio, "p", TrainOptions(epochs=1))
     good_run = first.result["run_id"]
     assert _current_run(studio) == good_run
 

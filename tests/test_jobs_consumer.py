@@ -24,6 +24,7 @@ from jobs.submit import resume_job, submit_export, submit_import, submit_predict
 from jobs.views import JobView, get_job
 from services import labeling
 from services.context import Studio
+from services.train_options import TrainOptions
 from storage import jobs as job_rows
 from storage.labels import current_run_id, get_pseudo_label, get_tag_class_ids
 from storage.models import Image as ImageRow
@@ -215,7 +216,7 @@ def test_tagging_while_a_job_writes_pseudo_labels_loses_nothing(
     fake.install(monkeypatch)
     handle = start_embedded_consumer(studio)
     try:
-        trained = submit_train_on_my_labels(studio, "p", predict_after=False, epochs=1)
+        trained = submit_train_on_my_labels(studio, "p", TrainOptions(epochs=1), predict_after=False)
         wait_for(lambda: get_job(studio, trained.id).status == "succeeded")
         with studio.Session() as session:
             classes = list_classes(session, project_id)

@@ -13,6 +13,7 @@ from jobs import queue, recovery
 from jobs.submit import submit_train_on_my_labels
 from jobs.views import get_job
 from services.context import Studio
+from services.train_options import TrainOptions
 from tests import servers
 from tests.jobs_support import make_project
 
@@ -38,7 +39,7 @@ def queued_studio(request: pytest.FixtureRequest, tmp_path: Path,
 
 
 def test_a_queued_job_whose_message_was_lost_is_queued_again(queued_studio: Studio) -> None:
-    job = submit_train_on_my_labels(queued_studio, "p", epochs=1)
+    job = submit_train_on_my_labels(queued_studio, "p", TrainOptions(epochs=1))
     assert recovery.pending_job_ids()["compute"] == {job.id}
     assert recovery.requeue_lost(queued_studio, lost_after_s=0) == []  # its message is there
     assert queue.compute.pending_count() == 1

@@ -18,6 +18,7 @@ from jobs.submit import cancel_job, submit_export, submit_predict, submit_train_
 from jobs.views import list_jobs
 from services.context import Studio
 from services.errors import UserError
+from services.train_options import TrainOptions
 from tests.conftest import REPO_ROOT
 from tests.jobs_support import make_project
 
@@ -32,7 +33,7 @@ def studio(tmp_path: Path) -> Iterator[Studio]:
 
 
 def test_jobs_wait_queued_and_a_second_training_is_refused(studio: Studio) -> None:
-    first = submit_train_on_my_labels(studio, "p", epochs=2)
+    first = submit_train_on_my_labels(studio, "p", TrainOptions(epochs=2))
     assert first.status == "queued" and first.active and first.can_cancel and first.progress == 0.0
     assert first.params["options"]["epochs"] == 2 and first.params["predict_after"] is True
     assert queue.compute.pending_count() == 1 and queue.local.pending_count() == 0

@@ -16,6 +16,7 @@ from jobs.submit import resume_job, submit_train_on_my_labels
 from jobs.views import get_job
 from services.context import Studio
 from services.importing import import_dataset
+from services.train_options import TrainOptions
 from storage.labels import current_run_id
 from storage.models import PseudoLabel, TrainingRun
 from tests.jobs_support import wait_for
@@ -43,7 +44,7 @@ def _runs(studio: Studio) -> list[TrainingRun]:
 
 
 def test_train_on_my_labels_trains_predicts_and_publishes(studio: Studio) -> None:
-    view = submit_train_on_my_labels(studio, "p", epochs=2, **TINY)
+    view = submit_train_on_my_labels(studio, "p", TrainOptions(epochs=2, **TINY))
     assert view.status == "succeeded", view.error
     assert view.result["mode"] == "wsss" and "tags" in view.result["mode_reason"]
     assert view.result["images"] == 6 and view.result["version"] == 1
@@ -61,7 +62,7 @@ def test_train_on_my_labels_trains_predicts_and_publishes(studio: Studio) -> Non
 def test_training_stopped_mid_way_resumes_from_its_checkpoint(studio: Studio) -> None:
     outcome: list = []
     thread = threading.Thread(
-        target=lambda: outcome.append(submit_train_on_my_labels(studio, "p", epochs=4, **TINY))
+        target=lambda: outcome.append(submit_train_on_my_labels(studio, "p", TrainOptions(epochs=4, **TINY)))
     )
     thread.start()
     try:

@@ -25,6 +25,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
+from services.train_options import TrainOptions
 from tests import servers
 from tests.conftest import REPO_ROOT
 from tests.jobs_support import wait_for
@@ -153,7 +154,7 @@ def test_serve_and_two_workers_import_train_kill_resume_export(
         assert done.status == "succeeded", done.error
         assert done.result["images_added"] == 6 and done.worker == serve.name  # the local queue: serve
 
-        job = submit_train_on_my_labels(studio, "p", **TRAIN)
+        job = submit_train_on_my_labels(studio, "p", TrainOptions(**TRAIN))
 
         def first_epoch_done() -> object:
             with studio.Session() as session:

@@ -106,7 +106,7 @@ def test_the_preview_is_the_plan_the_service_trains(studio: Studio, project: str
     assert preview.warm_start_from == (version if warm else None)
     assert preview.speed_source == "measured"
     stub = StubTraining(monkeypatch, device)
-    result = training.train(studio, project, mode=mode, device=device)
+    result = training.train(studio, project, TrainOptions(mode=mode, device=device))
     [ran] = stub.plans
     assert ran == preview
     assert stub.fit_args["model_config"] == preview.model_config
@@ -123,7 +123,7 @@ def test_with_nothing_measured_the_service_times_steps_and_replans_the_epochs(
     timed = StepTimes(seconds_per_image=0.5, warmup_seconds_per_image=0.25)
     stub = StubTraining(monkeypatch, "cpu", timed=timed)
     reports: list[str] = []
-    training.train(studio, project, device="cpu", progress=lambda f, m, x: reports.append(m))
+    training.train(studio, project, TrainOptions(device="cpu"), progress=lambda f, m, x: reports.append(m))
     [ran] = stub.plans
     assert stub.timed_calls == 1 and ran.speed_source == "timed" and not ran.needs_timing
     assert ran.model_config == preview.model_config and ran.images_per_epoch == preview.images_per_epoch

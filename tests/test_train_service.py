@@ -16,6 +16,7 @@ from services.devices import open_device
 from services.errors import UserError
 from services.importing import import_dataset
 from services.progress import Cancelled
+from services.train_options import TrainOptions
 from services.train_plan import THROUGHPUT_FILE, LabelCounts, choose_mode, plan_training
 from storage import labels as label_repo
 from storage import runs as run_repo
@@ -97,7 +98,8 @@ def test_mode_override_is_accepted_when_labels_allow(studio: Studio, project: di
 
 def test_train_predict_evaluate_publish_versions(studio: Studio, project: dict[str, Path]) -> None:
     reports: list[tuple[float, str, dict]] = []
-    result = training.train(studio, "p", progress=lambda f, m, x: reports.append((f, m, x)), **FAST)
+    result = training.train(studio, "p", TrainOptions(**FAST),
+                            progress=lambda f, m, x: reports.append((f, m, x)))
     assert result.mode == "ssss_tags" and result.version == 1 and result.epochs == 2
     assert (studio.data_dir / result.checkpoint_path).is_file()
     assert result.checkpoint_path.startswith("checkpoints/")
@@ -126,7 +128,7 @@ def test_train_predict_evaluate_publish_versions(studio: Studio, project: dict[s
     assert set(scores["per_class_iou"]) == {"background", "red", "blue"}
     assert 0.0 <= scores["miou"] <= 1.0 and 0.0 <= scores["pixel_accuracy"] <= 1.0
 
-    second = training.train(studio, "p", seed=1, **FAST)
+    second = training.train(studio, "p", TrainOptions(seed=1, **FAST))
     assert second.version == 2
     with studio.Session() as session:  # trained but not yet published: version 1 stays current
         assert label_repo.current_run_id(session, pid) == run.id
@@ -135,7 +137,7 @@ def test_train_predict_evaluate_publish_versions(studio: Studio, project: dict[s
 
 def test_cancel_keeps_the_published_model_and_resume_continues(studio: Studio,
                                                                project: dict[str, Path]) -> None:
-    first = training.train(studio, "p", **FAST)
+    first = training.train(studio, "p", TrainOptions(**FAST))
     publishing.predict(studio, "p", device="cpu")
 
     calls = 0
@@ -147,7 +149,7 @@ def test_cancel_keeps_the_published_model_and_resume_continues(studio: Studio,
 
     settings = {**FAST, "epochs": 3, "seed": 5}
     with pytest.raises(Cancelled):
-        training.train(studio, "p", should_stop=stop_after_first_epoch, **settings)
+        training.train(studio, "p", TrainOptions(**settings), should_stop=stop_after_first_epoch)
     cancelled = runs(studio)[-1]
     assert (cancelled.status, cancelled.epoch, cancelled.version) == ("cancelled", 1, None)
     with studio.Session() as session:
@@ -157,26 +159,26 @@ def test_cancel_keeps_the_published_model_and_resume_continues(studio: Studio,
     # A worker that died mid-run leaves it interrupted; the next train with the same settings resumes.
     with studio.Session.begin() as session:
         session.get(TrainingRun, cancelled.id).status = "interrupted"
-    resumed = training.train(studio, "p", **settings)
+    resumed = training.train(studio, "p", TrainOptions(**settings))
     assert resumed.run_id == cancelled.id and resumed.resumed_from_epoch == 1 and resumed.epochs == 3
     assert resumed.version == 2
-    assert training.train(studio, "p", resume=False, **settings).run_id != cancelled.id
+    assert training.train(studio, "p", TrainOptions(**settings), resume=False).run_id != cancelled.id
 
 
 def test_bad_input_changes_nothing(studio: Studio, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no project"):
-        training.train(studio, "missing", **FAST)
+        training.train(studio, "missing", TrainOptions(**FAST))
     files = write_dataset(tmp_path / "bare", masks=0)
     import_dataset(studio, files["images"], project="bare", classes_file=files["classes"])
     with pytest.raises(UserError, match="no labels"):
-        training.train(studio, "bare", **FAST)
+        training.train(studio, "bare", TrainOptions(**FAST))
     with pytest.raises(UserError, match="no trained model"):
         publishing.predict(studio, "bare", device="cpu")
     import_dataset(studio, files["images"], project="bare", tags_csv=files["tags"])
     with pytest.raises(UserError, match="ssss needs"):
-        training.train(studio, "bare", mode="ssss", **FAST)
+        training.train(studio, "bare", TrainOptions(mode="ssss", **FAST))
     with pytest.raises(UserError, match="epochs"):
-        training.train(studio, "bare", **{**FAST, "epochs": -1})
+        training.train(studio, "bare", TrainOptions(**{**FAST, "epochs": -1}))
     assert runs(studio) == []
     assert not (studio.data_dir / "checkpoints").exists()
 
@@ -207,27 +209,27 @@ def test_cpu_default_sizes_the_run_to_the_budget_and_reports_the_plan_first(
         studio: Studio, project: dict[str, Path]) -> None:
     reports: list[tuple[float, str, dict]] = []
     options = {k: v for k, v in FAST.items() if k != "epochs"}
-    result = training.train(studio, "p", budget_s=3600, progress=lambda f, m, x: reports.append((f, m, x)),
-                            **options)
+    result = training.train(studio, "p", TrainOptions(budget_s=3600, **options),
+                            progress=lambda f, m, x: reports.append((f, m, x)))
     plan = result.metrics["plan"]
     assert reports[0][1].startswith("plan: ") and reports[0][2]["plan"] == plan  # before any step
     assert plan["seconds_per_image"] > 0 and plan["images_per_epoch"] == 6
     assert result.epochs == plan["epochs"] == 30  # an hour fits the cap of 30 epochs of 6 images
     assert (studio.data_dir / THROUGHPUT_FILE).is_file()  # the whole run's speed, for the preview
-    tiny = training.train(studio, "p", budget_s=1e-3, warm_start=False, **options)
+    tiny = training.train(studio, "p", TrainOptions(budget_s=1e-3, warm_start=False, **options))
     assert tiny.epochs == 1  # nothing fits: one epoch, never zero
 
 
 def test_warm_start_continues_from_the_current_model_without_warm_up(
         studio: Studio, project: dict[str, Path]) -> None:
-    first = training.train(studio, "p", **FAST)
+    first = training.train(studio, "p", TrainOptions(**FAST))
     with pytest.raises(UserError, match="no current model"):
-        training.train(studio, "p", warm_start=True, **FAST)  # trained, not yet published
+        training.train(studio, "p", TrainOptions(warm_start=True, **FAST))  # trained, not yet published
     publishing.predict(studio, "p", run_id=first.run_id, device="cpu")
-    again = training.train(studio, "p", **FAST)  # default: warm start when a model is current
+    again = training.train(studio, "p", TrainOptions(**FAST))  # default: warm start when a model is current
     assert again.metrics["plan"]["warm_start_from_version"] == first.version
     assert runs(studio)[-1].config["train"]["warmup_epochs"] == 0
-    fresh = training.train(studio, "p", warm_start=False, **FAST)
+    fresh = training.train(studio, "p", TrainOptions(warm_start=False, **FAST))
     assert "warm_start_from_version" not in fresh.metrics["plan"]
 
 
@@ -257,8 +259,8 @@ def test_compute_consumers_share_the_cores_between_their_workers(monkeypatch: py
 def test_the_cpu_model_keeps_the_backbone_frozen_with_tags_only(
     studio: Studio, project: dict[str, Path]
 ) -> None:
-    training.train(studio, "p", mode="wsss", **FAST)
-    training.train(studio, "p", mode="ssss_tags", **FAST)
+    training.train(studio, "p", TrainOptions(mode="wsss", **FAST))
+    training.train(studio, "p", TrainOptions(mode="ssss_tags", **FAST))
     tags_only, with_masks = (run.config["model"] for run in runs(studio))
     assert tags_only["freeze_backbone"] is True and tags_only["mode"] == "wsss"
     assert with_masks["freeze_backbone"] is False  # masks: fine-tuned (frozen did not help on CamVid)

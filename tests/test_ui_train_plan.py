@@ -200,7 +200,7 @@ def test_the_service_plan_is_within_30_percent_of_the_training_time(tmp_path: Pa
     from services.training import train
 
     with _budgeted_project(tmp_path) as studio:
-        result = train(studio, "p", **BUDGETED)
+        result = train(studio, "p", TrainOptions(**BUDGETED))
     plan, seconds = result.metrics["plan"], result.metrics["train_seconds"]
     print(f"\nservice plan: {plan['epochs']} epochs, estimated {plan['estimated_s']:.1f} s, "
           f"trained {seconds:.1f} s")
@@ -214,9 +214,9 @@ def test_the_preview_is_within_30_percent_of_the_training_time(tmp_path: Path) -
     from services.training import train
 
     with _budgeted_project(tmp_path) as studio:
-        train(studio, "p", **BUDGETED)
+        train(studio, "p", TrainOptions(**BUDGETED))
         preview = _preview(studio, "p", **BUDGETED)
-        result = train(studio, "p", **BUDGETED)
+        result = train(studio, "p", TrainOptions(**BUDGETED))
     seconds = result.metrics["train_seconds"]
     print(f"\npreview: {preview.epochs} epochs, estimated {preview.estimated_s:.1f} s "
           f"({preview.images_per_s:.1f} img/s {preview.speed_source}), trained {seconds:.1f} s "

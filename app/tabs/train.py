@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 from types import SimpleNamespace
 from typing import Any
 
@@ -99,7 +98,7 @@ def start_training(
     if not project:
         raise UserError("choose or create a project first")
     options = _train_options(mode, backbone, epochs, image_size, device, minutes, continue_model)
-    job = submit.submit_train_on_my_labels(studio, project, **asdict(options))
+    job = submit.submit_train_on_my_labels(studio, project, options)
     logger.info("queued training job %d for %r", job.id, project)
     return job_outputs(job)
 
