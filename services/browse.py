@@ -55,17 +55,22 @@ class BrowsePage:
     pages: int  # at least 1
 
 
-def _state(session: Session, image: Image, names: dict[int, str], run_id: int | None) -> ImageState:
-    tag_ids = label_repo.get_tag_class_ids(session, image.id, "human")
-    mask = label_repo.get_mask(session, image.id)
-    pseudo = label_repo.get_pseudo_label(session, image.id, run_id) if run_id is not None else None
-    return ImageState(
-        image=image_info(image),
-        tags=tuple(sorted(names[t] for t in tag_ids if t in names)),
-        mask_source=mask.source if mask is not None else None,
-        score=pseudo.score if pseudo is not None else None,
-        tags_checked=bool(tag_ids) or image.tags_checked_at is not None,
-    )
+def _states(session: Session, images: Sequence[Image], project_id: int) -> tuple[ImageState, ...]:
+    """The label state of each image, in a few statements whatever the number of images."""
+    names = {c.id: c.name for c in project_repo.list_classes(session, project_id)}
+    run_id = label_repo.current_run_id(session, project_id)
+    labels = label_repo.label_summaries(session, [image.id for image in images], run_id)
+    states = []
+    for image in images:
+        tag_ids, mask_source, score = labels[image.id]
+        states.append(ImageState(
+            image=image_info(image),
+            tags=tuple(sorted(names[t] for t in tag_ids if t in names)),
+            mask_source=mask_source,
+            score=score,
+            tags_checked=bool(tag_ids) or image.tags_checked_at is not None,
+        ))
+    return tuple(states)
 
 
 def browse_page(
@@ -88,18 +93,14 @@ def browse_page(
         images = image_repo.list_images(
             session, row.id, image_filter, offset=page * page_size, limit=page_size
         )
-        names = {c.id: c.name for c in project_repo.list_classes(session, row.id)}
-        run_id = label_repo.current_run_id(session, row.id)
-        items = tuple(_state(session, image, names, run_id) for image in images)
-        return BrowsePage(items=items, total=total, page=page, pages=pages)
+        return BrowsePage(items=_states(session, images, row.id), total=total, page=page, pages=pages)
 
 
 def image_state(studio: Studio, image_id: int) -> ImageState:
     """One image with its label state."""
     with studio.Session.begin() as session:
         image = resolve_image(session, image_id)
-        names = {c.id: c.name for c in project_repo.list_classes(session, image.project_id)}
-        return _state(session, image, names, label_repo.current_run_id(session, image.project_id))
+        return _states(session, [image], image.project_id)[0]
 
 
 def step_through(
@@ -202,8 +203,7 @@ def tag_view(
         taggable = tuple((c.name, c.id) for c in classes if not c.is_background)
         if chosen is None:
             return TagView(None, (), taggable, saved)
-        names = {c.id: c.name for c in classes}
-        state = _state(session, chosen, names, label_repo.current_run_id(session, row.id))
+        state = _states(session, [chosen], row.id)[0]
         tag_ids = tuple(label_repo.get_tag_class_ids(session, chosen.id, "human"))
         return TagView(state, tag_ids, taggable, saved, none_left,
                        label_repo.tags_version(session, chosen.id))

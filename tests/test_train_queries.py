@@ -204,3 +204,33 @@ def test_pseudo_label_score_summary_counts_only_the_projects_images(studio: Stud
                                         np.zeros((2, 2), np.float32), score=score)
         count, mean = label_repo.pseudo_label_score_summary(session, project.id, run_id)
     assert count == 2 and mean == pytest.approx(0.3)
+
+
+def test_a_browse_page_costs_the_same_statements_whatever_its_size(studio: Studio) -> None:
+    """The gallery's page reads the tiles' tags, masks and scores joined, not per tile."""
+    from services.browse import browse_page
+
+    make_project(studio, "p", 30)
+    run_id = add_trained_run(studio, "p")
+    with studio.Session.begin() as session:
+        run_repo.mark_published(session, run_repo.get_run(session, run_id))
+        for image_id in [i for i, _ in zip(iter_ids(session, "p"), range(5), strict=False)]:
+            label_repo.put_pseudo_label(session, image_id, run_id, np.ones((6, 8), np.uint8),
+                                        np.full((6, 8), 0.5, np.float32), 0.5)
+    counts = {}
+    for size in (5, 30):
+        with count_statements(studio) as statements:
+            page = browse_page(studio, "p", page_size=size)
+        counts[size] = len(statements)
+        assert len(page.items) == size
+    assert counts[5] == counts[30] <= MAX_STATEMENTS
+    first = browse_page(studio, "p", page_size=30).items
+    assert [s.image.name for s in first[:2]] == ["im00.png", "im01.png"]
+    assert first[0].tags == ("red",) and first[0].mask_source == "human" and first[0].score == 0.5
+    assert first[1].tags == ("blue", "red") and first[1].mask_source is None
+    assert first[2].tags == () and first[29].score is None
+
+
+def iter_ids(session: object, name: str) -> list[int]:
+    project = resolve_project(session, name)
+    return [i.image_id for i in iter_images_with_labels(session, project.id)]
