@@ -275,7 +275,7 @@ def test_a_model_trained_on_other_classes_does_not_predict(studio: Studio, proje
     # its output channels follow the old class list: predicting after a reorder would relabel
     from services import labeling
 
-    training.train(studio, "p", **FAST)
+    training.train(studio, "p", TrainOptions(**FAST))
     names = [c.name for c in labeling.get_project(studio, "p").classes]
     labeling.set_classes(studio, "p", [names[0], *reversed(names[1:])])
     with pytest.raises(UserError, match="changed since model version 1 was trained; train again"):
