@@ -169,8 +169,9 @@ def build_ui(studio: Studio) -> gr.Blocks:
 
 
 def page_head() -> str:
-    """The page's extra ``<head>``: the painter's script (app/static/painter.js), inlined."""
-    return f"<script>{(STATIC_DIR / 'painter.js').read_text(encoding='utf-8')}</script>"
+    """The page's extra ``<head>``: the painter's and the Tag screen's scripts (app/static/), inlined."""
+    scripts = ("painter.js", "tagger.js")
+    return "".join(f"<script>{(STATIC_DIR / name).read_text(encoding='utf-8')}</script>" for name in scripts)
 
 
 def launch_options(

@@ -4,6 +4,7 @@ painter's helpers. Test modules import the fixtures they use (``server``, ``brow
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -57,20 +58,12 @@ def wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout_s: float 
     pytest.fail(f"launch.py serve did not answer within {timeout_s}s:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """``launch.py serve`` on a free port and a fresh data dir, training tiny models on the CPU."""
-    if not CHROMIUM.is_file():
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
-    pytest.importorskip("playwright.sync_api")
-    root = tmp_path_factory.mktemp("e2e")
-    data, log = root / "data", root / "serve.log"
+@contextlib.contextmanager
+def serving(data: Path, log: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``launch.py serve`` on a free port with data dir ``data`` (output to ``log``) until the
+    block ends; yields its URL."""
     port = free_port()
-    env = {
-        **os.environ,
-        "SLRNET_TRAIN_OPTIONS": json.dumps(TRAIN_OPTIONS),
-        "GRADIO_ANALYTICS_ENABLED": "False",
-    }
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
     env.pop("SLRNET_DATABASE_URL", None)
     env.pop("SLRNET_QUEUE_URL", None)
     with log.open("w") as out:
@@ -84,7 +77,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_until_up(url, proc, log)
-        yield url, data
+        yield url
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -92,6 +85,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """``launch.py serve`` on a free port and a fresh data dir, training tiny models on the CPU."""
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+    pytest.importorskip("playwright.sync_api")
+    root = tmp_path_factory.mktemp("e2e")
+    env = {"SLRNET_TRAIN_OPTIONS": json.dumps(TRAIN_OPTIONS)}
+    with serving(root / "data", root / "serve.log", env) as url:
+        yield url, root / "data"
 
 
 @pytest.fixture(scope="module")

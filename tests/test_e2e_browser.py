@@ -88,7 +88,7 @@ def test_label_train_review_export_loop(
         expect(page.locator("#tag-title")).to_contain_text(PHOTOS[2])  # the next untagged image
         giraffe = labeling.get_project(studio, "e2e").classes[2]
         assert labeling.get_image_tags(studio, ids[PHOTOS[1]]) == [giraffe.id]
-        page.keyboard.press("p")  # back to the previous image
+        page.keyboard.press("ArrowLeft")  # back to the previous image
         expect(page.locator("#tag-title")).to_contain_text(PHOTOS[1])
 
         # Paint the chosen image: two classes by hotkey, one undone stroke, one superpixel click;

@@ -107,7 +107,7 @@ def test_enter_saves_the_ticked_classes_whatever_has_focus(
         assert _tags(studio, "enter", ids[MSRC_PHOTOS[1]]) == {"building"}
 
         # an image saved with no tags: its title and the header count it as done
-        page.keyboard.press("p")
+        page.keyboard.press("ArrowLeft")
         expect(page.locator("#tag-title")).to_contain_text(MSRC_PHOTOS[2])
         expect(page.locator("#tag-title")).to_contain_text("checked: no tags")
         expect(page.locator("#tag-status")).to_have_text("")  # no "Saved" under another image
@@ -134,10 +134,10 @@ def test_tags_saved_from_two_pages_the_second_is_refused(
             open_tab(p, "Tag")
             expect(p.locator("#tag-title")).to_contain_text(MSRC_PHOTOS[0])
         page.locator("#tag-classes label").filter(has_text="grass").click()
-        page.keyboard.press("s")
+        page.keyboard.press("Shift+Enter")
         expect(page.locator("#tag-status")).to_contain_text("Saved 1 tag(s)")
         other.locator("#tag-classes label").filter(has_text="sky").click()
-        other.keyboard.press("s")
+        other.keyboard.press("Shift+Enter")
         expect(other.get_by_test_id("toast-body").first).to_contain_text("changed since you opened it")
         expect(other.locator("#tag-status")).to_contain_text("Not saved")
         assert _tags(studio, "twotabs", ids[MSRC_PHOTOS[0]]) == {"grass"}
@@ -234,9 +234,9 @@ def test_status_lines_and_a_failed_create(
         # Tag: a saved line does not stay when moving on without saving
         open_tab(page, "Tag")
         page.locator("#tag-classes label").filter(has_text="grass").click()
-        page.keyboard.press("s")
+        page.keyboard.press("Shift+Enter")
         expect(page.locator("#tag-status")).to_contain_text("Saved 1 tag(s)")
-        page.keyboard.press("n")
+        page.keyboard.press("ArrowRight")
         expect(page.locator("#tag-title")).not_to_contain_text(MSRC_PHOTOS[0])
         expect(page.locator("#tag-status")).to_have_text("")
 
@@ -252,5 +252,48 @@ def test_status_lines_and_a_failed_create(
         page.click("#paint-save")
         expect(page.locator("#paint-status")).to_contain_text("Not saved")
         shot(page, "paint-refused")
+    finally:
+        studio.close()
+
+
+def test_classes_beyond_nine_by_typing_their_names(
+    server: tuple[str, Path], page: object, msrc: Path, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=STEP_MS)
+    url, data = server
+    studio = Studio.open(data)
+    try:
+        ids = _make_project(studio, msrc, tmp_path, "typing", MSRC_PHOTOS[:3])
+        page.goto(url)
+        _choose_project(page, "typing")
+        open_tab(page, "Tag")
+        expect(page.locator("#tag-title")).to_contain_text(MSRC_PHOTOS[0])
+        search = page.locator("#tag-search textarea, #tag-search input").first
+        # "bo": body and boat and book match; the names starting with it first, ↓ moves on
+        page.keyboard.type("bo")
+        expect(search).to_have_value("bo")
+        expect(page.locator("#tag-classes label.slr-highlight")).to_have_text("book")
+        page.keyboard.press("ArrowDown")
+        expect(page.locator("#tag-classes label.slr-highlight")).to_have_text("body")
+        page.keyboard.press("Enter")  # toggles body (class 20), clears the filter
+        expect(search).to_have_value("")
+        page.keyboard.type("wat")
+        shot(page, "tag-type-to-filter")
+        page.keyboard.press("Enter")
+        page.keyboard.type("sk")
+        page.keyboard.press("Escape")  # never mind
+        expect(search).to_have_value("")
+        page.locator("#tag-classes label").filter(has_text="grass").click()  # the mouse still works
+        page.keyboard.press("Enter")  # no filter: save & next
+        expect(page.locator("#tag-title")).to_contain_text(MSRC_PHOTOS[1])
+        assert _tags(studio, "typing", ids[MSRC_PHOTOS[0]]) == {"body", "water", "grass"}
+        page.keyboard.type("cow")
+        expect(page.locator("#tag-classes label.slr-highlight")).to_contain_text("cow")
+        page.keyboard.press("ArrowRight")  # skip: another image, the filter is cleared
+        expect(page.locator("#tag-title")).to_contain_text(MSRC_PHOTOS[2])
+        expect(search).to_have_value("")
+        expect(page.locator("#tag-classes label:visible")).to_have_count(21)
     finally:
         studio.close()

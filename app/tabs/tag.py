@@ -1,5 +1,6 @@
-"""Tag screen: which classes an image shows, as checkboxes (keys 1–9 shown on the first nine, a
-search box for long class lists); save & next untagged, previous / next image.
+"""Tag screen: which classes an image shows, as checkboxes; save & next untagged, previous / next
+image. By keyboard (app/static/tagger.js): type a class name, Enter toggles the best match, a
+second Enter saves and moves on; keys 1–9 (shown on the first nine) toggle those directly.
 
 Every user event is one service call (one transaction). Handlers return dicts keyed by view
 names: ``current_image``, ``picture``, ``title``, ``classes`` (checkbox update), ``shown`` (the
@@ -128,13 +129,18 @@ def build() -> SimpleNamespace:
                     "Save & next untagged (Enter)", variant="primary", elem_id="tag-save-next"
                 )
             with gr.Row():
-                previous = gr.Button("◀ Previous (p)", size="sm", elem_id="tag-previous")
-                save = gr.Button("Save (s)", size="sm", elem_id="tag-save")
-                skip = gr.Button("Skip to next untagged (n)", size="sm", elem_id="tag-next")
+                previous = gr.Button("◀ Previous (←)", size="sm", elem_id="tag-previous")
+                save = gr.Button("Save (Shift+Enter)", size="sm", elem_id="tag-save")
+                skip = gr.Button("Skip to next untagged (→)", size="sm", elem_id="tag-next")
             search = gr.Textbox(
-                placeholder="Search classes…", show_label=False, container=False, elem_id="tag-search"
+                placeholder="Type to find a class, Enter toggles it…",
+                show_label=False,
+                container=False,
+                elem_id="tag-search",
             )
-            classes = gr.CheckboxGroup(label="Classes in this image (keys 1–9 toggle)", elem_id="tag-classes")
+            classes = gr.CheckboxGroup(
+                label="Classes in this image (type a name + Enter, or keys 1–9)", elem_id="tag-classes"
+            )
             status = gr.Markdown(elem_id="tag-status")
         shown = gr.State(None)
     return SimpleNamespace(**locals())
