@@ -71,7 +71,7 @@ def test_launch_binds_localhost_and_serves_only_thumbnails_and_exports(studio: S
     assert options["auth"] is None
     assert options["allowed_paths"] == [str(studio.data_dir / "exports")]
     assert Path(options["allowed_paths"][0]).is_dir()
-    assert "tag-save-next" in options["js"]
+    assert "slrnet.tab" in options["js"] and "tag-save-next" in options["head"]  # the page scripts
     assert ui.launch_options(studio, "0.0.0.0", 8000, "ann:s3:cret")["auth"] == ("ann", "s3:cret")
 
 
