@@ -83,6 +83,7 @@ class StubPredictor:
 
     model_config = types.SimpleNamespace(has_background=True)
     num_classes = 3
+    class_names = ["background", "red", "blue"]  # make_project's classes: predict checks them
     config = types.SimpleNamespace(tag_threshold=0.5)
 
     def __init__(self) -> None:
