@@ -186,15 +186,14 @@ def _progress_bar(**options: Any) -> Any:
     """A tqdm bar of total 1.0 for a service's progress (hidden when stderr is not a terminal)."""
     from tqdm import tqdm
 
-    return tqdm(total=1.0, unit="", bar_format="{l_bar}{bar}| {elapsed}", leave=False, **options)
+    return tqdm(total=1.0, unit="", bar_format="{l_bar}{bar}| {elapsed}<{remaining}", leave=False, **options)
 
 
 def _tqdm_progress(bar: Any) -> Callable[[float, str, dict], None]:
     """A service progress callback drawing on a tqdm bar of total 1.0."""
 
     def progress(fraction: float, message: str, metrics: dict) -> None:
-        eta = metrics.get("eta_s")
-        bar.set_description(message + (f", ETA {eta / 60:.1f} min" if eta else ""), refresh=False)
+        bar.set_description(message, refresh=False)  # the bar shows the time left (as a job's eta_s)
         bar.update(fraction - bar.n)
 
     return progress

@@ -10,18 +10,13 @@ from typing import Any
 
 import gradio as gr
 
-from jobs.views import JobView, get_job, list_jobs
+from jobs.views import JobView, followed_jobs
 from services.context import Studio
-
-MODEL_KINDS = ("train", "predict")
 
 
 def latest_model_job(studio: Studio, project: str | None) -> JobView | None:
     """The project's newest training or prediction job."""
-    if not project:
-        return None
-    return next((j for j in list_jobs(studio, project, limit=20) if j.kind in MODEL_KINDS), None)
-
+    return followed_jobs(studio, project).model
 
 
 def any_active(
@@ -29,12 +24,7 @@ def any_active(
 ) -> bool:
     """Whether a job the page follows is still queued or running (with imports followed: the
     feature computation they queue too)."""
-    model_job = latest_model_job(studio, project)
-    followed = [get_job(studio, i) for i in [*(import_jobs or []), *([export_job] if export_job else [])]]
-    if import_jobs and project:
-        active = list_jobs(studio, project, active_only=True, limit=20)
-        followed += [j for j in active if j.kind == "features"]
-    return bool(model_job and model_job.active) or any(j.active for j in followed)
+    return followed_jobs(studio, project, import_jobs, export_job).active
 
 
 def start_polling() -> Any:

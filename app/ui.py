@@ -20,7 +20,7 @@ from typing import Any
 
 import gradio as gr
 
-from app.polling import any_active, follow_jobs
+from app.polling import follow_jobs
 from app.settings import max_upload_bytes, parse_auth, upload_cache_seconds
 from app.tabs import browse, export, import_, paint, projects, review, tag, train
 from app.tabs.export import poll_export
@@ -29,6 +29,7 @@ from app.tabs.train import poll_training
 from app.theme import CSS, SHORTCUTS_JS
 from app.wiring import bind, on
 from jobs.submit import EXPORTS_DIR
+from jobs.views import followed_jobs
 from services.context import Studio
 
 logger = logging.getLogger(__name__)
@@ -55,16 +56,17 @@ def poll_jobs(
 ) -> dict[str, Any]:
     """Timer tick: what changed of the training (``train_*``), import (``import_*``) and export
     (``export_*``) displays, the project summary, and whether the timer keeps ticking."""
-    training = poll_training(studio, project, train_seen)
+    jobs = followed_jobs(studio, project, import_jobs, export_job)  # the one read of the tick
+    training = poll_training(studio, project, train_seen, jobs)
     out: dict[str, Any] = {f"train_{k}": v for k, v in training.items() if k != "summary"}
     if "summary" in training:
         out["summary"] = training["summary"]
-    imports = poll_imports(studio, project, import_jobs, import_seen)
+    imports = poll_imports(studio, project, import_jobs, import_seen, jobs)
     if imports[0] != gr.skip():
         out.update(import_status=imports[0], import_progress=imports[1], summary=imports[3])
     out["import_seen"] = imports[2]
-    out.update({f"export_{k}": v for k, v in poll_export(studio, export_job, export_seen).items()})
-    out["timer"] = gr.Timer(active=any_active(studio, project, import_jobs, export_job))
+    out.update({f"export_{k}": v for k, v in poll_export(studio, export_job, export_seen, jobs).items()})
+    out["timer"] = gr.Timer(active=jobs.active)
     return out
 
 

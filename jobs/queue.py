@@ -121,6 +121,11 @@ def unbind() -> None:
         _studio = None
 
 
+def runs_at_enqueue(queue_name: str) -> bool:
+    """Whether queue ``queue_name`` runs a task as it is enqueued (immediate mode: tests)."""
+    return bool(QUEUES[queue_name].immediate)
+
+
 def set_immediate(immediate: bool) -> None:
     """Run tasks synchronously at enqueue (huey's immediate mode), for tests; unbinds the queues."""
     unbind()

@@ -220,7 +220,7 @@ class JobReporter:
                 curve = curve[::2]  # keep the shape, bound the row size
             self._metrics["loss_curve"] = curve
         done = self._fraction - self._start_fraction
-        if done > 0.005:
+        if done > 0.005:  # the one ETA of a job (the UI shows it; the CLI's bar makes the same)
             elapsed = time.monotonic() - self._started
             self._metrics["eta_s"] = round(elapsed * (1.0 - self._fraction) / done, 1)
 

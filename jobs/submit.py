@@ -37,9 +37,9 @@ from services.features import features_available
 from services.formats.exporters import get_exporter
 from services.lookups import resolve_project
 from services.train_options import TrainOptions
-from services.train_plan import plan_training
+from services.train_plan import LabelCounts, choose_mode
 from storage import jobs as job_rows
-from storage.images import ImageFilter, count_images
+from storage.images import ImageFilter, count_images, label_counts
 from storage.models import Project
 from storage.projects import get_project, get_project_by_name
 
@@ -78,8 +78,9 @@ def _add_job(session: Session, params: JobParams, project: Project | None, messa
     return job.id
 
 
-def _enqueue(studio: Studio, kind: str, job_id: int) -> JobView:
-    """Queue a committed job row; if the queue refuses, fail the job and tell the user."""
+def _enqueue(studio: Studio, kind: str, job_id: int, queued: JobView | None = None) -> JobView:
+    """Queue a committed job row; if the queue refuses, fail the job and tell the user. Returns
+    ``queued`` (the row as committed) unless the queue ran the job at once (tests)."""
     try:
         tasks.enqueue(kind, job_id)
     except Exception as exc:
@@ -88,6 +89,8 @@ def _enqueue(studio: Studio, kind: str, job_id: int) -> JobView:
         with studio.Session.begin() as session:
             job_rows.fail_queued(session, job_id, reason)
         raise UserError(reason) from exc
+    if queued is not None and not queue.runs_at_enqueue(KINDS[kind].queue):
+        return queued
     return get_job(studio, job_id)
 
 
@@ -105,25 +108,17 @@ def submit_train_on_my_labels(
     """
     options = options or TrainOptions()
     queue.bind(studio)
-    with studio.Session.begin() as session:
+    with studio.Session.begin() as session:  # one transaction: the checks, the job row, its view
         row = resolve_project(session, project)
         if count_images(session, row.id, ImageFilter.ALL) == 0:
             raise UserError(f"project {project!r} has no images; import some first")
-        labelled = count_images(session, row.id, ImageFilter.TAGGED) + count_images(
-            session, row.id, ImageFilter.HAS_MASK
-        )
-        if labelled == 0:
-            raise UserError(
-                f"project {project!r} has no labels yet: tag some images or paint some masks first"
-            )
-        project_id = row.id
-    plan_training(studio, project_id, options.mode)  # a mode the labels do not allow is refused here
-    with studio.Session.begin() as session:
-        row = resolve_project(session, project_id)
+        # no labels, or a mode the labels do not allow: refused here
+        choose_mode(LabelCounts(*label_counts(session, row.id)), options.mode)
         params = TrainParams(project_id=row.id, options=options, predict_after=predict_after)
         job_id = _add_job(session, params, row, message=f"queued ({options.mode} mode)")
+        queued = load_view(session, job_id)
     logger.info("queued training job %d for project %r", job_id, project)
-    return _enqueue(studio, "train", job_id)
+    return _enqueue(studio, "train", job_id, queued)
 
 
 def submit_predict(

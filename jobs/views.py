@@ -126,23 +126,69 @@ def list_jobs(
             row = resolve_project(session, project)
             project_id = row.id
         statuses = job_rows.ACTIVE_STATUSES if active_only else None
-        jobs = job_rows.list_jobs(session, project_id, statuses, limit)
-        names = {}
-        for job in jobs:
-            if job.project_id is not None and job.project_id not in names:
-                row = get_project(session, job.project_id)
-                names[job.project_id] = row.name if row else None
-        return [job_view(job, names.get(job.project_id)) for job in jobs]
+        return _views(session, job_rows.list_jobs(session, project_id, statuses, limit))
+
+
+def _views(session: Session, jobs: list[Job]) -> list[JobView]:
+    names: dict[int, str | None] = {}
+    for job in jobs:
+        if job.project_id is not None and job.project_id not in names:
+            row = get_project(session, job.project_id)
+            names[job.project_id] = row.name if row else None
+    return [job_view(job, names.get(job.project_id)) for job in jobs]
+
+
+MODEL_KINDS = ("train", "predict")
+RECENT = 20  # the newest jobs of a project a poll looks through
+
+
+@dataclass(frozen=True)
+class FollowedJobs:
+    """What a page follows, read together once per poll (:func:`followed_jobs`)."""
+
+    model: JobView | None  # the project's newest training or prediction job
+    imports: tuple[JobView, ...]  # the imports started on the page
+    export: JobView | None  # the export started on the page
+    features: tuple[JobView, ...]  # the project's feature fills among its newest jobs, newest first
+
+    @property
+    def active(self) -> bool:
+        """Whether any is queued or running (the feature fills only while imports are followed:
+        an import queues them)."""
+        fills = self.features if self.imports else ()
+        return any(j is not None and j.active for j in (self.model, *self.imports, self.export, *fills))
+
+
+def followed_jobs(studio: Studio, project: str | None, import_ids: list[int] | None = None,
+                  export_id: int | None = None) -> FollowedJobs:
+    """The jobs a page follows, in one transaction: the project's newest ones (its model job and
+    feature fills among them) and the imports and export it started (ids gone are left out)."""
+    with studio.Session.begin() as session:
+        recent: list[JobView] = []
+        if project:
+            recent = _views(session, job_rows.list_jobs(session, resolve_project(session, project).id,
+                                                          None, RECENT))
+        by_id = {j.id: j for j in recent}
+        wanted = [i for i in [*(import_ids or []), *([export_id] if export_id is not None else [])]
+                  if i not in by_id]
+        rows = [job for job in (job_rows.get_job(session, i) for i in wanted) if job is not None]
+        by_id.update((j.id, j) for j in _views(session, rows))
+    return FollowedJobs(
+        model=next((j for j in recent if j.kind in MODEL_KINDS), None),
+        imports=tuple(by_id[i] for i in import_ids or [] if i in by_id),
+        export=by_id.get(export_id) if export_id is not None else None,
+        features=tuple(j for j in recent if j.kind == "features"),
+    )
 
 
 
-def features_line(studio: Studio, project: str | None) -> str | None:
+def features_line(studio: Studio, project: str | None, jobs: FollowedJobs | None = None) -> str | None:
     """One line on the project's stored features for the spec its newest ``features`` job fills,
     e.g. "features: 120/334 images ready, 85.0 MB (store 1.2 GB of 4.1 GB), computing"; None
-    without such a job. Torch-free: counts files in the store."""
+    without such a job. Torch-free: counts files in the store. ``jobs``: the poll's, if read."""
     if not project:
         return None
-    job = next((j for j in list_jobs(studio, project, limit=20) if j.kind == "features"), None)
+    job = next(iter((jobs or followed_jobs(studio, project)).features), None)
     spec_key = job and (job.result.get("spec_key") or job.metrics.get("spec_key"))
     if not spec_key:
         return "features: waiting to be computed" if job is not None and job.active else None

@@ -150,7 +150,7 @@ def _progress_adapter(progress: ProgressFn) -> Any:
         message = f"epoch {p.epoch + 1}/{p.epochs}, step {p.step}/{p.steps_per_epoch}, loss {total:.3f}"
         progress(p.fraction, message, {
             "epoch": p.epoch + 1, "epochs": p.epochs, "step": p.step, "steps": p.steps_per_epoch,
-            "losses": p.losses, "lr": p.lr, "images_per_s": p.images_per_s, "eta_s": p.eta_s,
+            "losses": p.losses, "lr": p.lr, "images_per_s": p.images_per_s,
         })
 
     return report

@@ -58,7 +58,6 @@ class TrainProgress:
     losses: dict[str, float]  # running means over this epoch
     lr: float
     images_per_s: float
-    eta_s: float
 
     @property
     def fraction(self) -> float:
@@ -257,12 +256,10 @@ def train_one_epoch(
         seen += batch["image"].shape[0]
         if progress is not None:
             elapsed = time.perf_counter() - start
-            per_step = elapsed / step
-            remaining = (steps - step) + (train_config.epochs - epoch - 1) * steps
             progress(TrainProgress(
                 epoch=epoch, epochs=train_config.epochs, step=step, steps_per_epoch=steps,
                 losses={k: v / step for k, v in sums.items()}, lr=optimizer.param_groups[0]["lr"],
-                images_per_s=seen / max(elapsed, 1e-9), eta_s=per_step * remaining,
+                images_per_s=seen / max(elapsed, 1e-9),
             ))
     if not math.isfinite(sums.get("total", 0.0)):
         raise FloatingPointError(f"training diverged in epoch {epoch + 1} (loss is not finite)")

@@ -235,3 +235,43 @@ def test_a_browse_page_costs_the_same_statements_whatever_its_size(studio: Studi
 def iter_ids(session: object, name: str) -> list[int]:
     project = resolve_project(session, name)
     return [i.image_id for i in iter_images_with_labels(session, project.id)]
+
+
+def test_a_poll_reads_the_jobs_once(studio: Studio) -> None:
+    """The 1 s timer tick reads the followed jobs (model job, imports, export, feature fills) in
+    one statement when they are among the project's newest, however many displays use them."""
+    from app.ui import poll_jobs
+    from storage import jobs as job_rows
+
+    make_project(studio, "p", 3)
+    with studio.Session.begin() as session:
+        project = resolve_project(session, "p")
+        ids = {kind: job_rows.create_job(session, kind, project.id, {"project_id": project.id}).id
+               for kind in ("import", "train", "export")}
+    with count_statements(studio) as statements:
+        out = poll_jobs(studio, "p", None, [ids["import"]], None, ids["export"], None)
+    assert out["timer"].active  # queued jobs: keep ticking
+    assert sum(" jobs" in s.split("FROM", 1)[-1][:6] for s in statements) == 1
+
+
+def test_a_train_click_is_one_transaction(studio: Studio) -> None:
+    """Queueing "Train on my labels" checks the labels and the running jobs, adds the job row and
+    reads it back in one transaction."""
+    from jobs import queue
+    from jobs.submit import submit_train_on_my_labels
+
+    make_project(studio, "p", 3)
+    begins: list[object] = []
+
+    def begin(conn: object) -> None:
+        begins.append(conn)
+
+    queue.bind(studio)
+    event.listen(studio.engine, "begin", begin)
+    try:
+        view = submit_train_on_my_labels(studio, "p")
+    finally:
+        event.remove(studio.engine, "begin", begin)
+        queue.unbind()
+    assert view.status == "queued" and view.kind == "train"
+    assert len(begins) == 1

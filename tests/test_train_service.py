@@ -105,7 +105,7 @@ def test_train_predict_evaluate_publish_versions(studio: Studio, project: dict[s
     assert result.checkpoint_path.startswith("checkpoints/")
     fractions = [f for f, _, _ in reports]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
-    assert any("eta_s" in x and "losses" in x for _, _, x in reports)
+    assert any("images_per_s" in x and "losses" in x for _, _, x in reports)
     [run] = runs(studio)
     assert (run.status, run.version, run.epoch) == ("trained", 1, 2)
     assert len(run.metrics["history"]) == 2

@@ -17,7 +17,7 @@ from app.polling import start_polling
 from app.tabs import new_tab
 from app.wiring import on
 from jobs import submit
-from jobs.views import JobView, get_job
+from jobs.views import FollowedJobs, JobView, followed_jobs
 from services.context import Studio
 from services.errors import UserError
 from services.formats.exporters import EXPORTERS
@@ -73,11 +73,15 @@ def start_export(
     }
 
 
-def poll_export(studio: Studio, job_id: int | None, seen: tuple | None) -> dict[str, Any]:
-    """Timer tick: the status, progress and download of the export started here, when changed."""
+def poll_export(studio: Studio, job_id: int | None, seen: tuple | None,
+                followed: FollowedJobs | None = None) -> dict[str, Any]:
+    """Timer tick: the status, progress and download of the export started here, when changed.
+    ``followed``: the poll's jobs, if read."""
     if job_id is None:
         return {}
-    job = get_job(studio, job_id)
+    job = (followed or followed_jobs(studio, None, export_id=job_id)).export
+    if job is None:
+        return {}
     signature = job_signature(job)
     if signature == seen:
         return {}

@@ -20,7 +20,7 @@ from app.tabs import new_tab
 from app.tabs.projects import project_summary
 from app.wiring import bind
 from jobs import submit
-from jobs.views import JobView, features_line, get_job
+from jobs.views import FollowedJobs, JobView, features_line, followed_jobs
 from services.context import Studio
 from services.errors import UserError
 from services.import_sources import check_server_path
@@ -111,13 +111,15 @@ def import_folder(
     return (*import_status([job]), [job.id])
 
 
-def poll_imports(studio: Studio, project: str | None, job_ids: list[int] | None, seen: tuple | None) -> tuple:
+def poll_imports(studio: Studio, project: str | None, job_ids: list[int] | None, seen: tuple | None,
+                 followed: FollowedJobs | None = None) -> tuple:
     """Timer tick: (status, progress, seen, project summary) of the imports started here;
-    skips redrawing when nothing changed."""
+    skips redrawing when nothing changed. ``followed``: the poll's jobs, if read."""
     if not job_ids:
         return gr.skip(), gr.skip(), seen, gr.skip()
-    jobs = [get_job(studio, i) for i in job_ids]
-    features = features_line(studio, project)  # the fill an import queues
+    followed = followed or followed_jobs(studio, project, job_ids)
+    jobs = list(followed.imports)
+    features = features_line(studio, project, followed)  # the fill an import queues
     signature = (*(job_signature(j) for j in jobs), features)
     if signature == seen:
         return gr.skip(), gr.skip(), seen, gr.skip()

@@ -16,7 +16,7 @@ from app.tabs import new_tab
 from app.tabs.projects import project_summary
 from app.wiring import bind, on
 from jobs import submit
-from jobs.views import JobView
+from jobs.views import FollowedJobs, JobView, followed_jobs
 from services import review, train_plan
 from services.context import Studio
 from services.errors import UserError
@@ -114,10 +114,11 @@ def prefill_features(studio: Studio, project: str | None, backbone: str | None) 
         logger.info("no feature computation for %r: %s", project, exc)
 
 
-def poll_training(studio: Studio, project: str | None, seen: tuple | None) -> dict[str, Any]:
+def poll_training(studio: Studio, project: str | None, seen: tuple | None,
+                  jobs: FollowedJobs | None = None) -> dict[str, Any]:
     """The training display of the project's newest training job, and the project summary;
-    nothing when it did not change since ``seen``."""
-    job = latest_model_job(studio, project)
+    nothing when it did not change since ``seen``. ``jobs``: the poll's, if read."""
+    job = (jobs or followed_jobs(studio, project)).model
     if job_signature(job) == seen:
         return {}
     shown = {**job_outputs(job), "summary": project_summary(studio, project)}
