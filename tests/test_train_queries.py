@@ -9,6 +9,7 @@ from __future__ import annotations
 import types
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -83,7 +84,7 @@ class StubPredictor:
 
     model_config = types.SimpleNamespace(has_background=True)
     num_classes = 3
-    class_names = ["background", "red", "blue"]  # make_project's classes: predict checks them
+    class_names: ClassVar[list[str]] = ["background", "red", "blue"]  # make_project's; predict checks them
     config = types.SimpleNamespace(tag_threshold=0.5)
 
     def __init__(self) -> None:
