@@ -23,6 +23,8 @@ table.legend td, table.legend th { padding: 2px 6px; text-align: left; }
 .job-progress.failed .job-progress-fill { background: #c0392b; }
 .job-progress.cancelled .job-progress-fill, .job-progress.interrupted .job-progress-fill { background: #999; }
 #tag-classes { max-height: 420px; overflow-y: auto; }
+/* small photos fill the view (the browser scales the Tag photo; Review's is scaled on the server) */
+#tag-picture img, #review-picture img { width: 100%; height: 100%; object-fit: contain; }
 #tag-classes label.slr-highlight { outline: 2px solid var(--color-accent); outline-offset: 1px; }
 .loss-chart.empty { color: var(--body-text-color-subdued); padding: 8px; }
 .job-progress span { position: absolute; inset: 0; text-align: center; line-height: 22px; font-size: 0.85em; }

@@ -46,7 +46,7 @@ def test_label_train_review_export_loop(
         page.click("#create-project")
         expect(page.locator("#projects-status")).to_contain_text("Created project")
         expect(page.locator("#classes-text textarea")).to_have_value(
-            "background #000000\nperson #ffb300\ngiraffe #803e75\nzebra #ff6800"
+            "background #000000\nperson #1818f2\ngiraffe #18f218\nzebra #f21818"
         )
         shot(page, "projects")
 

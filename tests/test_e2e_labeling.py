@@ -9,6 +9,7 @@ classes), the page then reloaded; every labelling action is a key press or a cli
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -221,6 +222,14 @@ def test_status_lines_and_a_failed_create(
         _no_error_badges(page)
         expect(page.locator("#project input")).to_have_value("status")
         shot(page, "projects-create-failed")
+        # a new project of MSRC's classes: stuff in its usual colours, the others far apart
+        page.fill("#new-project-name textarea", "palette")
+        page.fill("#new-project-classes textarea", "\n".join(_msrc_classes(msrc)))
+        page.click("#create-project")
+        expect(page.locator("#projects-status")).to_contain_text("Created project")
+        expect(page.locator("#classes-text textarea")).to_have_value(re.compile("sky #6ec1f5"))
+        shot(page, "projects-palette")
+        _choose_project(page, "status")
 
         # Review: "Accepted" does not stay under the next image
         open_tab(page, "Review")
@@ -230,6 +239,9 @@ def test_status_lines_and_a_failed_create(
         page.click("#review-next")
         expect(page.locator("#review-title")).to_contain_text(MSRC_PHOTOS[1])
         expect(page.locator("#review-status")).to_have_text("")
+        # a 320 px photo fills the view (labels scaled by nearest on the server)
+        assert page.locator("#review-picture img").bounding_box()["width"] > 500
+        shot(page, "review-small-photo")
 
         # Tag: a saved line does not stay when moving on without saving
         open_tab(page, "Tag")
@@ -239,6 +251,16 @@ def test_status_lines_and_a_failed_create(
         page.keyboard.press("ArrowRight")
         expect(page.locator("#tag-title")).not_to_contain_text(MSRC_PHOTOS[0])
         expect(page.locator("#tag-status")).to_have_text("")
+        assert page.locator("#tag-picture img").bounding_box()["width"] > 500  # scaled up
+        shot(page, "tag-small-photo")
+
+        # Train: the minutes field shows the configured default (this server's 0.25), or when
+        # none is configured the plan's default as its placeholder; never 0
+        open_tab(page, "Train")
+        minutes = page.locator("#train-minutes input")
+        expect(minutes).to_have_value("0.25")
+        expect(minutes).to_have_attribute("placeholder", re.compile(r"default: \d+ on a CPU"))
+        shot(page, "train-minutes")
 
         # Paint: a refused save replaces "Saved the mask"
         open_tab(page, "Paint")

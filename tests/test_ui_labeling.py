@@ -57,7 +57,7 @@ def test_create_project_selects_it_and_shows_its_classes(studio: Studio) -> None
     assert "3 classes" in status
     shown = projects_tab.show_project(studio, "birds")
     text, swatches, summary = shown["classes_text"], shown["swatches"], shown["summary"]
-    assert "crow #803e75" in text  # a bright default, not the dark VOC colour
+    assert "crow #1818f2" in text  # far from the given red and black, not the dark VOC colour
     assert text.splitlines()[0].startswith("background ")
     assert "robin #ff0000" in text
     assert "unknown" in swatches and "#ff0000" in swatches

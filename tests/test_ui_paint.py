@@ -7,7 +7,7 @@ import pytest
 
 from app.overlay import (
     blend,
-    bright_color,
+    class_colors,
     class_shares,
     color_lut,
     fit_size,
@@ -142,12 +142,25 @@ def test_the_editor_document_carries_image_labels_superpixels_and_keys(palette: 
                         superpixel_ids=np.zeros((4, 6), np.int32), palette=palette, background=0)
 
 
-def test_new_projects_get_bright_distinct_colours() -> None:
-    colors = [bright_color(k) for k in range(80)]
+def test_new_projects_get_meaningful_then_distinct_colours() -> None:
+    colors = class_colors([f"c{k}" for k in range(80)], [None] * 80, None)
     assert len(set(colors)) == 80
     assert min(color_distance(a, b) for i, a in enumerate(colors) for b in colors[i + 1 :]) > 16
-    # the dark VOC pair the issue named is gone: person and truck no longer near-black reds
-    assert all(max(hex_to_rgb(c)) >= 100 for c in colors)
+    # stuff names get the colour one expects; the other classes stay far apart (MSRC's 21)
+    names = ["building", "grass", "tree", "cow", "sheep", "sky", "aeroplane", "water", "face", "car",
+             "bicycle", "flower", "sign", "bird", "book", "chair", "road", "cat", "dog", "body", "boat"]
+    msrc = dict(zip(names, class_colors(names, [None] * 21, None), strict=True))
+    r, g, b = hex_to_rgb(msrc["sky"])
+    assert b > r and b > g  # sky blue
+    r, g, b = hex_to_rgb(msrc["grass"])
+    assert g > r and g > b  # grass green
+    assert hex_to_rgb(msrc["water"])[2] > 150 and len(set(hex_to_rgb(msrc["road"]))) == 1  # blue; grey
+    others = [c for n, c in msrc.items() if n not in ("building", "grass", "tree", "sky", "water", "road")]
+    assert min(color_distance(a, b) for i, a in enumerate(others) for b in others[i + 1 :]) > 50
+    assert color_distance(msrc["dog"], msrc["boat"]) > 50  # the issue's near-identical pair
+    # given colours are kept, a leading background is black
+    kept = class_colors(["background", "cat", "sky"], [None, "#123456", None], 0)
+    assert kept[:2] == ["#000000", "#123456"]
 
 
 def test_resize_nearest_never_mixes_values() -> None:

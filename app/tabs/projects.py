@@ -9,7 +9,7 @@ from typing import Any
 import gradio as gr
 
 from app.errors import reports_user_errors, shows_user_errors
-from app.overlay import BACKGROUND_COLOR, bright_color, palette_html
+from app.overlay import class_colors, palette_html
 from app.painter import PaintPalette
 from app.tabs import TABS, new_tab, select
 from app.wiring import on
@@ -102,17 +102,10 @@ def load_projects(studio: Studio, current: str | None, tab: str | None = None) -
 
 
 def new_project_colors(names: list[str], colors: list[str | None], has_background: bool) -> list[str | None]:
-    """Colours for a new project's classes: the given ones, bright distinct defaults for the rest
-    (a leading "background" stays black)."""
-    out: list[str | None] = []
-    foreground = 0
-    for k, (name, color) in enumerate(zip(names, colors, strict=True)):
-        if has_background and k == 0 and name.lower() == BACKGROUND:
-            out.append(color or BACKGROUND_COLOR)
-            continue
-        out.append(color or bright_color(foreground))
-        foreground += 1
-    return out
+    """Colours for a new project's classes: the given ones, then :func:`app.overlay.class_colors`
+    (a leading "background" black, stuff names their usual colour, the rest far apart)."""
+    background = 0 if has_background and names and names[0].lower() == BACKGROUND else None
+    return list(class_colors(names, colors, background))
 
 
 @reports_user_errors("Not created")

@@ -49,7 +49,7 @@ def show(
     if view is None:
         return _empty("Nothing to review yet: press **Train on my labels** first.")
     rgb = studio.images.read_rgb(view.image.path)
-    size = fit_size(rgb.shape[:2], DISPLAY_SIDE)
+    size = fit_size(rgb.shape[:2], DISPLAY_SIDE, upscale=True)  # labels by nearest, photo smooth
     small = resize_rgb(rgb, size)
     if view.pseudo is None:
         return {**_empty(f"**{view.image.name}** has no pseudo-label yet: train a model first."),

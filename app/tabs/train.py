@@ -175,15 +175,23 @@ def build() -> SimpleNamespace:
                 value=defaults.backbone or "",
                 label="Backbone",
             )
-            epochs = gr.Number(value=defaults.epochs, label="Epochs (empty: default)", precision=0)
+            epochs = gr.Number(
+                value=defaults.epochs, label="Epochs (empty: default)",
+                placeholder="default: sized to the minutes", precision=0, elem_id="train-epochs",
+            )
             image_size = gr.Number(
-                value=defaults.image_size, label="Image size (empty: default)", precision=0
+                value=defaults.image_size, label="Image size (empty: default)",
+                placeholder=f"default: {train_plan.CPU_IMAGE_SIZE} (CPU), {train_plan.GPU_IMAGE_SIZE} (GPU)",
+                precision=0, elem_id="train-image-size",
             )
             device = gr.Radio(choices=list(DEVICES), value=defaults.device, label="Device")
         with gr.Row():
+            # empty shows the default as a placeholder (a value would be sent as a chosen budget,
+            # and a warm start's shorter default round would be lost)
             minutes = gr.Number(
                 value=defaults.budget_s / 60 if defaults.budget_s else None,
-                label="Minutes of training (empty: default)", minimum=0,
+                label="Minutes of training (empty: default)",
+                placeholder=f"default: {train_plan.CPU_TRAIN_BUDGET_S / 60:g} on a CPU, half when continuing",
                 elem_id="train-minutes",
             )
             warm = gr.Checkbox(
