@@ -139,7 +139,7 @@ def test_train_refuses_bad_options(studio: Studio, project: str, queued_jobs: No
 def test_review_without_a_model_says_so(studio: Studio, project: str) -> None:
     image_id = image_ids(studio)["img0.png"]
     shown = review_tab.show(studio, project, image_id, 0.5)
-    assert shown["picture"].shape == (30, 40, 3) and shown["legend"] == ""
+    assert shown["picture"].shape == (768, 1024, 3) and shown["legend"] == ""  # 40x30 scaled up to the view
     assert "no pseudo-label yet" in shown["title"]
 
 
