@@ -272,7 +272,10 @@ class InferenceConfig:
         scales, flip: test-time averaging over rescaled and mirrored copies.
         class_filter: "auto" (known tags when the image has them, else the predicted tags when the
             model was trained with tags), "known", "predicted" or "none".
-        tag_threshold: sigmoid score above which a class counts as predicted present.
+        tag_threshold: sigmoid score above which a class counts as predicted present when the
+            checkpoint has no calibrated presence rule (or ``calibrated_presence`` is off).
+        calibrated_presence: judge presence by the checkpoint's `slrnet.presence.PresenceRule`
+            (learnt on the run's tagged images) when it has one.
         pamr: refine the probabilities with PAMR (the paper's pseudo-label refinement).
         pamr_scale: PAMR runs on the resized image scaled by this (1: at the predicted size; the
             CPU default refines at half size, then upsamples: 4x fewer pixels to propagate).
@@ -295,6 +298,7 @@ class InferenceConfig:
     flip: bool = True
     class_filter: Literal["auto", "known", "predicted", "none"] = "auto"
     tag_threshold: float = 0.5
+    calibrated_presence: bool = True
     pamr: bool = True
     pamr_scale: float = 1.0
     uncertain_below: float = UNCERTAIN_BELOW
