@@ -1,5 +1,7 @@
 """Publishing a trained model: the pseudo-label (and model tags) of every image, then the run
-becomes the project's current model.
+becomes the project's current model. Painted pixels win over the model's (`respect_painting`);
+a photo is read reduced to what the model needs and its label map filled in bands, so memory
+does not grow with classes x photo pixels.
 
 * :func:`predict` — pseudo-labels of every image with a trained run, then marks it published.
 """
@@ -10,6 +12,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image as PILImage
 
 from services.context import Studio
 from services.devices import open_device
@@ -21,12 +24,30 @@ from slrnet.inference import Predictor
 from storage import labels as label_repo
 from storage import runs as run_repo
 from storage.images import iter_images_with_labels
+from storage.models import IGNORE_INDEX
 from storage.projects import list_classes
 
 logger = logging.getLogger(__name__)
 
 # The inference settings of a CPU predict (RESULTS.md, "CPU defaults").
 CPU_INFERENCE = InferenceConfig(pamr_scale=0.5)
+
+
+def default_inference(device_type: str) -> InferenceConfig:
+    """What predict reads images with when not told (the presence rule is learnt under it)."""
+    return CPU_INFERENCE if device_type == "cpu" else InferenceConfig()
+
+
+def respect_painting(labels: np.ndarray, confidence: np.ndarray,
+                     mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The published pseudo-label never contradicts the image's mask: its labelled pixels (not
+    IGNORE_INDEX) take the mask's class with full confidence (255)."""
+    if mask is None:
+        return labels, confidence
+    if mask.shape != labels.shape:  # a mask saved at another size: nearest-neighbour to the map's
+        mask = np.asarray(PILImage.fromarray(mask).resize(labels.shape[::-1], PILImage.NEAREST))
+    painted = mask != IGNORE_INDEX
+    return np.where(painted, mask, labels), np.where(painted, np.uint8(255), confidence)
 
 
 @dataclass(frozen=True)
@@ -66,8 +87,7 @@ def predict(
     if not checkpoint.is_file():
         raise UserError(f"the checkpoint of model version {version} is missing ({checkpoint})")
     torch_device = open_device(device)
-    if config is None and torch_device.type == "cpu":
-        config = CPU_INFERENCE
+    config = config or default_inference(torch_device.type)
     try:
         predictor = Predictor.from_checkpoint(checkpoint, config=config, device=torch_device)
     except ValueError as exc:
@@ -84,13 +104,17 @@ def predict(
         if tag_indices:
             known = np.zeros(predictor.num_classes, dtype=np.float32)
             known[tag_indices] = 1.0
-        pred = predictor.predict(studio.images.read_rgb(path), known_tags=known)
+        image, size = studio.images.read_rgb_reduced(path, 2 * (predictor.size or 0)) if predictor.size \
+            else (studio.images.read_rgb(path), None)
+        pred = predictor.predict(image, known_tags=known, output_size=size)
+        del image
         with studio.Session.begin() as session:
-            label_repo.put_pseudo_label(session, image_id, run_id, pred.labels, pred.confidence)
+            labels, confidence = respect_painting(pred.labels, pred.confidence,
+                                                  label_repo.get_mask_array(session, image_id))
+            label_repo.put_pseudo_label(session, image_id, run_id, labels, confidence)
             if MODE_FACTS[mode].uses_tags:  # the model predicts tags too
-                present = [c.id for c in classes if c.index >= background and pred.tag_scores[c.index] >
-                           predictor.config.tag_threshold]
-                scores = {c.id: float(pred.tag_scores[c.index]) for c in classes}
+                present = [c.id for c in classes if c.index >= background and pred.present[c.index]]
+                scores = {c.id: float(pred.presence_scores[c.index]) for c in classes}
                 label_repo.set_tags(session, image_id, present, "model", scores=scores, run_id=run_id)
         progress((done + 1) / len(todo), f"pseudo-labels {done + 1}/{len(todo)}", {"images": done + 1})
     with studio.Session.begin() as session:

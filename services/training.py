@@ -24,6 +24,7 @@ from services.devices import open_device
 from services.errors import UserError
 from services.lookups import resolve_project
 from services.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
+from services.publishing import default_inference
 from services.train_options import TrainOptions
 from services.train_plan import (
     LabelCounts,
@@ -35,6 +36,7 @@ from services.train_plan import (
     run_config,
     throughput_key,
 )
+from slrnet.calibration import learn_presence
 from slrnet.config import MODE_FACTS
 from slrnet.data import ImageCache, Sample
 from slrnet.train import (
@@ -337,6 +339,11 @@ def _train(studio: Studio, data: _ProjectLabels, plan: TrainPlan, samples: list[
     train_seconds = sum(h.get("seconds", 0.0) for h in result.history)
     metrics = {"history": result.history, "final": result.history[-1] if result.history else {},
                "mode_reason": plan.reason, "plan": plan.metrics(), "train_seconds": train_seconds}
+    if main and MODE_FACTS[plan.mode].uses_tags:  # which classes an untagged image shows, from the tagged
+        progress(1.0, "learning from the labelled images which classes an image shows", {})
+        rule = learn_presence(studio.data_dir / rel_path, samples, config=default_inference(device.type),
+                              device=device, seed=train_config.seed)
+        metrics["presence"] = None if rule is None else {"images": rule.images, "cv_f1": rule.cv_f1}
     if main and device.type == "cpu" and train_seconds > 0 and result.resumed_from_epoch == 0:
         # The whole run's speed (warm-up and pseudo-label epochs): what the next plan uses.
         record_throughput(studio.data_dir, throughput_key(device.type, model_config.backbone,

@@ -183,11 +183,9 @@ class Predictor:
         reading = self.read(image)
         present, presence_scores = self.present(reading)
         keep = self._filter(present, known_tags)
-        probs = self._filtered(reading, keep)
-        labels, confidence = top_class_in_bands(probs[0], output_size or image.shape[:2], keep=keep)
-        labels[confidence < round(self.config.uncertain_below * 255)] = IGNORE_INDEX
+        probs, labels, confidence = self.label(reading, keep, output_size or image.shape[:2])
         return Prediction(
-            probs=probs[0].cpu().numpy().astype(np.float32),
+            probs=probs.cpu().numpy().astype(np.float32),
             labels=labels,
             confidence=confidence,
             tag_scores=reading.tag_scores.cpu().numpy().astype(np.float32),
@@ -195,6 +193,17 @@ class Predictor:
             present=present,
             presence_scores=presence_scores,
         )
+
+    @torch.no_grad()
+    def label(self, reading: Reading, keep: torch.Tensor | np.ndarray,
+              size: tuple[int, int]) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        """The reading over the classes ``keep`` (K,) bool: probabilities (K, h, w) at the model's
+        resolution, and the label map and confidence at ``size`` (see :class:`Prediction`)."""
+        keep = torch.as_tensor(keep, dtype=torch.bool, device=self.device)
+        probs = self._filtered(reading, keep)[0]
+        labels, confidence = top_class_in_bands(probs, size, keep=keep)
+        labels[confidence < round(self.config.uncertain_below * 255)] = IGNORE_INDEX
+        return probs, labels, confidence
 
     def _filtered(self, reading: Reading, keep: torch.Tensor) -> torch.Tensor:
         """(1, K, h, w): the reading over the kept classes, background power, PAMR and the

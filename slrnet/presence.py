@@ -151,4 +151,5 @@ def tag_scores_table(keep: np.ndarray, truth: np.ndarray, names: Sequence[str]) 
                 "f1": round(2 * p * r / (p + r), 4) if p + r else 0.0, "positives": int(t.sum())}
 
     truth = truth > 0.5
-    return {"micro": prf(keep, truth), "per_class": {n: prf(keep[:, c], truth[:, c]) for c, n in enumerate(names)}}
+    return {"micro": prf(keep, truth),
+            "per_class": {n: prf(keep[:, c], truth[:, c]) for c, n in enumerate(names)}}

@@ -224,11 +224,28 @@ def inspect_image(data: bytes, *, max_pixels: int) -> ImageMeta:
 def read_rgb(path: str | Path) -> np.ndarray:
     """The upright (EXIF orientation applied) RGB pixels of an image file: ``(H, W, 3) uint8``."""
     with PILImage.open(path) as im:
-        upright = ImageOps.exif_transpose(im)
-        if upright.mode.startswith("I;16"):  # 16-bit grayscale: keep the range, not the low byte
-            gray = (np.asarray(upright, dtype=np.uint32) // 257).astype(np.uint8)
-            return np.repeat(gray[..., None], 3, axis=2)
-        return np.asarray(upright.convert("RGB"), dtype=np.uint8)
+        return _rgb_array(ImageOps.exif_transpose(im))
+
+
+def read_rgb_reduced(path: str | Path, min_side: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`read_rgb` of a JPEG decoded at a reduced scale (1/2 .. 1/8, its longer side still at
+    least ``min_side``), with the full upright ``(H, W)``: a 48 MP photo needs ~1/64 of the memory.
+    Other formats decode at full size."""
+    with PILImage.open(path) as im:
+        width, height = im.size
+        if im.getexif().get(_EXIF_ORIENTATION) in _TRANSPOSED_ORIENTATIONS:
+            width, height = height, width
+        if im.format == "JPEG" and max(im.size) > 2 * min_side:
+            scale = min_side / max(im.size)
+            im.draft("RGB", (max(1, round(im.size[0] * scale)), max(1, round(im.size[1] * scale))))
+        return _rgb_array(ImageOps.exif_transpose(im)), (height, width)
+
+
+def _rgb_array(upright: PILImage.Image) -> np.ndarray:
+    if upright.mode.startswith("I;16"):  # 16-bit grayscale: keep the range, not the low byte
+        gray = (np.asarray(upright, dtype=np.uint32) // 257).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    return np.asarray(upright.convert("RGB"), dtype=np.uint8)
 
 
 def write_atomic(target: Path, data: bytes) -> None:
@@ -375,6 +392,10 @@ class ImageStore:
     def read_rgb(self, relpath: str) -> np.ndarray:
         """:func:`read_rgb` of a store path."""
         return read_rgb(self.abspath(relpath))
+
+    def read_rgb_reduced(self, relpath: str, min_side: int) -> tuple[np.ndarray, tuple[int, int]]:
+        """:func:`read_rgb_reduced` of a store path."""
+        return read_rgb_reduced(self.abspath(relpath), min_side)
 
     def thumbnail(self, relpath: str, size: int = THUMB_SIZE) -> Path:
         """Path of a JPEG thumbnail (longest side ``size``, upright) of a stored image, cached on disk."""

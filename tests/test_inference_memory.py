@@ -74,3 +74,20 @@ def test_predict_peak_memory_does_not_scale_with_classes_times_pixels() -> None:
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["shape"] == [height, width]
     assert result["growth_kb"] * 1024 < k * height * width * 4 / 10
+
+
+def test_jpeg_read_reduced_keeps_the_upright_full_size(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from PIL import Image as PILImage
+
+    from storage.files import read_rgb, read_rgb_reduced
+
+    path = Path(str(tmp_path)) / "rotated.jpg"
+    exif = PILImage.Exif()
+    exif[0x0112] = 6  # stored landscape, shown portrait
+    PILImage.new("RGB", (1600, 1200), (200, 30, 30)).save(path, exif=exif)
+    reduced, size = read_rgb_reduced(path, 320)
+    assert size == (1600, 1200) == read_rgb(path).shape[:2]
+    assert 320 <= max(reduced.shape[:2]) < 1600 and reduced.shape[0] > reduced.shape[1]
+    assert abs(int(reduced[10, 10, 0]) - 200) < 8

@@ -85,17 +85,19 @@ class StubPredictor:
     model_config = types.SimpleNamespace(has_background=True)
     num_classes = 3
     class_names: ClassVar[list[str]] = ["background", "red", "blue"]  # make_project's; predict checks them
-    config = types.SimpleNamespace(tag_threshold=0.5)
+    size = None  # reads the image at its own size
 
     def __init__(self) -> None:
         self.known: list[list[int]] = []
 
-    def predict(self, image: np.ndarray, known_tags: np.ndarray | None = None) -> types.SimpleNamespace:
+    def predict(self, image: np.ndarray, known_tags: np.ndarray | None = None,
+                output_size: tuple[int, int] | None = None) -> types.SimpleNamespace:
         self.known.append([] if known_tags is None else np.flatnonzero(known_tags).tolist())
-        h, w = image.shape[:2]
+        h, w = output_size or image.shape[:2]
         return types.SimpleNamespace(labels=np.ones((h, w), np.uint8),
                                      confidence=np.full((h, w), 0.5, np.float32),
-                                     tag_scores=np.array([0.9, 0.8, 0.1], np.float32))
+                                     present=np.array([True, True, False]),
+                                     presence_scores=np.array([0.9, 0.8, 0.1], np.float32))
 
 
 @pytest.fixture()
@@ -174,7 +176,8 @@ def test_predict_skips_done_images_and_summarises_in_constant_statements(
     # the 20 others were predicted, in name order, with their human tags as known classes
     assert stub_predictor.known == [expected_tags(i) for i in range(30) if ids[i] not in done]
     assert result.images == 30
-    assert result.mean_score == pytest.approx((10 * 1.0 + 20 * 128 / 255) / 30)  # confidence 0.5 -> 128
+    # confidence 0.5 -> 128; the 5 predicted images with a mask (i % 4 == 0) are painted: 1.0
+    assert result.mean_score == pytest.approx((10 * 1.0 + 5 * 1.0 + 15 * 128 / 255) / 30)
     with studio.Session.begin() as session:
         assert run_repo.get_run(session, run_id).status == "published"
     # everything done: predicting again reads, publishes and summarises in a few statements
