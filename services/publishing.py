@@ -19,12 +19,11 @@ from services.devices import open_device
 from services.errors import UserError
 from services.lookups import resolve_project
 from services.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
-from slrnet.config import MODE_FACTS, InferenceConfig
+from slrnet.config import IGNORE_INDEX, MODE_FACTS, InferenceConfig
 from slrnet.inference import Predictor
 from storage import labels as label_repo
 from storage import runs as run_repo
 from storage.images import iter_images_with_labels
-from storage.models import IGNORE_INDEX
 from storage.projects import list_classes
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from services.context import Studio
 from services.errors import UserError
 from services.labeling import ImageInfo, ProjectInfo, image_info, project_info
 from services.lookups import image_in_project, resolve_image, resolve_project
-from slrnet.config import IGNORE_INDEX
+from slrnet.config import CONFIDENT_FROM, IGNORE_INDEX
 from storage import images as image_repo
 from storage import labels as label_repo
 from storage import runs as run_repo
@@ -146,9 +146,11 @@ PAINTED_MASK_KEPT = (
 )
 
 
-def accept_pseudo_label(studio: Studio, image_id: int, *, overwrite: bool = False) -> bool:
+def accept_pseudo_label(studio: Studio, image_id: int, *, overwrite: bool = False,
+                        confident_only: bool = False) -> bool:
     """Make the current pseudo-label the image's mask as it is (source "accepted"); its uncertain
-    pixels stay unknown. Returns whether the mask is partial.
+    pixels stay unknown, and with ``confident_only`` every pixel below ``CONFIDENT_FROM`` too (a
+    partial mask, which the mask modes train on as such). Returns whether the mask is partial.
 
     A mask the user painted (source "human") is replaced only with ``overwrite``; without it the
     call raises :class:`PaintedMaskKept` and changes nothing."""
@@ -157,9 +159,12 @@ def accept_pseudo_label(studio: Studio, image_id: int, *, overwrite: bool = Fals
         row = label_repo.current_pseudo_label(session, image.project_id, image.id)
         if row is None:
             raise UserError(f"image {image.name!r} has no pseudo-label yet; train a model first")
-        labels, _ = label_repo.pseudo_label_arrays(row)
+        labels, confidence = label_repo.pseudo_label_arrays(row)
+        if confident_only:  # (confidence is stored in 1/255 steps)
+            labels = np.where(confidence >= CONFIDENT_FROM - 0.5 / 255, labels, IGNORE_INDEX).astype(np.uint8)
         if (labels == IGNORE_INDEX).all():
-            raise UserError(f"the pseudo-label of {image.name!r} is uncertain everywhere; paint it instead")
+            what = "has no confident pixel" if confident_only else "is uncertain everywhere"
+            raise UserError(f"the pseudo-label of {image.name!r} {what}; paint it instead")
         current = label_repo.get_mask(session, image.id)
         if current is not None and current.source == "human" and not overwrite:
             raise PaintedMaskKept(PAINTED_MASK_KEPT.format(name=repr(image.name)))
@@ -169,7 +174,8 @@ def accept_pseudo_label(studio: Studio, image_id: int, *, overwrite: bool = Fals
                                        expected=label_repo.mask_version(current))
         except StaleVersion as exc:
             raise UserError(f"the mask of {name!r} changed meanwhile; look at it again") from exc
-        logger.info("accepted the pseudo-label of image %d (run %d) as its mask", image.id, row.run_id)
+        logger.info("accepted the %spseudo-label of image %d (run %d) as its mask",
+                    "confident pixels of the " if confident_only else "", image.id, row.run_id)
         return mask.is_partial
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from slrnet.config import InferenceConfig
-from slrnet.data import IGNORE_INDEX, Sample
+from slrnet.config import IGNORE_INDEX, InferenceConfig
+from slrnet.data import Sample
 from slrnet.inference import Predictor
 from slrnet.presence import PresenceRule, fit_presence
 from slrnet.train import load_checkpoint, save_checkpoint

@@ -23,6 +23,11 @@ BACKBONES: tuple[str, ...] = ("mobilenet_v2", "efficientnet_lite0", "efficientne
 # Pixels whose top class probability is below this are "uncertain" (255) in every pseudo-label:
 # the same in `predict` and in every benchmark.
 UNCERTAIN_BELOW = 0.2
+# Pixels at or above this confidence are "confident": Review's "Accept the confident pixels" keeps
+# only them. Chosen from the reliability table on held-out MSRC-21 photos predicted without tags
+# (benchmarks/RESULTS.md, "Confidence that means something"): the lowest cut-off whose pixels are
+# >= 90 % right on the tune split.
+CONFIDENT_FROM = 0.9
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")  # what slrnet.train.resolve_device accepts
 
 

@@ -13,10 +13,10 @@ from PIL import Image as PILImage
 from services import publishing, training
 from services.context import Studio
 from services.importing import import_dataset
+from slrnet.config import IGNORE_INDEX
 from slrnet.inference import Predictor
 from storage import labels as label_repo
 from storage.images import all_images
-from storage.models import IGNORE_INDEX
 from storage.projects import get_project_by_name
 from tests.test_train_service import FAST, write_dataset
 

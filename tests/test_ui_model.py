@@ -188,6 +188,30 @@ def test_accept_turns_the_pseudo_label_into_a_mask(studio: Studio, project: str)
     assert (mask[:15] == 2).all() and (mask[15:] == 1).all() and not (mask == IGNORE_INDEX).any()
 
 
+def test_accept_the_confident_pixels_leaves_the_rest_unknown(studio: Studio, project: str) -> None:
+    from services import review
+    from services.errors import UserError
+    from slrnet.config import CONFIDENT_FROM
+    from storage.labels import put_pseudo_label
+
+    run_id = publish_pseudo_labels(studio, {"img0.png": 0.8, "img1.png": 0.8})
+    ids = image_ids(studio)
+    with studio.Session.begin() as session:  # img0: confident on its left half only
+        confidence = np.full((30, 40), CONFIDENT_FROM - 0.1, np.float32)
+        confidence[:, :20] = CONFIDENT_FROM
+        labels = np.full((30, 40), 1, np.uint8)
+        labels[:15] = 2
+        put_pseudo_label(session, ids["img0.png"], run_id, labels, confidence)
+    shown = review_tab.accept(studio, project, ids["img0.png"], 0.5, confident_only=True)
+    assert "confident pixels" in shown["status"]
+    mask = labeling.get_mask(studio, ids["img0.png"])
+    np.testing.assert_array_equal(mask[:, :20], labels[:, :20])
+    assert (mask[:, 20:] == IGNORE_INDEX).all()
+    with pytest.raises(UserError, match="no confident pixel"):  # 0.8 everywhere: below the cut-off
+        review.accept_pseudo_label(studio, ids["img1.png"], confident_only=True)
+    assert labeling.get_mask(studio, ids["img1.png"]) is None
+
+
 def test_accept_over_a_painted_mask_needs_an_explicit_overwrite(studio: Studio, project: str) -> None:
     from services import review
     from services.errors import UserError

@@ -9,6 +9,7 @@ view names: ``current_image``, ``picture``, ``legend``, ``title``, ``cache``, ``
 
 from __future__ import annotations
 
+import functools
 import logging
 from types import SimpleNamespace
 from typing import Any
@@ -48,8 +49,8 @@ def show(
     view = review.review_view(studio, project, image_id, move=move)
     if view is None:
         return _empty("Nothing to review yet: press **Train on my labels** first.")
-    rgb = studio.images.read_rgb(view.image.path)
-    size = fit_size(rgb.shape[:2], DISPLAY_SIDE, upscale=True)  # labels by nearest, photo smooth
+    rgb, full = studio.images.read_rgb_reduced(view.image.path, DISPLAY_SIDE)  # a JPEG decoded small
+    size = fit_size(full, DISPLAY_SIDE, upscale=True)  # labels by nearest, photo smooth
     small = resize_rgb(rgb, size)
     if view.pseudo is None:
         return {**_empty(f"**{view.image.name}** has no pseudo-label yet: train a model first."),
@@ -92,17 +93,21 @@ def reblend(cache: dict | None, opacity: float) -> dict[str, Any]:
 
 @shows_user_errors
 def accept(studio: Studio, project: str | None, image_id: int | None, opacity: float,
-           overwrite: bool = False) -> dict[str, Any]:
-    """Store the pseudo-label as the image's mask as it is, then show the review again. Over a
-    painted mask only with ``overwrite`` (the "Replace my painted mask" button); without, the
-    status asks and that button appears."""
+           overwrite: bool = False, confident_only: bool = False) -> dict[str, Any]:
+    """Store the pseudo-label (or only its confident pixels) as the image's mask, then show the
+    review again. Over a painted mask only with ``overwrite`` (the "Replace my painted mask"
+    button, which stores the whole pseudo-label); without, the status asks and that button appears."""
     if image_id is None:
         raise UserError("choose an image to review first")
     try:
-        partial = review.accept_pseudo_label(studio, image_id, overwrite=overwrite)
+        partial = review.accept_pseudo_label(studio, image_id, overwrite=overwrite,
+                                             confident_only=confident_only)
     except review.PaintedMaskKept as exc:
         return {"status": f"{exc}.", "replace": gr.update(visible=True)}
-    status = "Accepted as the image's mask" + (" (uncertain pixels stay unknown)." if partial else ".")
+    if confident_only:
+        status = "Accepted the confident pixels as a partial mask (the rest stays unknown)."
+    else:
+        status = "Accepted as the image's mask" + (" (uncertain pixels stay unknown)." if partial else ".")
     return {**show(studio, project, image_id, opacity), "status": status}
 
 
@@ -137,6 +142,7 @@ def build() -> SimpleNamespace:
                 opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity", elem_id="opacity")
                 legend = gr.HTML(elem_id="legend")
                 accept = gr.Button("Accept as mask", variant="primary", elem_id="accept-btn")
+                accept_confident = gr.Button("Accept the confident pixels", elem_id="accept-confident-btn")
                 replace = gr.Button("Replace my painted mask", variant="stop", visible=False,
                                     elem_id="replace-mask-btn")
                 correct = gr.Button("Correct in editor", elem_id="correct-btn")
@@ -164,8 +170,10 @@ def wire(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace) -> None:
     r = ui.review
     inputs = [ui.project, ui.current_image, r.opacity]
     on(r.opacity.release, reblend, [r.cache, r.opacity], views.review)
-    accepted = on(r.accept.click, accept, inputs, views.review, studio)
-    accepted.success(bind(project_summary, studio), [ui.project], [ui.summary])
+    for button, confident_only in ((r.accept, False), (r.accept_confident, True)):
+        accepted = on(button.click, functools.partial(accept, confident_only=confident_only), inputs,
+                      views.review, studio)
+        accepted.success(bind(project_summary, studio), [ui.project], [ui.summary])
     replaced = on(r.replace.click, lambda *a: accept(studio, *a, overwrite=True), inputs, views.review)
     replaced.success(bind(project_summary, studio), [ui.project], [ui.summary])
     for button, move in ((r.suggest, "suggest"), (r.next_btn, "next"), (r.previous, "previous")):
