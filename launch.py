@@ -215,21 +215,18 @@ def import_(args: argparse.Namespace) -> int:
     """``import [PATH] [--classes F] [--tags CSV] [--masks DIR] [--coco JSON] [--label-studio JSON]``:
     one summary line."""
     from services.context import Studio
+    from services.import_options import ImportOptions
     from services.importing import import_dataset
 
     with Studio.open(args.data) as studio, _progress_bar(delay=0.5) as bar:
         report = import_dataset(
             studio,
             args.path,
+            ImportOptions(classes_file=args.classes, has_background=not args.no_background,
+                          tags_csv=args.tags,
+                          masks_dir=args.masks, coco_json=args.coco, label_studio_json=args.label_studio,
+                          label_config=args.label_config, max_pixels=args.max_pixels),
             project=args.project,
-            classes_file=args.classes,
-            has_background=not args.no_background,
-            tags_csv=args.tags,
-            masks_dir=args.masks,
-            coco_json=args.coco,
-            label_studio_json=args.label_studio,
-            label_config=args.label_config,
-            max_pixels=args.max_pixels,
             progress=_tqdm_progress(bar),
         )
     print(report.summary())

@@ -26,6 +26,7 @@ from PIL import Image as PILImage
 from benchmarks.common import DATA, log_epochs, seed_torch_home, timed, write_result
 from services import publishing, training
 from services.context import Studio
+from services.import_options import ImportOptions
 from services.importing import import_dataset
 from services.publishing import CPU_INFERENCE
 from services.train_options import TrainOptions
@@ -123,8 +124,8 @@ def main() -> None:
     common = {"device": "cpu", "seed": args.seed, "warm_start": False}
     if args.image_size:
         common["image_size"] = args.image_size
-    import_dataset(studio, train_dir, project="slrnet", classes_file=root / "classes.txt",
-                   has_background=False, masks_dir=masks_dir)
+    import_dataset(studio, train_dir, ImportOptions(
+        classes_file=root / "classes.txt", has_background=False, masks_dir=masks_dir), project="slrnet")
     unlabelled = len(rest)
     repeat = args.mask_repeat or default_mask_repeat(args.masks, unlabelled)
     budget = {"epochs": args.epochs} if args.epochs else {}
@@ -141,8 +142,8 @@ def main() -> None:
     # Same optimiser steps for the supervised-only model, on the masked images alone.
     per_epoch = args.masks * repeat + unlabelled
     sup_epochs = math.ceil(slr_epochs * (per_epoch // 8) / max(args.masks // 8, 1))
-    import_dataset(studio, labelled_dir, project="supervised", classes_file=root / "classes.txt",
-                   has_background=False, masks_dir=masks_dir)
+    import_dataset(studio, labelled_dir, ImportOptions(
+        classes_file=root / "classes.txt", has_background=False, masks_dir=masks_dir), project="supervised")
     with timed(times, "supervised_train_s"):
         sup = training.train(studio, "supervised", TrainOptions(
             epochs=sup_epochs, train_overrides={"loss_weights": SUPERVISED_ONLY}, **common),

@@ -25,6 +25,7 @@ from benchmarks.cam_baseline import cam_label_map, normalised_cams, train_cam
 from benchmarks.common import DATA, log_epochs, seed_torch_home, timed, write_result
 from services import evaluation, publishing, training
 from services.context import Studio
+from services.import_options import ImportOptions
 from services.importing import import_dataset
 from services.train_options import TrainOptions
 from slrnet.data import Sample
@@ -60,8 +61,8 @@ def run_slrnet(args: argparse.Namespace, tmp: Path) -> dict:
     times: dict[str, float] = {}
     studio = Studio.open(tmp / "data")
     with timed(times, "import_s"):
-        import_dataset(studio, root / "images", project="coco", classes_file=root / "classes.txt",
-                       tags_csv=root / "tags.csv")
+        import_dataset(studio, root / "images", ImportOptions(
+            classes_file=root / "classes.txt", tags_csv=root / "tags.csv"), project="coco")
     with studio.Session() as session:
         project = get_project_by_name(session, "coco")
         done = run_repo.latest_trained_run(session, project.id)

@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from benchmarks.common import DATA, seed_torch_home, timed, write_result
+from services.import_options import ImportOptions
 from services.train_options import TrainOptions
 
 VIEWS = {
@@ -215,12 +216,12 @@ def main() -> None:
     studio = Studio.open(tmp / "data")
     times: dict[str, float] = {}
     with timed(times, "import_s"):
-        import_dataset(studio, link_images(root, seen, tmp / "seen"), project="msrc",
-                       classes_file=root / view["classes"], has_background=view["background"],
-                       tags_csv=write_tags(tmp / "tags.csv", {n: tag_names[n] for n in seen}))
+        import_dataset(studio, link_images(root, seen, tmp / "seen"), ImportOptions(
+            classes_file=root / view["classes"], has_background=view["background"],
+            tags_csv=write_tags(tmp / "tags.csv", {n: tag_names[n] for n in seen})), project="msrc")
         if unseen:
-            import_dataset(studio, link_images(root, unseen, tmp / "unseen"), project="msrc",
-                           classes_file=root / view["classes"], has_background=view["background"])
+            import_dataset(studio, link_images(root, unseen, tmp / "unseen"), ImportOptions(
+                classes_file=root / view["classes"], has_background=view["background"]), project="msrc")
 
     def log(fraction: float, message: str, metrics: dict) -> None:
         if "plan" in metrics or metrics.get("step") == metrics.get("steps"):

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobs.runner import JobService
 from services.errors import UserError
+from services.import_options import ImportOptions
 from services.progress import ProgressFn, StopFn
 from services.train_options import TrainOptions
 from storage import jobs as job_rows
@@ -55,21 +56,6 @@ class PredictParams:
     project_id: int
     run_id: int | None = None  # None: the newest trained run
     device: str = "auto"
-
-
-@dataclass(frozen=True)
-class ImportOptions:
-    """What :func:`services.importing.import_dataset` is called with; paths are absolute."""
-
-    classes_file: str | None = None
-    has_background: bool = True
-    tags_csv: str | None = None
-    masks_dir: str | None = None
-    coco_json: str | None = None
-    label_studio_json: str | None = None
-    label_config: str | None = None
-    max_pixels: int | None = None
-    within: tuple[str, ...] = ()  # folders every file read must resolve under (the UI's import roots)
 
 
 @dataclass(frozen=True)
@@ -214,7 +200,7 @@ def run_import(studio: Studio, job: Job, progress: ProgressFn, should_stop: Stop
     importing = _service("services.importing")
     params: ImportParams = job_params(job)
     report = importing.import_dataset(
-        studio, params.path, project=params.project, **dataclasses.asdict(params.options),
+        studio, params.path, params.options, project=params.project,
         progress=progress, should_stop=should_stop,
     )
     if report.project_id:

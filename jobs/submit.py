@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,7 +21,6 @@ from jobs.kinds import (
     KINDS,
     ExportParams,
     FeaturesParams,
-    ImportOptions,
     ImportParams,
     JobParams,
     PredictParams,
@@ -35,6 +33,7 @@ from services import training_lock
 from services.errors import UserError
 from services.features import features_available
 from services.formats.exporters import get_exporter
+from services.import_options import ImportOptions
 from services.lookups import resolve_project
 from services.train_options import TrainOptions
 from services.train_plan import LabelCounts, choose_mode
@@ -133,42 +132,19 @@ def submit_predict(
     return _enqueue(studio, "predict", job_id)
 
 
-def submit_import(
-    studio: Studio,
-    path: str | Path,
-    project: str,
-    *,
-    classes_file: str | Path | None = None,
-    has_background: bool = True,
-    tags_csv: str | Path | None = None,
-    masks_dir: str | Path | None = None,
-    coco_json: str | Path | None = None,
-    label_studio_json: str | Path | None = None,
-    label_config: str | Path | None = None,
-    max_pixels: int | None = None,
-    within: Sequence[str | Path] = (),
-) -> JobView:
+def submit_import(studio: Studio, path: str | Path, project: str,
+                  options: ImportOptions | None = None) -> JobView:
     """Queue an import of a folder or .zip of images (and labels) into ``project``, created if
-    missing (see :func:`services.importing.import_dataset`; ``within``: the folders every file read
-    must resolve under). The files must stay where they are until the job has run; the app's own
-    consumer runs imports."""
+    missing (see :func:`services.importing.import_dataset`; ``options.within``: the folders every
+    file read must resolve under). The files must stay where they are until the job has run; the
+    app's own consumer runs imports."""
     source = Path(path).expanduser().absolute()
     if not source.exists():
         raise UserError(f"import path {source} does not exist")
     project = project.strip()
     if not project:
         raise UserError("a project name must have 1 to 200 characters")
-    options = ImportOptions(
-        classes_file=_path_or_none(classes_file),
-        has_background=has_background,
-        tags_csv=_path_or_none(tags_csv),
-        masks_dir=_path_or_none(masks_dir),
-        coco_json=_path_or_none(coco_json),
-        label_studio_json=_path_or_none(label_studio_json),
-        label_config=_path_or_none(label_config),
-        max_pixels=max_pixels,
-        within=tuple(str(Path(root)) for root in within),
-    )
+    options = (options or ImportOptions()).absolute()
     queue.bind(studio)
     with studio.Session.begin() as session:
         row = get_project_by_name(session, project)

@@ -39,6 +39,7 @@ from services.formats.label_studio import (
     read_export,
     read_results,
 )
+from services.import_options import ImportOptions
 from services.import_sources import ImageSource, confine, open_sources, open_upload_sources
 from services.labeling import MAX_CLASSES, full_class_list, label_map_problem
 from services.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
@@ -537,17 +538,9 @@ def _confirm_files(studio: Studio, plan: _Plan, created: dict[str, int]) -> None
 def import_dataset(
     studio: Studio,
     path: str | Path | None,
+    options: ImportOptions | None = None,
     *,
     project: str,
-    classes_file: str | Path | None = None,
-    has_background: bool = True,
-    tags_csv: str | Path | None = None,
-    masks_dir: str | Path | None = None,
-    coco_json: str | Path | None = None,
-    label_studio_json: str | Path | None = None,
-    label_config: str | Path | None = None,
-    max_pixels: int | None = None,
-    within: Sequence[str | Path] = (),
     staged_upload: bool = False,
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
@@ -558,8 +551,9 @@ def import_dataset(
     ``path`` is a folder made by :func:`services.uploads.stage_upload`: its images and zips are
     imported as one, and the folder is deleted when the import ends, however it ends.
 
-    Classes come from ``classes_file`` (one name per line; with ``has_background`` a "background"
-    class is index 0 and line k is index k, without it line k (0-based) is index k) or, failing
+    ``options`` (:class:`ImportOptions`): classes come from ``classes_file`` (one name per line;
+    with ``has_background`` a "background" class is index 0 and line k is index k, without it
+    line k (0-based) is index k) or, failing
     that, from the COCO categories. ``tags_csv`` has columns ``image,tags`` (``;``-separated class
     names); ``masks_dir`` holds single-channel PNGs named like the images (``IGNORE_INDEX`` =
     unknown); ``coco_json`` is a COCO instances file rasterised into masks; ``label_studio_json`` a
@@ -570,15 +564,16 @@ def import_dataset(
     With ``within`` (the web UI's import roots) every file read must resolve under one of those
     folders: a symbolic link inside a root to a file outside it is refused.
     """
-    labels = {"tags_csv": tags_csv, "masks_dir": masks_dir, "coco_json": coco_json,
-              "label_studio_json": label_studio_json, "label_config": label_config}
+    o = options or ImportOptions()
+    labels = {"tags_csv": o.tags_csv, "masks_dir": o.masks_dir, "coco_json": o.coco_json,
+              "label_studio_json": o.label_studio_json, "label_config": o.label_config}
     if path is not None and (staged_upload or uploads.is_staged(studio, path)):
         with uploads.consumed(studio, path) as staged:
-            return _import(studio, staged, project, classes_file, has_background, labels, max_pixels,
+            return _import(studio, staged, project, o.classes_file, o.has_background, labels, o.max_pixels,
                            progress, should_stop, upload=True)
-    roots = tuple(Path(root).expanduser().resolve() for root in within)
-    return _import(studio, None if path is None else Path(path), project, classes_file, has_background,
-                   labels, max_pixels, progress, should_stop, upload=False, within=roots)
+    roots = tuple(Path(root).expanduser().resolve() for root in o.within)
+    return _import(studio, None if path is None else Path(path), project, o.classes_file, o.has_background,
+                   labels, o.max_pixels, progress, should_stop, upload=False, within=roots)
 
 
 def _import(

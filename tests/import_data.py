@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy import func, select
 
 from services.context import Studio
+from services.import_options import ImportOptions
 from storage.models import Base
 from tests.image_bytes import image_bytes, label_png, write
 
@@ -50,3 +53,10 @@ def images_of(studio: Studio, project: str) -> list:
 
     with studio.Session.begin() as session:
         return [image_info(i) for i in all_images(session, resolve_project(session, project).id)]
+
+
+def import_options_and_rest(kwargs: dict[str, Any]) -> tuple[ImportOptions, dict[str, Any]]:
+    """Test helpers' keyword arguments split into the import's options and the rest (project, ...)."""
+    names = {f.name for f in dataclasses.fields(ImportOptions)}
+    return (ImportOptions(**{k: v for k, v in kwargs.items() if k in names}),
+            {k: v for k, v in kwargs.items() if k not in names})

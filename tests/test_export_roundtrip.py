@@ -15,6 +15,7 @@ from pycocotools.cocoeval import COCOeval
 
 from services.context import Studio
 from services.exporting import export_project
+from services.import_options import ImportOptions
 from services.importing import import_dataset
 from storage.images import all_images
 from storage.labels import get_mask_array, put_pseudo_label
@@ -32,10 +33,8 @@ def _open_studio(root: Path) -> Studio:
 def gold(coco128: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
     """A studio whose project "gold" holds coco128 with its gold masks."""
     studio = _open_studio(tmp_path_factory.mktemp("roundtrip"))
-    import_dataset(
-        studio, coco128 / "images", project="gold",
-        classes_file=coco128 / "classes.txt", masks_dir=coco128 / "masks",
-    )
+    import_dataset(studio, coco128 / "images", ImportOptions(
+        classes_file=coco128 / "classes.txt", masks_dir=coco128 / "masks"), project="gold")
     yield studio
     studio.close()
 
@@ -76,7 +75,7 @@ def test_coco_export_decodes_to_the_source_masks(gold: Studio, coco128: Path, tm
 def test_coco_export_reimports_identically(gold: Studio, coco128: Path, tmp_path: Path) -> None:
     out = tmp_path / "gold.json"
     export_project(gold, "gold", out, source="human")
-    import_dataset(gold, coco128 / "images", project="from_coco", coco_json=out)
+    import_dataset(gold, coco128 / "images", ImportOptions(coco_json=out), project="from_coco")
     expected, got = _masks(gold, "gold"), _masks(gold, "from_coco")
     assert got.keys() == expected.keys()
     for name, mask in expected.items():
@@ -96,7 +95,8 @@ def test_voc_export_matches_sources_and_reimports(
     for name in pngs:
         np.testing.assert_array_equal(_source_mask(out, name), _source_mask(coco128 / "masks", name))
     project = f"from_voc_{palette}"
-    import_dataset(gold, coco128 / "images", project=project, classes_file=out / "classes.txt", masks_dir=out)
+    import_dataset(gold, coco128 / "images", ImportOptions(
+        classes_file=out / "classes.txt", masks_dir=out), project=project)
     expected, got = _masks(gold, "gold"), _masks(gold, project)
     assert got.keys() == expected.keys()
     for name, mask in expected.items():
@@ -149,14 +149,16 @@ def test_camvid_without_background_keeps_ignore_through_coco(camvid: Path, tmp_p
         shutil.copy(path, images / path.name)
     studio = _open_studio(tmp_path)
     try:
-        import_dataset(studio, images, project="cam", classes_file=camvid / "classes.txt",
-                       has_background=False, masks_dir=camvid / "val" / "masks")
+        import_dataset(studio, images, ImportOptions(
+            classes_file=camvid / "classes.txt", has_background=False,
+            masks_dir=camvid / "val" / "masks"), project="cam")
         out = tmp_path / "cam.json"
         report = export_project(studio, "cam", out, source="human")
         coco = COCO(str(out))
         assert coco.cats[0]["name"] == "sky" and len(coco.cats) == 11  # no background: ids from 0
         assert report.exported == 6
-        import_dataset(studio, images, project="cam_again", coco_json=out, has_background=False)
+        import_dataset(studio, images, ImportOptions(
+            coco_json=out, has_background=False), project="cam_again")
         expected, got = _masks(studio, "cam"), _masks(studio, "cam_again")
         assert any((m == 255).any() for m in expected.values())  # the test is about ignore pixels
         for name, mask in expected.items():

@@ -14,10 +14,11 @@ from pycocotools import mask as mask_utils
 
 from services import labeling
 from services.context import Studio
+from services.import_options import ImportOptions
 from services.importing import ImportReport, import_dataset
 from services.progress import Cancelled
 from tests.image_bytes import image_bytes, label_png, write
-from tests.import_data import images_of, make_dataset, snapshot
+from tests.import_data import images_of, import_options_and_rest, make_dataset, snapshot
 
 
 @pytest.fixture()
@@ -32,7 +33,9 @@ def _import(studio: Studio, root: Path, **kwargs: object) -> ImportReport:
         "tags_csv": root / "tags.csv",
         "masks_dir": root / "masks",
     }
-    return import_dataset(studio, kwargs.pop("path", root / "images"), **{**defaults, **kwargs})
+    path = kwargs.pop("path", root / "images")
+    options, rest = import_options_and_rest({**defaults, **kwargs})
+    return import_dataset(studio, path, options, **rest)
 
 
 def test_import_folder_with_classes_tags_and_masks(studio: Studio, dataset: Path) -> None:
@@ -110,8 +113,9 @@ def test_no_background_numbers_lines_from_zero(studio: Studio, tmp_path: Path) -
     write(tmp_path / "cv" / "classes.txt", b"sky\nroad\n")
     rows = [[0] * 16] * 4 + [[1] * 16] * 3 + [[255] * 16]
     write(tmp_path / "cv" / "masks" / "f.png", label_png(np.array(rows)))
-    report = import_dataset(studio, tmp_path / "cv" / "images", project="cv", has_background=False,
-                            classes_file=tmp_path / "cv" / "classes.txt", masks_dir=tmp_path / "cv" / "masks")
+    report = import_dataset(studio, tmp_path / "cv" / "images", ImportOptions(
+        has_background=False, classes_file=tmp_path / "cv" / "classes.txt",
+        masks_dir=tmp_path / "cv" / "masks"), project="cv")
     assert report.masks_added == 1
     project = labeling.get_project(studio, "cv")
     assert project.class_index() == {"sky": 0, "road": 1} and not project.has_background
@@ -150,9 +154,8 @@ def test_coco_import_draws_small_objects_over_large_ones(studio: Studio, tmp_pat
         ],
     }
     write(tmp_path / "c" / "instances.json", json.dumps(coco).encode())
-    report = import_dataset(
-        studio, tmp_path / "c" / "images", project="c", coco_json=tmp_path / "c" / "instances.json"
-    )
+    report = import_dataset(studio, tmp_path / "c" / "images", ImportOptions(
+        coco_json=tmp_path / "c" / "instances.json"), project="c")
     assert (report.images_added, report.masks_added, report.classes) == (3, 3, 3)
     project = labeling.get_project(studio, "c")
     assert project.class_index() == {"background": 0, "cat": 1, "dog": 2}  # by category id order
@@ -176,8 +179,8 @@ def test_coco_without_background_leaves_uncovered_pixels_unknown(studio: Studio,
                 {"id": 1, "image_id": 1, "category_id": 1, "segmentation": _polygon(0, 0, 10, 10)}
             ]}
     write(tmp_path / "c" / "i.json", json.dumps(coco).encode())
-    import_dataset(studio, tmp_path / "c" / "images", project="c", has_background=False,
-                   coco_json=tmp_path / "c" / "i.json")
+    import_dataset(studio, tmp_path / "c" / "images", ImportOptions(
+        has_background=False, coco_json=tmp_path / "c" / "i.json"), project="c")
     mask = labeling.get_mask(studio, images_of(studio, "c")[0].id)
     assert mask[5, 5] == 0 and mask[15, 15] == 255
 
@@ -198,7 +201,8 @@ def test_one_bit_png_masks_are_read_as_zero_and_one(studio: Studio, tmp_path: Pa
     write(tmp_path / "m" / "a.png", buf.getvalue())
     classes = write(tmp_path / "c.txt", b"cat\n")
     masks = tmp_path / "m"
-    report = import_dataset(studio, tmp_path / "imgs", project="b", classes_file=classes, masks_dir=masks)
+    report = import_dataset(studio, tmp_path / "imgs", ImportOptions(
+        classes_file=classes, masks_dir=masks), project="b")
     assert report.masks_added == 1
     mask = labeling.get_mask(studio, images_of(studio, "b")[0].id)
     np.testing.assert_array_equal(mask, bits.astype(np.uint8))

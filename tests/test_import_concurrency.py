@@ -15,10 +15,12 @@ import pytest
 from services.content_store import sweep_unreferenced_files
 from services.context import Studio
 from services.errors import UserError
+from services.import_options import ImportOptions
 from services.importing import import_dataset
 from storage import images as image_repo
 from storage.models import Image
 from tests.image_bytes import image_bytes, write
+from tests.import_data import import_options_and_rest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,8 +73,8 @@ def test_a_failing_import_keeps_the_files_a_concurrent_import_relies_on(
             assert second_waits.wait(30)
 
     with pytest.raises(UserError, match=r"ghost\.jpg"):
-        import_dataset(studio, folder, project="p1", classes_file=classes, tags_csv=bad_tags,
-                       progress=first_progress)
+        import_dataset(studio, folder, ImportOptions(
+            classes_file=classes, tags_csv=bad_tags), project="p1", progress=first_progress)
     second_may_write.set()
     thread.join(30)
     assert not errors
@@ -93,7 +95,8 @@ def test_two_concurrent_imports_of_one_folder_leave_every_file(
 
     def run(project: str, **kwargs: object) -> None:
         try:
-            import_dataset(studio, folder, project=project, **kwargs)
+            options, rest = import_options_and_rest(kwargs)
+            import_dataset(studio, folder, options, project=project, **rest)
             outcomes[project] = "ok"
         except Exception as exc:
             outcomes[project] = f"{type(exc).__name__}: {exc}"

@@ -13,9 +13,10 @@ import pytest
 
 from services.context import Studio
 from services.errors import UserError
+from services.import_options import ImportOptions
 from services.importing import import_dataset
 from tests.image_bytes import image_bytes, label_png, png_header_claiming, write
-from tests.import_data import make_dataset, snapshot
+from tests.import_data import import_options_and_rest, make_dataset, snapshot
 
 Case = Callable[[Path], dict[str, Any]]
 
@@ -242,12 +243,15 @@ CASES = [
 def test_bad_input_is_refused_and_changes_nothing(
     studio: Studio, dataset: Path, tmp_path: Path, case: Case
 ) -> None:
-    import_dataset(studio, dataset / "images", project="p", classes_file=dataset / "classes.txt")
+    import_dataset(studio, dataset / "images", ImportOptions(
+        classes_file=dataset / "classes.txt"), project="p")
     before = snapshot(studio)
     kwargs = {"project": "p", "path": tmp_path / "new", **case(tmp_path)}
     match = kwargs.pop("match")
     with pytest.raises(UserError, match=match) as info:
-        import_dataset(studio, kwargs.pop("path"), **kwargs)
+        path = kwargs.pop("path")
+        options, rest = import_options_and_rest(kwargs)
+        import_dataset(studio, path, options, **rest)
     assert "\n" not in str(info.value)
     assert snapshot(studio) == before
     assert not (tmp_path.parent / "evil.jpg").exists()

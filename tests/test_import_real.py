@@ -13,6 +13,7 @@ from PIL import Image
 import launch
 from services import labeling
 from services.context import Studio
+from services.import_options import ImportOptions
 from services.importing import ImportReport, import_dataset
 from tests.import_data import images_of
 
@@ -32,10 +33,9 @@ def coco_import(
 ) -> Iterator[tuple[Studio, ImportReport]]:
     """coco128 imported with its class file, tags and mask PNGs, and the import's report."""
     studio = _open(tmp_path_factory.mktemp("coco"))
-    report = import_dataset(
-        studio, coco128 / "images", project="coco", classes_file=coco128 / "classes.txt",
-        tags_csv=coco128 / "tags.csv", masks_dir=coco128 / "masks",
-    )
+    report = import_dataset(studio, coco128 / "images", ImportOptions(
+        classes_file=coco128 / "classes.txt", tags_csv=coco128 / "tags.csv",
+        masks_dir=coco128 / "masks"), project="coco")
     yield studio, report
     studio.close()
 
@@ -70,10 +70,9 @@ def test_coco128_counts_tags_and_masks(coco_import: tuple[Studio, ImportReport],
 
 def test_coco128_rerun_adds_nothing(coco_import: tuple[Studio, ImportReport], coco128: Path) -> None:
     coco_studio = coco_import[0]
-    report = import_dataset(
-        coco_studio, coco128 / "images", project="coco", classes_file=coco128 / "classes.txt",
-        tags_csv=coco128 / "tags.csv", masks_dir=coco128 / "masks",
-    )
+    report = import_dataset(coco_studio, coco128 / "images", ImportOptions(
+        classes_file=coco128 / "classes.txt", tags_csv=coco128 / "tags.csv",
+        masks_dir=coco128 / "masks"), project="coco")
     assert (report.images_added, report.duplicates_skipped, report.tags_added, report.masks_added) == (
         0, 128, 0, 0
     )
@@ -81,10 +80,8 @@ def test_coco128_rerun_adds_nothing(coco_import: tuple[Studio, ImportReport], co
 
 
 def test_coco128_instances_json_matches_the_mask_pngs(studio: Studio, coco128: Path) -> None:
-    report = import_dataset(
-        studio, coco128 / "images", project="c", classes_file=coco128 / "classes.txt",
-        coco_json=coco128 / "instances.json",
-    )
+    report = import_dataset(studio, coco128 / "images", ImportOptions(
+        classes_file=coco128 / "classes.txt", coco_json=coco128 / "instances.json"), project="c")
     assert (report.images_added, report.masks_added) == (128, 128)
     equal = total = 0
     worst = 1.0
@@ -99,10 +96,8 @@ def test_coco128_instances_json_matches_the_mask_pngs(studio: Studio, coco128: P
 
 def test_camvid_val_without_background(studio: Studio, camvid: Path) -> None:
     val = camvid / "val"
-    report = import_dataset(
-        studio, val / "images", project="camvid", classes_file=camvid / "classes.txt",
-        has_background=False, masks_dir=val / "masks",
-    )
+    report = import_dataset(studio, val / "images", ImportOptions(
+        classes_file=camvid / "classes.txt", has_background=False, masks_dir=val / "masks"), project="camvid")
     assert (report.images_added, report.masks_added, report.classes) == (101, 101, 11)
     project = labeling.get_project(studio, "camvid")
     assert not project.has_background
@@ -113,10 +108,8 @@ def test_camvid_val_without_background(studio: Studio, camvid: Path) -> None:
         gold = _gold(val / "masks" / f"{Path(image.name).stem}.png")
         mask = labeling.get_mask(studio, image.id)
         assert np.array_equal(mask, gold) and (mask == 255).any()
-    again = import_dataset(
-        studio, val / "images", project="camvid", classes_file=camvid / "classes.txt",
-        has_background=False, masks_dir=val / "masks",
-    )
+    again = import_dataset(studio, val / "images", ImportOptions(
+        classes_file=camvid / "classes.txt", has_background=False, masks_dir=val / "masks"), project="camvid")
     assert (again.images_added, again.duplicates_skipped, again.masks_added) == (0, 101, 0)
 
 

@@ -13,6 +13,7 @@ from PIL import Image
 
 from services.context import Studio
 from services.errors import UserError
+from services.import_options import ImportOptions
 from services.importing import import_dataset
 from storage.files import HEADER_BYTES
 
@@ -60,13 +61,14 @@ def test_a_link_inside_an_import_root_to_a_file_outside_is_refused(studio: Studi
     (root / "photos" / "ok.jpg").write_bytes(_photo("JPEG", quality=50))
     (root / "photos" / "leak.jpg").symlink_to(outside / "secret.jpg")
     with pytest.raises(UserError, match=r"leak\.jpg: links to a file outside the import roots"):
-        import_dataset(studio, root / "photos", project="p", within=[root])
+        import_dataset(studio, root / "photos", ImportOptions(within=[root]), project="p")
     assert labeling_projects(studio) == []
     # a link that stays inside the root is fine, and the CLI (no roots) follows links as before
     (root / "photos" / "leak.jpg").unlink()
     (root / "elsewhere.jpg").write_bytes(_photo("JPEG", quality=70))
     (root / "photos" / "inside.jpg").symlink_to(root / "elsewhere.jpg")
-    assert import_dataset(studio, root / "photos", project="p", within=[root]).images_added == 2
+    assert import_dataset(studio, root / "photos", ImportOptions(
+        within=[root]), project="p").images_added == 2
     (root / "photos" / "leak.jpg").symlink_to(outside / "secret.jpg")
     assert import_dataset(studio, root / "photos", project="q").images_added == 3
 
@@ -80,14 +82,15 @@ def test_label_files_and_masks_linked_outside_the_roots_are_refused(studio: Stud
     (outside / "classes.txt").write_text("cat\n")
     (root / "classes.txt").symlink_to(outside / "classes.txt")
     with pytest.raises(UserError, match="links to a file outside the import roots"):
-        import_dataset(studio, root / "photos", project="p", classes_file=root / "classes.txt", within=[root])
+        import_dataset(studio, root / "photos", ImportOptions(
+            classes_file=root / "classes.txt", within=[root]), project="p")
     (root / "classes.txt").unlink()
     (root / "classes.txt").write_text("cat\n")
     Image.fromarray(np.zeros((300, 400), np.uint8)).save(outside / "a.png")
     (root / "masks" / "a.png").symlink_to(outside / "a.png")
     with pytest.raises(UserError, match=r"a\.png: links to a file outside the import roots"):
-        import_dataset(studio, root / "photos", project="p", classes_file=root / "classes.txt",
-                       masks_dir=root / "masks", within=[root])
+        import_dataset(studio, root / "photos", ImportOptions(
+            classes_file=root / "classes.txt", masks_dir=root / "masks", within=[root]), project="p")
 
 
 def labeling_projects(studio: Studio) -> list[str]:

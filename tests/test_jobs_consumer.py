@@ -24,6 +24,7 @@ from jobs.submit import resume_job, submit_export, submit_import, submit_predict
 from jobs.views import JobView, get_job
 from services import labeling
 from services.context import Studio
+from services.import_options import ImportOptions
 from services.train_options import TrainOptions
 from storage import jobs as job_rows
 from storage.labels import current_run_id, get_pseudo_label, get_tag_class_ids
@@ -174,7 +175,8 @@ def test_embedded_consumer_runs_import_train_export_and_stops_cleanly(
     (tmp_path / "classes.txt").write_text("cat\ndog\n")
     handle = start_embedded_consumer(studio)
     try:
-        imported = submit_import(studio, tmp_path / "photos", "pets", classes_file=tmp_path / "classes.txt")
+        imported = submit_import(studio, tmp_path / "photos", "pets", ImportOptions(
+            classes_file=tmp_path / "classes.txt"))
         done = _finished(studio, imported.id)
         assert done.status == "succeeded", done.error
         assert done.result["images_added"] == 3 and done.project == "pets"

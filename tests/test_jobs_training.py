@@ -15,6 +15,7 @@ from jobs.kinds import TRAIN_SHARE
 from jobs.submit import resume_job, submit_train_on_my_labels
 from jobs.views import get_job
 from services.context import Studio
+from services.import_options import ImportOptions
 from services.importing import import_dataset
 from services.train_options import TrainOptions
 from storage.labels import current_run_id
@@ -31,7 +32,8 @@ def studio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Studio]:
     queue.set_immediate(True)
     s = Studio.open(tmp_path / "data")
     files = write_dataset(tmp_path / "src", n=6, masks=0)
-    import_dataset(s, files["images"], project="p", classes_file=files["classes"], tags_csv=files["tags"])
+    import_dataset(s, files["images"], ImportOptions(
+        classes_file=files["classes"], tags_csv=files["tags"]), project="p")
     yield s
     queue.set_immediate(False)
     runner.reset_shutdown()

@@ -22,6 +22,7 @@ from services.formats.label_studio import (
     read_results,
 )
 from services.formats.label_studio_rle import RleError, decode_mask, decode_values, encode_mask, encode_values
+from services.import_options import ImportOptions
 from services.importing import import_dataset
 from slrnet.config import IGNORE_INDEX
 from storage.images import all_images
@@ -217,8 +218,8 @@ def test_import_a_label_studio_export(studio: Studio, tmp_path: Path):
         t["data"]["photo"] = t["data"].pop("image", t["data"].get("photo"))
     export.write_text(json.dumps(tasks))
     (tmp_path / "config.xml").write_text(CONFIG)
-    report = import_dataset(studio, folder, project="p", label_studio_json=export,
-                            label_config=tmp_path / "config.xml")
+    report = import_dataset(studio, folder, ImportOptions(
+        label_studio_json=export, label_config=tmp_path / "config.xml"), project="p")
     assert (report.images_added, report.masks_added, report.tags_added) == (3, 1, 2)
     got = project_labels(studio, "p")
     expected = np.full((30, 40), IGNORE_INDEX, np.uint8)
@@ -230,7 +231,7 @@ def test_import_a_label_studio_export(studio: Studio, tmp_path: Path):
 @pytest.mark.parametrize("problem", ["unknown label", "malformed rle"])
 def test_a_bad_export_writes_nothing(studio: Studio, tmp_path: Path, problem):
     folder = _images(tmp_path / "images")
-    import_dataset(studio, folder, project="p", classes_file=_classes(tmp_path, ["cat"]))
+    import_dataset(studio, folder, ImportOptions(classes_file=_classes(tmp_path, ["cat"])), project="p")
     region = _brush("cat", np.ones((30, 40), bool))
     if problem == "unknown label":
         region["value"]["brushlabels"] = ["zebra"]
@@ -240,7 +241,7 @@ def test_a_bad_export_writes_nothing(studio: Studio, tmp_path: Path, problem):
     export.write_text(json.dumps([_task("im0.jpg", [_brush("cat", np.ones((30, 40), bool))], 1),
                                   _task("im1.jpg", [region], 2)]))
     with pytest.raises(UserError) as err:
-        import_dataset(studio, None, project="p", label_studio_json=export)
+        import_dataset(studio, None, ImportOptions(label_studio_json=export), project="p")
     assert "\n" not in str(err.value) and "task 2" in str(err.value)
     assert all(mask is None for mask, _ in project_labels(studio, "p").values())
 
@@ -253,7 +254,8 @@ def _classes(tmp_path: Path, names: list[str]) -> Path:
 
 def test_export_as_tasks_and_import_it_back_losslessly(studio: Studio, tmp_path: Path):
     folder = _images(tmp_path / "images", n=3, size=(41, 29))
-    import_dataset(studio, folder, project="p", classes_file=_classes(tmp_path, ["cat", "dog"]))
+    import_dataset(studio, folder, ImportOptions(
+        classes_file=_classes(tmp_path, ["cat", "dog"])), project="p")
     rng = np.random.default_rng(1)
     with studio.Session.begin() as session:
         project = get_project_by_name(session, "p")
@@ -283,8 +285,9 @@ def test_export_as_tasks_and_import_it_back_losslessly(studio: Studio, tmp_path:
                for r in prediction["result"]}
     assert np.array_equal(decoded["dog"], pseudo == 2) and np.array_equal(decoded["background"], pseudo == 0)
 
-    import_dataset(studio, None, project="p", label_studio_json=out)  # nothing new: masks kept
-    import_dataset(studio, folder, project="copy", label_studio_json=out, label_config=config_path(out))
+    import_dataset(studio, None, ImportOptions(label_studio_json=out), project="p")  # nothing new: masks kept
+    import_dataset(studio, folder, ImportOptions(
+        label_studio_json=out, label_config=config_path(out)), project="copy")
     original, copy = project_labels(studio, "p"), project_labels(studio, "copy")
     assert copy.keys() == original.keys()
     for name, (mask, tags) in original.items():

@@ -32,6 +32,7 @@ from services.export_label_studio import config_path
 from services.exporting import export_project
 from services.formats.label_studio import SHA_KEY, labelling_config
 from services.formats.label_studio_rle import decode_mask, encode_mask
+from services.import_options import ImportOptions
 from services.importing import import_dataset
 from storage.files import sha256_bytes
 from storage.images import all_images
@@ -262,8 +263,9 @@ def test_label_studio_round_trips(label_studio: str, backend: tuple[str, Path], 
     assert exported.status_code == 200, exported.text
     (tmp_path / "theirs.json").write_text(exported.text)
     with Studio.open(tmp_path / "again") as studio:
-        import_dataset(studio, folder, project="again", label_studio_json=tmp_path / "theirs.json",
-                       label_config=config_path(tmp_path / "ours.json"))
+        import_dataset(studio, folder, ImportOptions(
+            label_studio_json=tmp_path / "theirs.json",
+            label_config=config_path(tmp_path / "ours.json")), project="again")
         again = project_labels(studio, "again")
     with Studio.open(data_dir) as studio:
         original = project_labels(studio, "from-ls")

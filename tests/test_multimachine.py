@@ -25,6 +25,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
+from services.import_options import ImportOptions
 from services.train_options import TrainOptions
 from tests import servers
 from tests.conftest import REPO_ROOT
@@ -138,8 +139,8 @@ def test_serve_and_two_workers_import_train_kill_resume_export(
     studio = Studio.open(data)
     try:
         files = _write_images(tmp_path / "src")
-        imported = submit_import(studio, files["images"], "p", classes_file=files["classes"],
-                                 tags_csv=files["tags"])
+        imported = submit_import(studio, files["images"], "p", ImportOptions(
+            classes_file=files["classes"], tags_csv=files["tags"]))
 
         def ended(job_id: int, timeout: float = 120) -> object:
             def check() -> object:

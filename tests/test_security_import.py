@@ -10,6 +10,7 @@ import pytest
 
 from services.context import Studio
 from services.errors import UserError
+from services.import_options import ImportOptions
 from services.import_sources import check_server_path, parse_import_roots
 from services.importing import import_dataset
 from tests.image_bytes import image_bytes, write
@@ -31,10 +32,11 @@ def images(tmp_path: Path) -> Path:
 
 
 def test_a_system_file_as_tags_csv_is_not_quoted(studio: Studio, images: Path, secret: Path) -> None:
-    import_dataset(studio, images, project="p", classes_file=write(images.parent / "c.txt", b"cat\n"))
+    import_dataset(studio, images, ImportOptions(
+        classes_file=write(images.parent / "c.txt", b"cat\n")), project="p")
     before = snapshot(studio)
     with pytest.raises(UserError, match="not a tags CSV") as info:
-        import_dataset(studio, images, project="p", tags_csv=secret)
+        import_dataset(studio, images, ImportOptions(tags_csv=secret), project="p")
     assert "s3cr3t" not in str(info.value) and "19000" not in str(info.value)
     assert snapshot(studio) == before
 
@@ -57,7 +59,7 @@ def test_implausible_class_files_are_refused_unquoted(
     classes = write(tmp_path / "classes.txt", content)
     before = snapshot(studio)
     with pytest.raises(UserError, match="class") as info:
-        import_dataset(studio, images, project="p", classes_file=classes)
+        import_dataset(studio, images, ImportOptions(classes_file=classes), project="p")
     assert "s3cr3t" not in str(info.value) and "python" not in str(info.value) and "\n" not in str(info.value)
     assert snapshot(studio) == before
 

@@ -14,6 +14,7 @@ from services import evaluation, publishing, train_plan, training
 from services.context import Studio
 from services.devices import open_device
 from services.errors import UserError
+from services.import_options import ImportOptions
 from services.importing import import_dataset
 from services.progress import Cancelled
 from services.train_options import TrainOptions
@@ -61,8 +62,8 @@ def studio(tmp_path: Path) -> Iterator[Studio]:
 @pytest.fixture()
 def project(studio: Studio, tmp_path: Path) -> dict[str, Path]:
     files = write_dataset(tmp_path / "src")
-    import_dataset(studio, files["images"], project="p", classes_file=files["classes"],
-                   tags_csv=files["tags"], masks_dir=files["masks"])
+    import_dataset(studio, files["images"], ImportOptions(
+        classes_file=files["classes"], tags_csv=files["tags"], masks_dir=files["masks"]), project="p")
     return files
 
 
@@ -169,12 +170,12 @@ def test_bad_input_changes_nothing(studio: Studio, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no project"):
         training.train(studio, "missing", TrainOptions(**FAST))
     files = write_dataset(tmp_path / "bare", masks=0)
-    import_dataset(studio, files["images"], project="bare", classes_file=files["classes"])
+    import_dataset(studio, files["images"], ImportOptions(classes_file=files["classes"]), project="bare")
     with pytest.raises(UserError, match="no labels"):
         training.train(studio, "bare", TrainOptions(**FAST))
     with pytest.raises(UserError, match="no trained model"):
         publishing.predict(studio, "bare", device="cpu")
-    import_dataset(studio, files["images"], project="bare", tags_csv=files["tags"])
+    import_dataset(studio, files["images"], ImportOptions(tags_csv=files["tags"]), project="bare")
     with pytest.raises(UserError, match="ssss needs"):
         training.train(studio, "bare", TrainOptions(mode="ssss", **FAST))
     with pytest.raises(UserError, match="epochs"):

@@ -17,6 +17,7 @@ from jobs import queue
 from jobs.kinds import job_params
 from services import labeling, train_plan
 from services.context import Studio
+from services.import_options import ImportOptions
 from services.train_options import TrainOptions
 from slrnet.config import default_mask_repeat
 from storage import jobs as job_rows
@@ -185,8 +186,8 @@ def _budgeted_project(tmp_path: Path) -> Studio:
 
     files = write_dataset(tmp_path / "src", n=12, masks=0)
     studio = Studio.open(tmp_path / "data")
-    import_dataset(studio, files["images"], project="p", classes_file=files["classes"],
-                   tags_csv=files["tags"])
+    import_dataset(studio, files["images"], ImportOptions(
+        classes_file=files["classes"], tags_csv=files["tags"]), project="p")
     return studio
 
 

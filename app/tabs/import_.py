@@ -23,6 +23,7 @@ from jobs import submit
 from jobs.views import FollowedJobs, JobView, features_line, followed_jobs
 from services.context import Studio
 from services.errors import UserError
+from services.import_options import ImportOptions
 from services.import_sources import check_server_path
 from services.uploads import discard_upload, stage_upload
 
@@ -101,12 +102,14 @@ def import_folder(
         studio,
         _server_path(studio, folder, "folder or .zip"),
         project,
-        classes_file=_server_path(studio, classes_file, "class file"),
-        tags_csv=_server_path(studio, tags_csv, "tags CSV"),
-        masks_dir=_server_path(studio, masks_dir, "masks folder"),
-        coco_json=_server_path(studio, coco_json, "COCO file"),
-        label_studio_json=_server_path(studio, label_studio_json, "Label Studio export"),
-        within=studio.import_roots,
+        ImportOptions(
+            classes_file=_server_path(studio, classes_file, "class file"),
+            tags_csv=_server_path(studio, tags_csv, "tags CSV"),
+            masks_dir=_server_path(studio, masks_dir, "masks folder"),
+            coco_json=_server_path(studio, coco_json, "COCO file"),
+            label_studio_json=_server_path(studio, label_studio_json, "Label Studio export"),
+            within=tuple(str(root) for root in studio.import_roots),
+        ),
     )
     return (*import_status([job]), [job.id])
 
