@@ -29,9 +29,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 from services.context import Studio
+from services.import_options import ImportOptions
 from services.importing import import_dataset
 from services.lookups import resolve_project
-from services.training import CPU_MODEL
+from services.train_plan import CPU_MODEL
 from slrnet.config import ModelConfig
 from slrnet.model import build_model
 from slrnet.train import CHECKPOINT_FORMAT, save_checkpoint
@@ -46,7 +47,8 @@ photo = PILImage.fromarray(small).resize((width, height), PILImage.BILINEAR)
 photo.save(root / "photos" / "photo.jpg", quality=90)
 (root / "classes.txt").write_text("".join(f"class{i}\\n" for i in range(k)))
 studio = Studio.open(root / "data")
-import_dataset(studio, root / "photos", project="p", classes_file=root / "classes.txt", has_background=False)
+options = ImportOptions(classes_file=str(root / "classes.txt"), has_background=False)
+import_dataset(studio, root / "photos", options, project="p")
 cfg = ModelConfig(num_classes=k, mode="wsss", has_background=False, pretrained=False, freeze_backbone=True,
                   **CPU_MODEL)
 save_checkpoint(root / "data" / "checkpoints" / "run.pt", {

@@ -12,7 +12,9 @@ from PIL import Image as PILImage
 
 from services import publishing, training
 from services.context import Studio
+from services.import_options import ImportOptions
 from services.importing import import_dataset
+from services.train_options import TrainOptions
 from slrnet.config import IGNORE_INDEX
 from slrnet.inference import Predictor
 from storage import labels as label_repo
@@ -66,10 +68,10 @@ def test_painted_classes_survive_every_round(studio: Studio, tmp_path: Path, mod
         mask = np.array(PILImage.open(files["masks"] / name))
         mask[30:, :24] = IGNORE_INDEX
         PILImage.fromarray(mask).save(files["masks"] / name)
-    import_dataset(studio, files["images"], project="p", classes_file=files["classes"],
-                   tags_csv=files["tags"], masks_dir=files["masks"])
+    import_dataset(studio, files["images"], ImportOptions(
+        classes_file=files["classes"], tags_csv=files["tags"], masks_dir=files["masks"]), project="p")
     for warm in (False, True):
-        trained = training.train(studio, "p", mode=mode, warm_start=warm, **FAST)
+        trained = training.train(studio, "p", TrainOptions(mode=mode, warm_start=warm, **FAST))
         publishing.predict(studio, "p", device="cpu")
         ious = painted_iou(studio)
         assert len(ious) >= 4, ious  # background and a colour on each of the two painted images
