@@ -294,16 +294,14 @@ def evaluate(args: argparse.Namespace) -> int:
 def export(args: argparse.Namespace) -> int:
     """``export OUT [--format coco|voc] [--source best|human|model] [--palette]``: one summary line."""
     from services.context import Studio
-    from services.exporting import export_project
+    from services.exporting import ExportOptions, export_project
 
     with Studio.open(args.data) as studio, _progress_bar(disable=None) as bar:
         report = export_project(
             studio,
             args.project,
             args.out,
-            fmt=args.format,
-            source=args.source,
-            palette=args.palette,
+            ExportOptions(fmt=args.format, source=args.source, palette=args.palette),
             progress=_tqdm_progress(bar),
         )
     print(report.summary())

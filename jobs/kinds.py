@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobs.runner import JobService
 from services.errors import UserError
+from services.exporting import ExportOptions
 from services.import_options import ImportOptions
 from services.progress import ProgressFn, StopFn
 from services.train_options import TrainOptions
@@ -69,9 +70,7 @@ class ImportParams:
 class ExportParams:
     project_id: int
     out: str  # absolute
-    fmt: str = "coco"
-    source: str = "best"
-    palette: bool = False
+    options: ExportOptions = field(default_factory=ExportOptions)
 
 
 @dataclass(frozen=True)
@@ -99,6 +98,11 @@ def _from_dict(cls: type[Any], data: dict[str, Any]) -> Any:
         if dataclasses.is_dataclass(hints[f.name]) and isinstance(value, dict):
             value = _from_dict(hints[f.name], value)
         values[f.name] = value
+    for f in dataclasses.fields(cls):  # options written flat by an older version: gathered
+        if f.name not in data and dataclasses.is_dataclass(hints[f.name]):
+            flat = {g.name: data[g.name] for g in dataclasses.fields(hints[f.name]) if g.name in data}
+            if flat:
+                values[f.name] = _from_dict(hints[f.name], flat)
     return cls(**values)
 
 
@@ -189,8 +193,7 @@ def run_export(studio: Studio, job: Job, progress: ProgressFn, should_stop: Stop
     exporting = _service("services.exporting")
     params: ExportParams = job_params(job)
     report = exporting.export_project(
-        studio, params.project_id, params.out, fmt=params.fmt, source=params.source,
-        palette=params.palette, progress=progress, should_stop=should_stop,
+        studio, params.project_id, params.out, params.options, progress=progress, should_stop=should_stop,
     )
     return {**report.as_dict(), "summary": report.summary()}
 
@@ -281,7 +284,7 @@ KINDS: dict[str, JobKind] = {kind.name: kind for kind in (
             lambda p: "Train on my labels" if p.predict_after else "Train", "training", exclusive=True),
     JobKind("predict", PredictParams, "compute", run_predict, lambda p: "Predict pseudo-labels",
             "prediction", exclusive=True),
-    JobKind("export", ExportParams, "local", run_export, lambda p: f"Export ({p.fmt})", "export"),
+    JobKind("export", ExportParams, "local", run_export, lambda p: f"Export ({p.options.fmt})", "export"),
     JobKind("features", FeaturesParams, "compute", run_features, lambda p: "Compute features",
             "feature computation"),
 )}

@@ -31,6 +31,7 @@ from jobs.kinds import (
 from jobs.views import JobView, get_job, load_view
 from services import training_lock
 from services.errors import UserError
+from services.exporting import ExportOptions
 from services.features import features_available
 from services.formats.exporters import get_exporter
 from services.import_options import ImportOptions
@@ -164,25 +165,19 @@ def submit_export(
     studio: Studio,
     project: str,
     out: str | Path | None = None,
-    *,
-    fmt: str = "coco",
-    source: str = "best",
-    palette: bool = False,
+    options: ExportOptions | None = None,
 ) -> JobView:
     """Queue an export of the project's labels (see :func:`services.exporting.export_project`).
 
     ``out`` defaults to ``<data dir>/exports/<project>-<fmt>-<job id>`` plus the format's suffix
     (``.json`` for COCO, none for VOC's folder); the job's ``result['out']`` says where it went.
     """
-    from services.exporting import SOURCES
-
-    exporter = get_exporter(fmt)
-    if source not in SOURCES:
-        raise UserError(f"unknown label source {source!r}; choose one of {', '.join(SOURCES)}")
+    options = options or ExportOptions()
+    fmt, exporter = options.fmt, get_exporter(options.fmt)
     queue.bind(studio)
     with studio.Session.begin() as session:
         row = resolve_project(session, project)
-        params = ExportParams(project_id=row.id, out="", fmt=fmt, source=source, palette=palette)
+        params = ExportParams(project_id=row.id, out="", options=options)
         job_id = _add_job(session, params, row)
         if out is None:
             folder = studio.data_dir / EXPORTS_DIR

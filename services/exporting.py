@@ -64,6 +64,21 @@ PROGRESS_EVERY = 25  # images between progress reports
 
 
 @dataclass(frozen=True)
+class ExportOptions:
+    """How to export (checked when made): the CLI, the Export tab, the job and
+    :func:`export_project` pass it along unchanged."""
+
+    fmt: str = "coco"  # a format of services.formats.exporters
+    source: str = "best"  # one of SOURCES
+    palette: bool = False  # VOC: palette PNGs in the class colours
+
+    def __post_init__(self) -> None:
+        get_exporter(self.fmt)
+        if self.source not in SOURCES:
+            raise UserError(f"unknown label source {self.source!r}; choose one of {', '.join(SOURCES)}")
+
+
+@dataclass(frozen=True)
 class ExportReport:
     """What an export wrote."""
 
@@ -160,23 +175,20 @@ def export_project(
     studio: Studio,
     project: str,
     out: str | Path,
+    options: ExportOptions | None = None,
     *,
-    fmt: str = "coco",
-    source: str = "best",
-    palette: bool = False,
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
 ) -> ExportReport:
-    """Export ``project``'s labels of ``source`` to ``out`` as ``fmt`` (see the module docstring).
-
-    ``palette`` (VOC only) writes palette PNGs in the class colours instead of greyscale ones.
-    Raises :class:`UserError` for an unknown format, source or project, a bad destination, or
-    ``source="model"`` without a published model; :class:`Cancelled` when ``should_stop()`` says
-    so. On any failure ``out`` (and the file beside it) stay as they were.
+    """Export ``project``'s labels of ``options.source`` to ``out`` as ``options.fmt`` (see the
+    module docstring); ``options.palette`` (VOC only) writes palette PNGs in the class colours
+    instead of greyscale ones. Raises :class:`UserError` for an unknown project, a bad
+    destination, or ``source="model"`` without a published model; :class:`Cancelled` when
+    ``should_stop()`` says so. On any failure ``out`` (and the file beside it) stay as they were.
     """
+    options = options or ExportOptions()
+    fmt, source, palette = options.fmt, options.source, options.palette
     exporter = get_exporter(fmt)
-    if source not in SOURCES:
-        raise UserError(f"unknown label source {source!r}; choose one of {', '.join(SOURCES)}")
     out = Path(out).expanduser().absolute()
     exporter.check_destination(out)
     with studio.Session.begin() as session:

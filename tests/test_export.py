@@ -18,7 +18,7 @@ from pycocotools.coco import COCO
 import launch
 from services.context import Studio
 from services.errors import UserError
-from services.exporting import export_project
+from services.exporting import ExportOptions, export_project
 from services.formats.exporters import coco_results_path as results_path
 from services.progress import Cancelled
 from storage.images import add_image
@@ -104,7 +104,7 @@ def _no_ignore(lm: np.ndarray) -> np.ndarray:
 )
 def test_source_picks_labels(labelled: Studio, tmp_path: Path, source: str, expected: dict[str, str]) -> None:
     out = tmp_path / "labels.json"
-    report = export_project(labelled, "p", out, source=source)
+    report = export_project(labelled, "p", out, ExportOptions(source=source))
     assert report.exported == len(expected)
     assert report.skipped == len(LABELS) - len(expected)
     assert report.from_model == list(expected.values()).count("model")
@@ -126,7 +126,7 @@ def test_source_picks_labels(labelled: Studio, tmp_path: Path, source: str, expe
 
 def test_results_file_matches_dataset(labelled: Studio, tmp_path: Path) -> None:
     out = tmp_path / "labels.json"
-    report = export_project(labelled, "p", out, source="model")
+    report = export_project(labelled, "p", out, ExportOptions(source="model"))
     assert report.results == results_path(out) == tmp_path / "labels_results.json"
     results = json.loads(report.results.read_text())
     dataset = json.loads(out.read_text())
@@ -140,16 +140,16 @@ def test_model_source_needs_a_published_model(labelled: Studio, tmp_path: Path) 
         session.query(TrainingRun).update({"status": "trained"})
     out = tmp_path / "labels.json"
     with pytest.raises(UserError, match="no published model"):
-        export_project(labelled, "p", out, source="model")
+        export_project(labelled, "p", out, ExportOptions(source="model"))
     assert not out.exists()
-    report = export_project(labelled, "p", out, source="best")
+    report = export_project(labelled, "p", out, ExportOptions(source="best"))
     assert (report.exported, report.from_model) == (2, 0)
 
 
 def test_voc_layout(labelled: Studio, tmp_path: Path) -> None:
     out = tmp_path / "voc"
     out.mkdir()  # an empty folder is fine
-    report = export_project(labelled, "p", out, fmt="voc", source="best")
+    report = export_project(labelled, "p", out, ExportOptions(fmt="voc", source="best"))
     assert report.results is None and report.exported == 3
     assert sorted(p.name for p in out.iterdir()) == [
         "both.png", "classes.txt", "human_only.png", "model_only.png"
@@ -162,7 +162,7 @@ def test_voc_layout(labelled: Studio, tmp_path: Path) -> None:
 
 def test_voc_palette(labelled: Studio, tmp_path: Path) -> None:
     out = tmp_path / "voc"
-    export_project(labelled, "p", out, fmt="voc", source="human", palette=True)
+    export_project(labelled, "p", out, ExportOptions(fmt="voc", source="human", palette=True))
     image = Image.open(out / "both.png")
     assert image.mode == "P"
     np.testing.assert_array_equal(np.array(image), LABELS["both.jpg"][0])
@@ -182,7 +182,7 @@ def test_voc_palette(labelled: Studio, tmp_path: Path) -> None:
 def test_bad_input(labelled: Studio, tmp_path: Path, kwargs: dict[str, str], match: str) -> None:
     project = kwargs.pop("project", "p")
     with pytest.raises(UserError, match=match):
-        export_project(labelled, project, tmp_path / "x.json", **kwargs)
+        export_project(labelled, project, tmp_path / "x.json", ExportOptions(**kwargs))
     assert list(tmp_path.iterdir()) == [tmp_path / "data"]
 
 
@@ -191,10 +191,10 @@ def test_bad_destinations(labelled: Studio, tmp_path: Path) -> None:
     busy.mkdir()
     (busy / "keep.txt").write_text("mine")
     with pytest.raises(UserError, match="not an empty folder"):
-        export_project(labelled, "p", busy, fmt="voc")
+        export_project(labelled, "p", busy, ExportOptions(fmt="voc"))
     assert [p.name for p in busy.iterdir()] == ["keep.txt"]
     with pytest.raises(UserError, match="is a folder"):
-        export_project(labelled, "p", busy, fmt="coco")
+        export_project(labelled, "p", busy, ExportOptions(fmt="coco"))
     with pytest.raises(UserError, match="does not exist"):
         export_project(labelled, "p", tmp_path / "missing" / "x.json")
 
@@ -206,7 +206,7 @@ def test_cancelled_export_leaves_nothing(labelled: Studio, tmp_path: Path, fmt: 
     out = out_dir / ("labels.json" if fmt == "coco" else "voc")
     calls = iter(range(100))
     with pytest.raises(Cancelled):
-        export_project(labelled, "p", out, fmt=fmt, should_stop=lambda: next(calls) >= 2)
+        export_project(labelled, "p", out, ExportOptions(fmt=fmt), should_stop=lambda: next(calls) >= 2)
     assert list(out_dir.iterdir()) == []
 
 
@@ -227,7 +227,7 @@ def test_voc_name_clash_fails_cleanly(labelled: Studio, tmp_path: Path) -> None:
         put_mask(session, image.id, _map(1))
     out = tmp_path / "voc"
     with pytest.raises(UserError, match=r"both be written as both\.png"):
-        export_project(labelled, "p", out, fmt="voc")
+        export_project(labelled, "p", out, ExportOptions(fmt="voc"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
 
 
@@ -262,8 +262,8 @@ def test_export_does_not_import_torch() -> None:
 def test_exports_get_the_permissions_of_the_umask(labelled: Studio, tmp_path: Path, umask: int) -> None:
     old = os.umask(umask)
     try:
-        export_project(labelled, "p", tmp_path / "out.json", fmt="coco", source="best")
-        export_project(labelled, "p", tmp_path / "voc", fmt="voc", source="best")
+        export_project(labelled, "p", tmp_path / "out.json", ExportOptions(fmt="coco", source="best"))
+        export_project(labelled, "p", tmp_path / "voc", ExportOptions(fmt="voc", source="best"))
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "out.json").stat().st_mode) == 0o666 & ~umask

@@ -14,7 +14,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from services.context import Studio
-from services.exporting import export_project
+from services.exporting import ExportOptions, export_project
 from services.import_options import ImportOptions
 from services.importing import import_dataset
 from storage.images import all_images
@@ -51,7 +51,7 @@ def _source_mask(masks_dir: Path, image_name: str) -> np.ndarray:
 
 def test_coco_export_decodes_to_the_source_masks(gold: Studio, coco128: Path, tmp_path: Path) -> None:
     out = tmp_path / "gold.json"
-    report = export_project(gold, "gold", out, source="human")
+    report = export_project(gold, "gold", out, ExportOptions(source="human"))
     assert (report.exported, report.skipped) == (128, 0)
     coco = COCO(str(out))
     names = (coco128 / "classes.txt").read_text().splitlines()
@@ -74,7 +74,7 @@ def test_coco_export_decodes_to_the_source_masks(gold: Studio, coco128: Path, tm
 
 def test_coco_export_reimports_identically(gold: Studio, coco128: Path, tmp_path: Path) -> None:
     out = tmp_path / "gold.json"
-    export_project(gold, "gold", out, source="human")
+    export_project(gold, "gold", out, ExportOptions(source="human"))
     import_dataset(gold, coco128 / "images", ImportOptions(coco_json=out), project="from_coco")
     expected, got = _masks(gold, "gold"), _masks(gold, "from_coco")
     assert got.keys() == expected.keys()
@@ -87,7 +87,7 @@ def test_voc_export_matches_sources_and_reimports(
     gold: Studio, coco128: Path, tmp_path: Path, palette: bool
 ) -> None:
     out = tmp_path / "voc"
-    report = export_project(gold, "gold", out, fmt="voc", source="human", palette=palette)
+    report = export_project(gold, "gold", out, ExportOptions(fmt="voc", source="human", palette=palette))
     assert report.exported == 128
     assert (out / "classes.txt").read_text() == (coco128 / "classes.txt").read_text()
     pngs = sorted(p.name for p in out.glob("*.png"))
@@ -133,8 +133,8 @@ def test_cocoeval_of_exported_pseudo_labels(gold: Studio, tmp_path: Path) -> Non
             pseudo = _eroded(get_mask_array(session, image.id))
             put_pseudo_label(session, image.id, run.id, pseudo, np.full(pseudo.shape, 0.9, np.float32))
 
-    human = export_project(gold, "gold", tmp_path / "gold.json", source="human")
-    model = export_project(gold, "gold", tmp_path / "model.json", source="model")
+    human = export_project(gold, "gold", tmp_path / "gold.json", ExportOptions(source="human"))
+    model = export_project(gold, "gold", tmp_path / "model.json", ExportOptions(source="model"))
     assert model.from_model == 128 and model.model_version == 1
 
     assert _segm_ap(human.out, human.results) == pytest.approx(1.0)  # gold against itself
@@ -153,7 +153,7 @@ def test_camvid_without_background_keeps_ignore_through_coco(camvid: Path, tmp_p
             classes_file=camvid / "classes.txt", has_background=False,
             masks_dir=camvid / "val" / "masks"), project="cam")
         out = tmp_path / "cam.json"
-        report = export_project(studio, "cam", out, source="human")
+        report = export_project(studio, "cam", out, ExportOptions(source="human"))
         coco = COCO(str(out))
         assert coco.cats[0]["name"] == "sky" and len(coco.cats) == 11  # no background: ids from 0
         assert report.exported == 6

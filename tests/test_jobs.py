@@ -452,6 +452,7 @@ def test_views(studio: Studio, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_job_parameters_are_typed_and_rows_written_before_them_still_read(studio: Studio) -> None:
     from jobs.kinds import ExportParams, TrainOptions, TrainParams, job_params
+    from services.exporting import ExportOptions
 
     with studio.Session.begin() as session:
         legacy = job_rows.create_job(session, "train", 1, {"project": "p", "predict_after": False,
@@ -459,6 +460,6 @@ def test_job_parameters_are_typed_and_rows_written_before_them_still_read(studio
         export = job_rows.create_job(session, "export", 1, {"project": "p", "fmt": "voc", "out": "/x"})
         assert job_params(legacy) == TrainParams(project_id=1, options=TrainOptions(epochs=2),
                                                  predict_after=False)
-        assert job_params(export) == ExportParams(project_id=1, out="/x", fmt="voc")
+        assert job_params(export) == ExportParams(project_id=1, out="/x", options=ExportOptions(fmt="voc"))
     titles = {j.id: j.title for j in list_jobs(studio, "p")}
     assert titles == {legacy.id: "Train", export.id: "Export (voc)"}

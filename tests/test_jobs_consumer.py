@@ -24,6 +24,7 @@ from jobs.submit import resume_job, submit_export, submit_import, submit_predict
 from jobs.views import JobView, get_job
 from services import labeling
 from services.context import Studio
+from services.exporting import ExportOptions
 from services.import_options import ImportOptions
 from services.train_options import TrainOptions
 from storage import jobs as job_rows
@@ -190,7 +191,7 @@ def test_embedded_consumer_runs_import_train_export_and_stops_cleanly(
         done = _finished(studio, trained.id)
         assert done.status == "succeeded", done.error
 
-        exported = submit_export(studio, "pets", source="model")
+        exported = submit_export(studio, "pets", options=ExportOptions(source="model"))
         done = _finished(studio, exported.id)
         assert done.status == "succeeded", done.error
         assert Path(done.result["out"]).is_file() and done.result["exported"] == 3

@@ -18,6 +18,7 @@ from jobs.submit import cancel_job, submit_export, submit_predict, submit_train_
 from jobs.views import list_jobs
 from services.context import Studio
 from services.errors import UserError
+from services.exporting import ExportOptions
 from services.train_options import TrainOptions
 from tests.conftest import REPO_ROOT
 from tests.jobs_support import make_project
@@ -84,12 +85,12 @@ def test_concurrent_submits_queue_exactly_one_training(tmp_path: Path) -> None:
 
 
 def test_export_goes_to_the_local_queue_with_a_default_path(studio: Studio) -> None:
-    view = submit_export(studio, "p", fmt="voc", source="human")
+    view = submit_export(studio, "p", options=ExportOptions(fmt="voc", source="human"))
     assert view.status == "queued" and view.title == "Export (voc)"
     assert view.params["out"] == str(studio.data_dir / "exports" / f"p-voc-{view.id}")
     assert queue.local.pending_count() == 1 and queue.compute.pending_count() == 0
     with pytest.raises(UserError, match="unknown export format"):
-        submit_export(studio, "p", fmt="tiff")
+        submit_export(studio, "p", options=ExportOptions(fmt="tiff"))
 
 
 def test_ui_facing_job_modules_do_not_import_torch() -> None:

@@ -13,7 +13,7 @@ import pytest
 from services.context import Studio
 from services.errors import UserError
 from services.export_label_studio import config_path
-from services.exporting import export_project
+from services.exporting import ExportOptions, export_project
 from services.formats.label_studio import (
     LabelStudioError,
     image_name,
@@ -274,7 +274,7 @@ def test_export_as_tasks_and_import_it_back_losslessly(studio: Studio, tmp_path:
         pseudo[:, 20:] = 2
         put_pseudo_label(session, images["im2.jpg"].id, run.id, pseudo, np.full((29, 41), 0.75, np.float32))
     out = tmp_path / "tasks.json"
-    report = export_project(studio, "p", out, fmt="label-studio")
+    report = export_project(studio, "p", out, ExportOptions(fmt="label-studio"))
     assert (report.exported, report.from_human, report.from_model, report.skipped) == (3, 2, 1, 0)
     tasks = json.loads(out.read_text())
     prediction = next(t["predictions"][0] for t in tasks if "predictions" in t)

@@ -29,7 +29,7 @@ import pytest
 from jobs.views import list_jobs
 from services.context import Studio
 from services.export_label_studio import config_path
-from services.exporting import export_project
+from services.exporting import ExportOptions, export_project
 from services.formats.label_studio import SHA_KEY, labelling_config
 from services.formats.label_studio_rle import decode_mask, encode_mask
 from services.import_options import ImportOptions
@@ -242,7 +242,7 @@ def test_label_studio_round_trips(label_studio: str, backend: tuple[str, Path], 
 
     # the predictions Label Studio holds are our export's, pixel for pixel
     with Studio.open(data_dir) as studio:
-        export_project(studio, "from-ls", tmp_path / "ours.json", fmt="label-studio")
+        export_project(studio, "from-ls", tmp_path / "ours.json", ExportOptions(fmt="label-studio"))
     ours = {t["data"][SHA_KEY]: t for t in json.loads((tmp_path / "ours.json").read_text())}
     for name, t in by_name.items():
         (prediction,) = predictions[t["id"]]

@@ -25,6 +25,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
+from services.exporting import ExportOptions
 from services.import_options import ImportOptions
 from services.train_options import TrainOptions
 from tests import servers
@@ -186,7 +187,7 @@ def test_serve_and_two_workers_import_train_kill_resume_export(
             assert [(r.status, r.epoch) for r in runs] == [("published", TRAIN["epochs"])]
 
         out = tmp_path / "export.json"
-        exported = submit_export(studio, "p", out, source="model")
+        exported = submit_export(studio, "p", out, ExportOptions(source="model"))
         done = ended(exported.id)
         assert done.status == "succeeded", done.error
         coco = json.loads(out.read_text())

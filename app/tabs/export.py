@@ -20,6 +20,7 @@ from jobs import submit
 from jobs.views import FollowedJobs, JobView, followed_jobs
 from services.context import Studio
 from services.errors import UserError
+from services.exporting import ExportOptions
 from services.formats.exporters import EXPORTERS
 
 logger = logging.getLogger(__name__)
@@ -31,7 +32,8 @@ def download_paths(job: JobView) -> list[str] | None:
     path = download_path(job)
     if path is None:
         return None
-    exporter = EXPORTERS.get(str(job.params.get("fmt")))
+    options = job.params.get("options") or job.params  # flat in rows of an older version
+    exporter = EXPORTERS.get(str(options.get("fmt")))
     beside = exporter.beside(path) if exporter is not None and not exporter.folder else []
     return [str(f) for f in (path, *beside) if f.is_file()]
 
@@ -63,7 +65,7 @@ def start_export(
     finished."""
     if not project:
         raise UserError("choose a project first")
-    job = submit.submit_export(studio, project, fmt=fmt, source=source or "best")
+    job = submit.submit_export(studio, project, options=ExportOptions(fmt=fmt, source=source or "best"))
     return {
         "status": job_status_markdown(job),
         "progress": progress_html(job),
