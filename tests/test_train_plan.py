@@ -59,7 +59,8 @@ def _publish(studio: Studio, project: str, plan: TrainPlan) -> int:
 
 class StubTraining:
     """Replaces the torch-heavy parts of services.training: the device, the model, fit, the
-    checkpoint a warm start reads and the timed steps; records what the service ran."""
+    checkpoint a warm start reads, the timed steps and the presence rule learnt after fit;
+    records what the service ran."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, device: str, timed: StepTimes | None = None) -> None:
         self.plans: list[TrainPlan] = []
@@ -72,6 +73,7 @@ class StubTraining:
             "model": {"w": torch.zeros(1)}, "class_names": ["background", *CLASSES]})
         monkeypatch.setattr("slrnet.model.build_model", lambda config: object())
         monkeypatch.setattr(training, "_fit", self._fit)
+        monkeypatch.setattr(training, "learn_presence", lambda *args, **kwargs: None)
         monkeypatch.setattr(training, "_time_steps", self._time_steps)
 
         def train_spy(studio: Studio, data: Any, plan: TrainPlan, *args: Any, **kwargs: Any) -> Any:
