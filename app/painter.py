@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from app.overlay import color_lut, fit_size, resize_nearest
-from app.superpixels import encode_ids
+from app.superpixels import DEFAULT_LEVEL, encode_ids
 from slrnet.config import IGNORE_INDEX
 from storage.label_maps import hex_to_rgb
 
@@ -130,15 +130,15 @@ def editor_document(
     name: str,
     rgb: np.ndarray,
     start: np.ndarray | None,
-    superpixel_ids: np.ndarray,
+    region_ids: np.ndarray,
     palette: PaintPalette,
     background: int | None,
 ) -> dict:
-    """The JSON document that opens an image in the editor. ``rgb``, ``start`` and
-    ``superpixel_ids`` must already be at the edit size."""
+    """The JSON document that opens an image in the editor. ``rgb``, ``start`` and the region
+    levels ``region_ids`` (``(levels, h, w)``, fine to coarse) must already be at the edit size."""
     h, w = rgb.shape[:2]
-    if (start is not None and start.shape != (h, w)) or superpixel_ids.shape != (h, w):
-        raise ValueError("the picture, its labels and its superpixels must have one size")
+    if (start is not None and start.shape != (h, w)) or region_ids.shape[1:] != (h, w):
+        raise ValueError("the picture, its labels and its regions must have one size")
     return {
         "token": token,
         "image_id": image_id,
@@ -148,7 +148,8 @@ def editor_document(
         "height": h,
         "image": data_url(rgb, "JPEG"),
         "labels": None if start is None else data_url(start.astype(np.uint8)),
-        "superpixels": data_url(encode_ids(superpixel_ids)),
+        "regions": [data_url(encode_ids(ids)) for ids in region_ids],
+        "region_level": min(DEFAULT_LEVEL, len(region_ids) - 1),
         "classes": brush_entries(palette),
         "background": background,
     }

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from app.painter import PaintPalette, edit_size, editor_document
-from app.superpixels import DEFAULT_SEGMENTS, superpixels
+from benchmarks.superpixels_legacy import DEFAULT_SEGMENTS, legacy_slic
 
 REPO = Path(__file__).resolve().parents[1]
 CAMVID = REPO.parent / "shared" / "data" / "camvid"
@@ -201,10 +201,10 @@ def run(frame: str | None, target: float, brush: int, segments: int = DEFAULT_SE
 
     name, rgb, gold, class_names = _load(frame)
     h, w = gold.shape
-    spx = superpixels(rgb, (h, w), segments=segments)
+    spx = legacy_slic(rgb, (h, w), segments=segments)  # the region tool's one level before the hierarchy
     palette = PaintPalette.from_classes([(i, n, COLORS[i % len(COLORS)]) for i, n in enumerate(class_names)])
     doc = editor_document(token="bench", image_id=0, version="", name=name, rgb=rgb, start=None,
-                          superpixel_ids=spx, palette=palette, background=None)
+                          region_ids=spx[None], palette=palette, background=None)
     outcomes = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox"])

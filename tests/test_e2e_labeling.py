@@ -18,7 +18,7 @@ import pytest
 from services import labeling
 from services.context import Studio
 from services.importing import import_dataset
-from tests.browser_support import STEP_MS, open_tab, painter_ready, shot, stroke
+from tests.browser_support import STEP_MS, at, open_tab, painter_ready, shot, stroke
 from tests.ui_support import image_ids, publish_pseudo_labels
 
 pytestmark = pytest.mark.browser
@@ -183,6 +183,22 @@ def test_paint_reentry_hotkeys_after_a_radio_and_project_switch(
         assert value == key3
         page.keyboard.press("r")
         assert page.evaluate("() => window.slrPainter.state.tool") == "region"
+        # the region tool: hover shows the region, ] makes it coarser, a click fills it
+        level = page.evaluate("() => window.slrPainter.state.level")
+        page.keyboard.press("]")
+        assert page.evaluate("() => window.slrPainter.state.level") == level + 1
+        page.mouse.move(*at(page, 150, 150))
+        page.mouse.move(*at(page, 160, 160))
+        hovered = page.evaluate("() => window.slrPainter.state.hoverId")
+        region = page.evaluate(
+            "() => { const s = window.slrPainter.state; return s.spx.filter((v) => v === s.hoverId).length; }"
+        )
+        assert hovered >= 0 and region > 100
+        shot(page, "paint-region-hover")
+        page.mouse.click(*at(page, 160, 160))
+        filled = page.evaluate("() => window.slrPainter.state.painted.reduce((a, b) => a + b, 0)")
+        assert filled == region
+        page.keyboard.press("Control+z")
         page.keyboard.press("b")
         stroke(page, [(60, 60), (160, 60)])
         page.click("#paint-save")

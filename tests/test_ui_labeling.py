@@ -300,7 +300,7 @@ def test_editor_opens_with_the_palette_and_resets_per_image_options(studio: Stud
     info = labeling.get_project(studio, project)
     assert [c["color"] for c in doc["classes"][:3]] == [c.color for c in info.classes]
     assert [c["key"] for c in doc["classes"]] == ["1", "2", "3", "u"]
-    assert doc["background"] == 0 and doc["superpixels"].startswith("data:image/png")
+    assert doc["background"] == 0 and all(r.startswith("data:image/png") for r in doc["regions"])
     assert "starting from nothing" in opened["title"]
     assert opened["session"]["image_id"] == image_ids(studio)["img0.png"] == doc["image_id"]
     assert opened["rest_background"] is False  # "unpainted pixels are background" starts unticked

@@ -25,7 +25,7 @@ from app.painter import (
     edit_size,
     editor_document,
 )
-from app.superpixels import encode_ids, superpixels
+from app.superpixels import LEVEL_REGIONS, encode_ids, region_levels
 from slrnet.config import IGNORE_INDEX
 from storage.label_maps import default_palette, hex_to_rgb
 
@@ -115,31 +115,40 @@ def test_large_images_are_edited_downscaled_and_saved_full_size() -> None:
     assert set(np.unique(result)) == {2, IGNORE_INDEX}
 
 
-def test_superpixels_follow_colour_edges_and_cover_the_picture() -> None:
-    rgb = np.zeros((60, 80, 3), np.uint8)
-    rgb[:, 40:] = (250, 30, 30)  # a red right half: no superpixel may straddle the edge
-    rgb[20:40, 10:30] = (30, 30, 250)  # a blue square
-    ids = superpixels(rgb, (60, 80), segments=24)
-    assert ids.shape == (60, 80) and ids.min() == 0 and len(np.unique(ids)) > 10
-    for k in np.unique(ids):
-        colours = {tuple(c) for c in rgb[ids == k]}
-        assert len(colours) == 1, f"superpixel {k} mixes {colours}"
-    encoded = encode_ids(ids.astype(np.int32) + 300)
-    np.testing.assert_array_equal(encoded[..., 0].astype(int) + 256 * encoded[..., 1].astype(int), ids + 300)
+def test_region_levels_follow_colour_edges_and_grow_coarser() -> None:
+    rng = np.random.default_rng(0)
+    rgb = np.clip(rng.normal(120, 6, (120, 160, 3)), 0, 255).astype(np.uint8)  # textured grey
+    rgb[:, 80:] = (250, 30, 30)  # a red right half: no region may straddle the edge
+    rgb[40:80, 20:60] = (30, 30, 250)  # a blue square
+    levels = region_levels(rgb, (60, 80))  # asked at half size: scaled by nearest
+    assert levels.shape == (len(LEVEL_REGIONS), 60, 80) and levels.dtype == np.int32
+    counts = [len(np.unique(ids)) for ids in levels]
+    assert counts == sorted(counts, reverse=True) and counts[0] > counts[-1]  # fine to coarse
+    for ids in levels:
+        assert ids.min() == 0
+        for k in np.unique(ids):
+            red = (rgb[::2, ::2][ids == k] == (250, 30, 30)).all(axis=1)
+            assert red.all() or not red.any(), "a region straddles the red edge"
+    # the coarsest level holds the blue square in one region
+    assert len(np.unique(levels[-1][20:40, 10:30])) == 1
+    encoded = encode_ids(levels[0] + 300)
+    decoded = encoded[..., 0].astype(int) + 256 * encoded[..., 1].astype(int)
+    np.testing.assert_array_equal(decoded, levels[0] + 300)
 
 
 def test_the_editor_document_carries_image_labels_superpixels_and_keys(palette: PaintPalette) -> None:
     rgb = np.full((4, 6, 3), 90, np.uint8)
     start = np.full((4, 6), 1, np.uint8)
     doc = editor_document(token="t", image_id=3, version="v", name="a.png", rgb=rgb, start=start,
-                          superpixel_ids=np.zeros((4, 6), np.int32), palette=palette, background=0)
+                          region_ids=np.zeros((2, 4, 6), np.int32), palette=palette, background=0)
     assert (doc["width"], doc["height"], doc["image_id"], doc["version"]) == (6, 4, 3, "v")
     assert doc["image"].startswith("data:image/jpeg;base64,")
     assert doc["labels"].startswith("data:image/png;base64,")
     assert [c["key"] for c in doc["classes"]] == ["1", "2", "3", "u"]
+    assert len(doc["regions"]) == 2 and doc["region_level"] == 1
     with pytest.raises(ValueError, match="one size"):
         editor_document(token="t", image_id=3, version="v", name="a.png", rgb=rgb, start=start[:2],
-                        superpixel_ids=np.zeros((4, 6), np.int32), palette=palette, background=0)
+                        region_ids=np.zeros((2, 4, 6), np.int32), palette=palette, background=0)
 
 
 def test_new_projects_get_meaningful_then_distinct_colours() -> None:

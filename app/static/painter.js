@@ -1,8 +1,9 @@
 // SLRNet Studio mask painter: a canvas editor of label maps (class index per pixel, 255 = unknown).
 //
 // The server puts a JSON document into the hidden textbox #paint-load: {token, image_id, version,
-// width, height (the edit size), image (data URL), labels (L PNG data URL or null), superpixels
-// (RGB PNG data URL: id = R + 256 G), classes [{value, name, color, key}], title} or
+// width, height (the edit size), image (data URL), labels (L PNG data URL or null), regions
+// (fine to coarse, each an RGB PNG data URL: id = R + 256 G), region_level (the one to start at),
+// classes [{value, name, color, key}], title} or
 // {loading: true, token}. While an image or its labels load, the tools and Save are disabled.
 // On Save, window.slrPainter.payload() returns JSON {token, image_id, version, png} where png is
 // an RGBA PNG of the edit size: R = painted label, G = 255 where painted (else 0).
@@ -14,7 +15,7 @@
   const UNKNOWN = 255;
   const state = {
     doc: null, loading: false, ready: false, token: null,
-    W: 0, H: 0, start: null, edit: null, painted: null, spx: null,
+    W: 0, H: 0, start: null, edit: null, painted: null, spx: null, levels: [], level: 0, hoverId: -1,
     lut: new Uint8Array(256 * 3), known: new Uint8Array(256),
     tool: "brush", value: null, size: 12, strokeOpacity: 0.7, labelOpacity: 0.35,
     zoom: 1, tx: 0, ty: 0, undo: [], redo: [], op: null, last: null,
@@ -44,7 +45,7 @@
     const palette = el("div", { class: "slr-palette", id: "slr-palette" });
     const tools = el("div", { class: "slr-tools" }, [
       toolButton("brush", "Brush (B)"), toolButton("eraser", "Eraser (E)"),
-      toolButton("region", "Superpixel (R)"), toolButton("relabel", "Relabel region (F)"),
+      toolButton("region", "Region (R)"), toolButton("relabel", "Relabel region (F)"),
       el("label", { class: "slr-field" }, [
         el("span", { text: "Size [ ]" }),
         el("input", { type: "range", min: "1", max: "120", value: String(state.size), id: "slr-size",
@@ -73,7 +74,8 @@
     const overlay = el("canvas", { class: "slr-overlay", id: "slr-overlay" });
     const cursor = el("div", { class: "slr-cursor", id: "slr-cursor" });
     const veil = el("div", { class: "slr-veil", id: "slr-veil", text: "Choose an image to paint." });
-    layer.append(image, overlay);
+    const hover = el("canvas", { class: "slr-overlay slr-hover", id: "slr-hover" });
+    layer.append(image, overlay, hover);
     stage.append(layer, cursor, veil);
     root.append(palette, tools, stage, el("div", { class: "slr-status", id: "slr-status" }));
     state.image = image; state.overlay = overlay;
@@ -104,6 +106,9 @@
   function setTool(tool) {
     state.tool = tool;
     document.querySelectorAll(".slr-tool").forEach((b) => b.classList.toggle("active", b.dataset.tool === tool));
+    const cursor = $("#slr-cursor");
+    if (cursor) cursor.classList.toggle("slr-cursor-region", tool === "region");
+    if (tool !== "region") showHover(-1, -1);
     status();
   }
 
@@ -125,7 +130,9 @@
     if (message) { node.textContent = message; return; }
     if (!state.ready) return;
     const what = state.tool === "eraser" ? "eraser" : `${state.tool}: ${className(state.value)}`;
-    node.textContent = `${state.doc.name} · ${what} · size ${state.size} px · zoom ${Math.round(state.zoom * 100)}%` +
+    const size = state.tool === "region"
+      ? `level ${state.level + 1} of ${state.levels.length} ([ finer, ] coarser)` : `size ${state.size} px`;
+    node.textContent = `${state.doc.name} · ${what} · ${size} · zoom ${Math.round(state.zoom * 100)}%` +
       ` · ${state.undo.length} edit(s)`;
   }
 
@@ -176,17 +183,20 @@
       return;
     }
     try {
-      const [image, labels, spx] = await Promise.all([
-        loadImage(doc.image), doc.labels ? loadImage(doc.labels) : null, loadImage(doc.superpixels),
+      const [image, labels, ...levels] = await Promise.all([
+        loadImage(doc.image), doc.labels ? loadImage(doc.labels) : null, ...doc.regions.map(loadImage),
       ]);
       if (state.token !== doc.token) return; // a newer image was asked for meanwhile
       const W = doc.width, H = doc.height, N = W * H;
       state.W = W; state.H = H;
       state.start = new Uint8Array(N).fill(UNKNOWN);
       if (labels) { const p = pixels(labels, W, H); for (let i = 0; i < N; i++) state.start[i] = p[4 * i]; }
-      const s = pixels(spx, W, H);
-      state.spx = new Int32Array(N);
-      for (let i = 0; i < N; i++) state.spx[i] = s[4 * i] + 256 * s[4 * i + 1];
+      state.levels = levels.map((picture) => {
+        const s = pixels(picture, W, H), ids = new Int32Array(N);
+        for (let i = 0; i < N; i++) ids[i] = s[4 * i] + 256 * s[4 * i + 1];
+        return ids;
+      });
+      setLevel(doc.region_level || 0);
       state.edit = new Uint8Array(N).fill(UNKNOWN);
       state.painted = new Uint8Array(N);
       state.stamp = new Int32Array(N);
@@ -339,6 +349,39 @@
 
   function currentValue(i) { return state.painted[i] ? state.edit[i] : state.start[i]; }
 
+  function setLevel(level) {
+    state.level = Math.max(0, Math.min(state.levels.length - 1, level));
+    state.spx = state.levels[state.level];
+    state.hoverId = -1;
+    status();
+  }
+
+  // the region under the cursor, outlined in white on its own canvas (region tool only)
+  function showHover(x, y) {
+    const hover = $("#slr-hover");
+    if (!hover) return;
+    const inside = state.tool === "region" && state.ready && x >= 0 && y >= 0 && x < state.W && y < state.H;
+    const id = inside ? state.spx[Math.floor(y) * state.W + Math.floor(x)] : -1;
+    if (id === state.hoverId) return;
+    state.hoverId = id;
+    if (hover.width !== state.W || hover.height !== state.H) { hover.width = state.W; hover.height = state.H; }
+    const ctx = hover.getContext("2d"), out = ctx.createImageData(state.W, state.H), d = out.data;
+    if (id >= 0) {
+      const W = state.W, ids = state.spx;
+      for (let i = 0; i < ids.length; i++) {
+        if (ids[i] !== id) continue;
+        const x0 = i % W;
+        const edge = x0 === 0 || x0 === W - 1 || ids[i - 1] !== id || ids[i + 1] !== id ||
+          ids[i - W] !== id || ids[i + W] !== id;
+        d[4 * i] = d[4 * i + 1] = d[4 * i + 2] = 255; d[4 * i + 3] = edge ? 255 : 60;
+      }
+    }
+    ctx.putImageData(out, 0, 0);
+  }
+
+  let lastPointer = [-1, -1];
+  function redrawHover() { state.hoverId = -2; showHover(...lastPointer); }
+
   function fillSuperpixel(x, y) {
     const i = Math.floor(y) * state.W + Math.floor(x), id = state.spx[i];
     for (let j = 0; j < state.spx.length; j++) if (state.spx[j] === id) setPixel(j, state.value, true);
@@ -427,13 +470,16 @@
         const [sx, sy, tx, ty] = state.panning;
         state.tx = tx + event.clientX - sx; state.ty = ty + event.clientY - sy; applyTransform(); return;
       }
-      if (state.op && state.last) { const [x, y] = toImage(event); strokeTo(x, y); }
+      const [x, y] = toImage(event);
+      if (state.op && state.last) strokeTo(x, y);
+      lastPointer = [x, y];
+      showHover(x, y);
     });
     const stop = () => { state.panning = null; if (state.op) { state.last = null; endOp(); } };
     stage.addEventListener("pointerup", stop);
     stage.addEventListener("pointercancel", stop);
     stage.addEventListener("pointerenter", () => { $("#slr-cursor").style.display = "block"; });
-    stage.addEventListener("pointerleave", () => { $("#slr-cursor").style.display = "none"; });
+    stage.addEventListener("pointerleave", () => { $("#slr-cursor").style.display = "none"; showHover(-1, -1); });
   }
 
   function visible() {
@@ -457,7 +503,8 @@
     const entry = state.doc.classes.find((c) => c.key && c.key === key);
     if (entry) { setValue(entry.value); event.preventDefault(); return; }
     const size = (s) => { state.size = Math.max(1, Math.min(120, s)); $("#slr-size").value = String(state.size); updateCursorSize(); status(); };
-    if (key === "[") size(state.size - Math.max(1, Math.round(state.size / 5)));
+    if ((key === "[" || key === "]") && state.tool === "region") { setLevel(state.level + (key === "]" ? 1 : -1)); redrawHover(); }
+    else if (key === "[") size(state.size - Math.max(1, Math.round(state.size / 5)));
     else if (key === "]") size(state.size + Math.max(1, Math.round(state.size / 5)));
     else if (key === "b") setTool("brush");
     else if (key === "e") setTool("eraser");

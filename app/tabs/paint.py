@@ -21,7 +21,7 @@ import numpy as np
 from app.errors import reports_user_errors, shows_user_errors
 from app.overlay import resize_nearest, resize_rgb
 from app.painter import apply_paint, decode_painting, edit_size, editor_document, opening_token
-from app.superpixels import superpixels
+from app.superpixels import region_levels
 from app.tabs import new_tab, select
 from app.tabs.projects import class_palette, project_summary
 from app.wiring import bind, on
@@ -40,10 +40,11 @@ START_KINDS = {START_MASK: "mask", START_PSEUDO: "pseudo", START_EMPTY: "empty"}
 START_NAMES = {kind: name for name, kind in START_KINDS.items()}
 STILL_LOADING = "The image is still loading: wait until it shows in the editor, then save."
 OTHER_IMAGE = "The editor shows another image than the one this page opened; wait for it to load, then save."
-SUPERPIXEL_CACHE = 16
+REGION_CACHE = 16
 PAINTER_HELP = (
-    "**Keys:** 1–9 pick a class (shown on its button), U unknown · B brush · E eraser · R superpixel · "
-    "F relabel region · [ ] brush size · Ctrl+Z / Ctrl+Shift+Z undo / redo · wheel zoom · "
+    "**Keys:** 1–9 pick a class (shown on its button), U unknown · B brush · E eraser · R region "
+    "(hover shows it, [ ] finer / coarser, click fills it) · "
+    "F relabel region · [ ] brush size (brush, eraser) · Ctrl+Z / Ctrl+Shift+Z undo / redo · wheel zoom · "
     "space- or middle-drag pan · 0 fit. The eraser removes paint (the pixel keeps its starting "
     "label); **unknown** marks pixels to ignore."
 )
@@ -52,19 +53,19 @@ PAINT_PAYLOAD_JS = (
     "(...args) => { args[2] = window.slrPainter ? window.slrPainter.payload() : ''; return args; }"
 )
 
-_superpixel_cache: OrderedDict[tuple[str, tuple[int, int]], np.ndarray] = OrderedDict()
+_region_cache: OrderedDict[tuple[str, tuple[int, int]], np.ndarray] = OrderedDict()
 
 
-def cached_superpixels(sha256: str, small_rgb: np.ndarray) -> np.ndarray:
-    """Superpixel ids of a picture at its size, remembered for the last few images."""
+def cached_regions(sha256: str, small_rgb: np.ndarray) -> np.ndarray:
+    """The region levels of a picture at its size, remembered for the last few images."""
     key = (sha256, small_rgb.shape[:2])
-    ids = _superpixel_cache.get(key)
+    ids = _region_cache.get(key)
     if ids is None:
-        ids = superpixels(small_rgb, small_rgb.shape[:2])
-        _superpixel_cache[key] = ids
-        while len(_superpixel_cache) > SUPERPIXEL_CACHE:
-            _superpixel_cache.popitem(last=False)
-    _superpixel_cache.move_to_end(key)
+        ids = region_levels(small_rgb, small_rgb.shape[:2])
+        _region_cache[key] = ids
+        while len(_region_cache) > REGION_CACHE:
+            _region_cache.popitem(last=False)
+    _region_cache.move_to_end(key)
     return ids
 
 
@@ -109,7 +110,7 @@ def load_editor(
         name=image.name,
         rgb=rgb,
         start=small_labels,
-        superpixel_ids=cached_superpixels(image.sha256, rgb),
+        region_ids=cached_regions(image.sha256, rgb),
         palette=palette,
         background=background,
     )
