@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from storage.label_maps import default_color
+from storage.label_maps import class_colors
 from storage.models import ClassLabel, ImageTag, Project
 
 
@@ -79,6 +79,9 @@ def set_classes(
     for row in moving:
         row.index, row.name = -row.id, f"{RENAMING_PREFIX}{row.id}"
     session.flush()
+    # a class keeps the colour given or the one it had; the others get the default rule's
+    chosen = [colors[i] or (existing[c].color if c is not None else None) for i, c in enumerate(keep)]
+    defaults = class_colors(names, chosen, 0 if project.has_background else None)
     result = []
     for index, (name, class_id) in enumerate(zip(names, keep, strict=True)):
         row = existing[class_id] if class_id is not None else None
@@ -86,7 +89,7 @@ def set_classes(
             row = ClassLabel(project_id=project.id)
             session.add(row)
         row.index, row.name = index, name
-        row.color = colors[index] or (row.color if row.color else default_color(index))
+        row.color = defaults[index]
         row.is_background = project.has_background and index == 0
         result.append(row)
     session.flush()

@@ -11,10 +11,9 @@ from PIL import Image
 
 from storage.files import ImageFileError, ImageStore, inspect_image, read_rgb
 from storage.label_maps import (
+    class_colors,
     colorize,
     decode_label_png,
-    default_color,
-    default_palette,
     encode_label_png,
     hex_to_rgb,
 )
@@ -142,10 +141,9 @@ def test_decode_label_png_reads_palette_indices_not_colours(tmp_path: Path) -> N
 
 
 def test_palette_helpers() -> None:
-    palette = default_palette(21)
-    assert palette[0] == "#000000" and palette[1] == "#800000" and palette[2] == "#008000"
+    palette = class_colors([f"c{i}" for i in range(21)], [None] * 21, 0)
+    assert palette[0] == "#000000" and palette[1] != palette[2]
     assert len(set(palette)) == 21 and all(len(c) == 7 and c.startswith("#") for c in palette)
-    assert default_color(15) == palette[15]
     assert hex_to_rgb("#8000ff") == (128, 0, 255)
     with pytest.raises(ValueError):
         hex_to_rgb("red")

@@ -13,6 +13,7 @@ from storage import images as image_repo
 from storage import labels as label_repo
 from storage import projects as project_repo
 from storage.images import ImageFilter
+from storage.label_maps import class_colors
 from storage.models import ImageTag, Project, TrainingRun, utcnow
 
 
@@ -47,7 +48,8 @@ def test_projects_and_classes(studio: Studio) -> None:
         assert [(c.index, c.name, c.is_background) for c in classes] == [
             (0, "background", True), (1, "cat", False), (2, "dog", False)
         ]
-        assert [c.color for c in classes] == ["#000000", "#800000", "#008000"]
+        assert [c.color for c in classes] == class_colors(["background", "cat", "dog"], [None] * 3, 0)
+        cat_color = classes[1].color
         cat_id = classes[1].id
         image_id = _images(session, project, 1)[0]
         label_repo.add_tags(session, image_id, [cat_id])
@@ -57,8 +59,9 @@ def test_projects_and_classes(studio: Studio) -> None:
                                  [None, "#123456", None, None])
         classes = project_repo.list_classes(session, project.id)
         assert [(c.name, c.color) for c in classes] == [
-            ("background", "#000000"), ("dog", "#123456"), ("cat", "#800000"), ("bird", "#808000")
+            ("background", "#000000"), ("dog", "#123456"), ("cat", cat_color), ("bird", classes[3].color)
         ]
+        assert classes[3].color not in {"#000000", "#123456", cat_color}  # a new, distinct colour
         assert classes[2].id == cat_id and label_repo.get_tag_class_ids(session, image_id) == [cat_id]
         project_repo.set_classes(session, project, ["background"])
         assert len(project_repo.list_classes(session, project.id)) == 1

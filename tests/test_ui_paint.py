@@ -7,7 +7,6 @@ import pytest
 
 from app.overlay import (
     blend,
-    class_colors,
     class_shares,
     color_lut,
     fit_size,
@@ -27,7 +26,7 @@ from app.painter import (
 )
 from app.superpixels import LEVEL_REGIONS, encode_ids, region_levels
 from slrnet.config import IGNORE_INDEX
-from storage.label_maps import default_palette, hex_to_rgb
+from storage.label_maps import class_colors, hex_to_rgb
 
 CLASSES = [(0, "background", "#000000"), (1, "cat", "#800000"), (2, "dog", "#008000")]
 
@@ -64,7 +63,7 @@ def test_unknown_brush_avoids_a_class_that_took_its_colour() -> None:
 
 
 def test_default_palette_of_coco_sized_projects_is_paintable() -> None:
-    colors = default_palette(81)
+    colors = class_colors([f"c{i}" for i in range(81)], [None] * 81, 0)
     palette = PaintPalette.from_classes([(i, f"c{i}", c) for i, c in enumerate(colors)])
     assert len(palette.brushes) == 82
 

@@ -9,14 +9,14 @@ from typing import Any
 import gradio as gr
 
 from app.errors import reports_user_errors, shows_user_errors
-from app.overlay import class_colors, palette_html
+from app.overlay import palette_html
 from app.painter import PaintPalette
 from app.tabs import TABS, new_tab, select
 from app.wiring import on
 from services import labeling, review
 from services.context import Studio
 from services.errors import UserError
-from services.labeling import BACKGROUND, ProjectInfo
+from services.labeling import ProjectInfo
 from storage.label_maps import is_hex_color
 
 logger = logging.getLogger(__name__)
@@ -101,18 +101,10 @@ def load_projects(studio: Studio, current: str | None, tab: str | None = None) -
     return out
 
 
-def new_project_colors(names: list[str], colors: list[str | None], has_background: bool) -> list[str | None]:
-    """Colours for a new project's classes: the given ones, then :func:`app.overlay.class_colors`
-    (a leading "background" black, stuff names their usual colour, the rest far apart)."""
-    background = 0 if has_background and names and names[0].lower() == BACKGROUND else None
-    return list(class_colors(names, colors, background))
-
-
 @reports_user_errors("Not created")
 def create_project(studio: Studio, name: str, classes_text: str, has_background: bool) -> dict[str, Any]:
     """Create a project and choose it."""
     names, colors = parse_class_lines(classes_text or "")
-    colors = new_project_colors(names, colors, has_background)
     info = labeling.create_project(studio, name, names, has_background=has_background, colors=colors)
     logger.info("created project %r with %d classes", info.name, len(info.classes))
     return {
