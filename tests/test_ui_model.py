@@ -194,7 +194,7 @@ def test_accept_the_confident_pixels_leaves_the_rest_unknown(studio: Studio, pro
     from slrnet.config import CONFIDENT_FROM
     from storage.labels import put_pseudo_label
 
-    run_id = publish_pseudo_labels(studio, {"img0.png": 0.8, "img1.png": 0.8})
+    run_id = publish_pseudo_labels(studio, {"img0.png": 0.8, "img1.png": CONFIDENT_FROM / 2})
     ids = image_ids(studio)
     with studio.Session.begin() as session:  # img0: confident on its left half only
         confidence = np.full((30, 40), CONFIDENT_FROM - 0.1, np.float32)
@@ -207,7 +207,7 @@ def test_accept_the_confident_pixels_leaves_the_rest_unknown(studio: Studio, pro
     mask = labeling.get_mask(studio, ids["img0.png"])
     np.testing.assert_array_equal(mask[:, :20], labels[:, :20])
     assert (mask[:, 20:] == IGNORE_INDEX).all()
-    with pytest.raises(UserError, match="no confident pixel"):  # 0.8 everywhere: below the cut-off
+    with pytest.raises(UserError, match="no confident pixel"):  # below the cut-off everywhere
         review.accept_pseudo_label(studio, ids["img1.png"], confident_only=True)
     assert labeling.get_mask(studio, ids["img1.png"]) is None
 
