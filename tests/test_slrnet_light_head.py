@@ -165,4 +165,4 @@ def test_fit_checkpoint_and_predict_from_images(tmp_path: Path) -> None:
     predictor = Predictor.from_checkpoint(path)
     assert predictor.size == 64                              # the features' size, not the crop
     pred = predictor.predict(np.zeros((40, 50, 3), np.uint8) + 128, known_tags=tags[0])
-    assert pred.labels.shape == (40, 50) and pred.probs.shape == (3, 40, 50)
+    assert pred.labels.shape == (40, 50) and pred.probs.shape == (3, 51, 64)  # probs at the model's size
