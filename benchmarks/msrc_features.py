@@ -74,6 +74,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cam", action="store_true")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "slrnet-bench-features")
+    parser.add_argument("--from-checkpoint", type=Path, default=None,
+                        help="skip training: predict with this run's checkpoint (another --inference)")
     parser.add_argument("--name", default=None)
     args = parser.parse_args()
 
@@ -86,7 +88,15 @@ def main() -> None:
     from slrnet.inference import Predictor
     from slrnet.metrics import SegmentationMeter
     from slrnet.model import build_model
-    from slrnet.train import default_warmup, fit, images_per_epoch, seconds_per_image
+    from slrnet.train import (
+        config_from_dict,
+        default_warmup,
+        fit,
+        images_per_epoch,
+        load_checkpoint,
+        model_from_checkpoint,
+        seconds_per_image,
+    )
     from storage.files import read_rgb
 
     root = DATA / "msrc"
@@ -155,12 +165,20 @@ def main() -> None:
                   f"{p.images_per_s:.1f} img/s {json.dumps({n: round(v, 4) for n, v in p.losses.items()})}",
                   flush=True)
 
-    with timed(times, "train_s"):
-        fitted = fit(model, samples, model_config=model_config, train_config=train_config, class_names=names,
-                     checkpoint_path=tmp / "run.pt", device=device, progress=log)
+    if args.from_checkpoint:
+        state = load_checkpoint(args.from_checkpoint)
+        model, history = model_from_checkpoint(state), state["metrics"]["history"]
+        model_config = config_from_dict(ModelConfig, state["model_config"])
+        epochs = len(history)
+    else:
+        with timed(times, "train_s"):
+            history = fit(model, samples, model_config=model_config, train_config=train_config,
+                          class_names=names, checkpoint_path=tmp / "run.pt", device=device,
+                          progress=log).history
+        print(f"checkpoint (for --from-checkpoint): {tmp / 'run.pt'}", flush=True)
     result["epochs"] = epochs
     result["loss_history"] = [{n: (round(v, 4) if isinstance(v, float) else v) for n, v in h.items()}
-                              for h in fitted.history]
+                              for h in history]
 
     config = InferenceConfig(**{**vars(CPU_INFERENCE), **json.loads(args.inference)})
     predictor = Predictor(model, model_config, names, config=config, default_size=args.feature_size)
