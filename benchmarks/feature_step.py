@@ -6,10 +6,11 @@ side by side in one process; and the feature pass's cost per image.
    normalises images; the new one crops stored features). Old = the CPU default model before
    issue 18 (MobileNetV2 frozen, 64-ch paper head, 160 px crops); new = `ModelConfig(head="light")`
    on EfficientNet-Lite0 features at ``--feature-size`` px, 160 px crops (40 x 40 cells).
-   Interleaved rounds; medians and the ratio new / old, with a phase breakdown (data, forward,
-   losses incl. PAMR, backward + step).
+   Interleaved rounds; medians (wall and process CPU time: on a shared machine the CPU seconds of
+   a 1-thread process are what it would take alone) and the ratios new / old, with a phase
+   breakdown (data, forward, losses incl. PAMR, backward + step).
 2. Feature pass: `FeatureExtractor.extract` per photo (all views) for each backbone x size asked,
-   median over ``--photos`` photos after one warm-up, and the extrapolation to 334 photos.
+   median wall and CPU seconds over ``--photos`` photos after one warm-up, and 334 x that.
 
     OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.feature_step --rounds 5
 
@@ -116,15 +117,17 @@ def main() -> None:
         backbone, size = item.split(":")
         extractor = FeatureExtractor(FeatureSpec.for_backbone(backbone, int(size)))
         extractor.extract(images[0][1])
-        times = []
+        times, cpu = [], []
         for name, image in images[:args.photos]:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             arrays = extractor.extract(image)
             times.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
             if backbone == "efficientnet_lite0" and int(size) == args.feature_size:
                 features_by_name[name] = arrays
-        per = statistics.median(times)
-        extract[item] = {"s_per_image": round(per, 4), "s_for_334": round(334 * per, 1),
+        per, per_cpu = statistics.median(times), statistics.median(cpu)
+        extract[item] = {"s_per_image": round(per, 4), "cpu_s_per_image": round(per_cpu, 4),
+                         "cpu_s_for_334": round(334 * per_cpu, 1),
                          "kb_per_image": round(sum(a.nbytes for a in arrays.values()) / 1024)}
         print(item, extract[item], flush=True)
     result["feature_pass"] = extract
@@ -136,21 +139,25 @@ def main() -> None:
                       head="light", feature_channels=64, feature_image_size=args.feature_size)
     steps = {"old": stepper(OLD, old_samples, args.batch), "new": stepper(new, new_samples, args.batch)}
     per_round: dict[str, list[float]] = {k: [] for k in steps}
+    cpu_round: dict[str, list[float]] = {k: [] for k in steps}
     phases: dict[str, dict[str, float]] = {k: {} for k in steps}
     for fn in steps.values():  # warm-up
         fn({})
     for _ in range(args.rounds):
         for key, fn in steps.items():
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             for _ in range(args.steps):
                 fn(phases[key])
             per_round[key].append((time.perf_counter() - t) / args.steps)
+            cpu_round[key].append((time.process_time() - c) / args.steps)
     n = args.rounds * args.steps
     result["step"] = {key: {"median_s": round(statistics.median(v), 4),
+                            "median_cpu_s": round(statistics.median(cpu_round[key]), 4),
                             "phases_ms": {p: round(1000 * s / n, 1) for p, s in phases[key].items()}}
                       for key, v in per_round.items()}
     step = result["step"]
     step["new_over_old"] = round(step["new"]["median_s"] / step["old"]["median_s"], 3)
+    step["new_over_old_cpu"] = round(step["new"]["median_cpu_s"] / step["old"]["median_cpu_s"], 3)
     result["load_after"] = os.getloadavg()
     write_result(args.name, result)
 

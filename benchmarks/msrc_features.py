@@ -82,17 +82,17 @@ def main() -> None:
     import torch
 
     from services.publishing import CPU_INFERENCE
+    from services.train_plan import default_warmup
     from slrnet.config import MODE_FACTS, InferenceConfig, ModelConfig, TrainConfig
     from slrnet.feature_data import FeatureSample
     from slrnet.features import FeatureSpec
     from slrnet.inference import Predictor
     from slrnet.metrics import SegmentationMeter
     from slrnet.model import build_model
+    from slrnet.schedule import images_per_epoch
     from slrnet.train import (
         config_from_dict,
-        default_warmup,
         fit,
-        images_per_epoch,
         load_checkpoint,
         model_from_checkpoint,
         seconds_per_image,
@@ -109,7 +109,8 @@ def main() -> None:
     tags = {n: [index[t] for t in tag_names[n]] for n in images}
     k = len(names)
     bg = view["background"]
-    result: dict = {"args": vars(args) | {"cache": str(args.cache)}, "images": len(images),
+    result: dict = {"args": {a: (str(v) if isinstance(v, Path) else v) for a, v in vars(args).items()},
+                    "images": len(images),
                     "torch_threads": torch.get_num_threads(), "load_before": __import__("os").getloadavg()}
 
     freq = Counter(c for n in images for c in tags[n])

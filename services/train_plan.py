@@ -23,9 +23,11 @@ from typing import Any
 
 from services.context import Studio
 from services.errors import UserError
+from services.features import images_needing_features
 from services.lookups import resolve_project
 from services.train_options import TrainOptions, check_mode
 from slrnet.config import MODE_FACTS, ModelConfig, TrainConfig, default_mask_repeat
+from slrnet.feature_spec import WEIGHTS_IDS, FeatureSpec
 from slrnet.schedule import images_per_epoch
 from storage import images as image_repo
 from storage import labels as label_repo
@@ -44,6 +46,13 @@ CPU_BACKBONE = "mobilenet_v2"
 CPU_FEATURE_CHANNELS = 64
 CPU_MODEL = {"feature_channels": CPU_FEATURE_CHANNELS, "separable_head": False, "freeze_low": True}
 CPU_TRAIN = {"feature_resolution_losses": True}
+# The CPU default model of the modes whose facts say cpu_stored_features (tags only): the light
+# head on stored multi-level features (ModelConfig head="light", slrnet.light_head); MSRC-21
+# pseudo-labels 0.76 mIoU after 10 epochs against 0.50 for the paper head's 4-minute default
+# (RESULTS.md, "Features once, a light head many times").
+CPU_FEATURE_MODEL = {"head": "light", "backbone": "efficientnet_lite0", "feature_channels": 64,
+                     "feature_image_size": 320}
+CPU_FEATURE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite2")
 GPU_IMAGE_SIZE = 448
 GPU_VIEWS = 40_000  # a GPU run's default length: about this many image views (the paper's 30 epochs)
 MAX_EPOCHS = 30
@@ -55,6 +64,10 @@ THROUGHPUT_FILE = "throughput.json"
 # (scaled by (GUESS_SIZE / size)²), and the prediction speed.
 GUESS_TRAIN_IMAGES_PER_S = 3.0
 GUESS_SIZE = 224
+# the light head on stored features, and the feature pass, when nothing was measured yet (a busy
+# 2-core CPU measured 15-40 and 1.5-3 images/s)
+GUESS_LIGHT_IMAGES_PER_S = 15.0
+GUESS_FEATURE_IMAGES_PER_S = 1.5
 PREDICT_IMAGES_PER_S = 8.0
 
 
@@ -99,6 +112,9 @@ class PlanFacts:
     throughput: Mapping[str, float] = field(default_factory=dict)  # THROUGHPUT_FILE
     resumable: dict[str, Any] | None = None  # run config of the newest interrupted run
     probe: StepTimes | None = None
+    # images whose features a light-head run must still compute, by FeatureSpec.key (a key not
+    # listed: all of the project's images)
+    features_missing: Mapping[str, int] = field(default_factory=dict)
 
 
 # --- the plan -----------------------------------------------------------------------------------
@@ -127,10 +143,15 @@ class TrainPlan:
     images_per_epoch: int  # images one epoch trains on (whole batches)
     images_per_s: float | None  # training speed used for the estimate (None: unknown)
     speed_source: str  # "measured", "scaled", "guessed", "timed" (the service's steps) or "unknown"
-    estimated_s: float | None  # training
+    estimated_s: float | None  # computing missing features (features_s) + training
     predict_images: int
     predict_s: float
     warmup_images_per_s: float | None = None  # when timed apart (the service's steps)
+    feature_spec_key: str | None = None  # the stored features a light head trains on
+    features_missing: int = 0  # images whose features are computed first
+    feature_images_per_s: float | None = None
+    features_s: float = 0.0  # the estimated time of computing them first (in estimated_s, not
+    # in the budget, which is the training's)
 
     @property
     def epochs(self) -> int:
@@ -148,10 +169,15 @@ class TrainPlan:
     def summary(self, prefix: str = "before training") -> str:
         """One line, e.g. "before training: 12 epoch(s) of 40 images at 224 px, about 3.5 min ..."."""
         text = f"{prefix}: {self.epochs} epoch(s) of {self.images_per_epoch} images at {self.image_size} px"
+        if self.feature_spec_key is not None and self.features_missing:
+            text += (f" on stored features ({self.features_missing} image(s) still need them, about "
+                     f"{minutes(self.features_s)} first)")
+        elif self.feature_spec_key is not None:
+            text += " on stored features (all ready)"
         if self.resumes:
             text += " (the interrupted run's)"
         if self.estimated_s is not None and self.images_per_s:
-            text += f", about {minutes(self.estimated_s)} of training"
+            text += f", about {minutes(self.estimated_s - self.features_s)} of training"
             detail = f"{self.speed_source} {self.images_per_s:.1f} img/s"
             if self.budget_s is not None:
                 detail += f"; budget {minutes(self.budget_s)}"
@@ -174,6 +200,9 @@ class TrainPlan:
             "warmup_seconds_per_image": warm, "estimated_s": self.estimated_s,
             "speed_source": self.speed_source, "summary": self.summary("plan"),
         }
+        if self.feature_spec_key is not None:
+            plan.update({"feature_spec": self.feature_spec_key, "features_missing": self.features_missing,
+                         "features_s": self.features_s})
         if self.warm_start_from is not None:
             plan["warm_start_from_version"] = self.warm_start_from
         return plan
@@ -217,6 +246,8 @@ def make_plan(facts: PlanFacts, options: TrainOptions) -> TrainPlan:
         train_config = replace(train_config, warmup_epochs=0)
     per_epoch = images_per_epoch(samples + masked * (train_config.mask_repeat - 1), train_config.batch_size)
     speed, warm_speed, source = _speed(facts, model_config, train_config)
+    spec_key, missing, feature_speed = _features(facts, model_config)
+    features_s = missing / feature_speed if missing else 0.0
 
     def cost(n: int) -> float:  # warm-up epochs skip the pseudo-label term and its PAMR
         warmup = 0 if warm_from is not None else min(default_warmup(n), n)
@@ -237,9 +268,11 @@ def make_plan(facts: PlanFacts, options: TrainOptions) -> TrainPlan:
         mode=choice.mode, reason=choice.reason, counts=facts.counts, device=facts.device,
         model_config=model_config, train_config=train_config, budget_s=budget, warm_start_from=warm_from,
         resumes=resumed is not None, images_per_epoch=per_epoch, images_per_s=speed, speed_source=source,
-        estimated_s=cost(train_config.epochs) if speed else None, predict_images=facts.images,
+        estimated_s=features_s + cost(train_config.epochs) if speed else None, predict_images=facts.images,
         predict_s=facts.images / PREDICT_IMAGES_PER_S,
         warmup_images_per_s=warm_speed if source == "timed" else None,
+        feature_spec_key=spec_key, features_missing=missing, feature_images_per_s=feature_speed,
+        features_s=features_s,
     )
 
 
@@ -279,14 +312,34 @@ def freezes_backbone(device: str, mode: str, model_overrides: dict | None = None
     return device == "cpu" and MODE_FACTS[mode].cpu_frozen_backbone
 
 
+def uses_stored_features(device: str, mode: str, model_overrides: dict | None = None,
+                         backbone: str | None = None) -> bool:
+    """Whether a run trains the light head on stored features: ``model_overrides["head"]`` when
+    given, else on a CPU in a mode whose ``cpu_stored_features`` says so, with the default
+    backbone or another of ``CPU_FEATURE_BACKBONES`` (asking for mobilenet_v2, tiny ... gives the
+    paper head, as before)."""
+    if model_overrides and "head" in model_overrides:
+        return model_overrides["head"] == "light"
+    return device == "cpu" and MODE_FACTS[mode].cpu_stored_features \
+        and (backbone is None or backbone in CPU_FEATURE_BACKBONES)
+
+
 def _configs(facts: PlanFacts, options: TrainOptions, mode: str, samples: int,
              masked: int) -> tuple[ModelConfig, TrainConfig]:
     cpu = facts.device == "cpu"
     epochs = options.epochs or default_epochs(samples)
+    light = uses_stored_features(facts.device, mode, options.model_overrides, options.backbone)
+    model = {**CPU_MODEL, **(CPU_FEATURE_MODEL if light else {})} if cpu else {}
+    if light and not cpu:
+        model = {"head": "light", "backbone": CPU_FEATURE_MODEL["backbone"]}
+    if light and options.backbone and options.backbone not in WEIGHTS_IDS:
+        raise UserError(f"backbone {options.backbone} has no stored features; choose one of "
+                        f"{', '.join(sorted(WEIGHTS_IDS))} or the paper head")
     try:
         model_config = ModelConfig(**{
-            "num_classes": len(facts.class_names), "mode": mode, "backbone": options.backbone or CPU_BACKBONE,
-            "has_background": facts.has_background, **(CPU_MODEL if cpu else {}),
+            "num_classes": len(facts.class_names), "mode": mode, "backbone": CPU_BACKBONE,
+            "has_background": facts.has_background, **model,
+            **({"backbone": options.backbone} if options.backbone else {}),
             "freeze_backbone": freezes_backbone(facts.device, mode, options.model_overrides),
             **(options.model_overrides or {}),
         })
@@ -363,13 +416,42 @@ def _speed(facts: PlanFacts, model_config: ModelConfig,
     newest finished run of this model in the project, else the throughput file, else a guess."""
     if facts.probe is not None:
         return 1 / facts.probe.seconds_per_image, 1 / facts.probe.warmup_seconds_per_image, "timed"
-    args = (facts.device, model_config.backbone, model_config.feature_channels, train_config.image_size,
-            model_config.freeze_backbone)
+    args = speed_key(facts.device, model_config, train_config)
     measured = speed_of_runs(list(facts.runs), *args)
     if measured is not None:
         return measured, measured, "measured"
     speed, source = guessed_images_per_s(facts.throughput, *args)
+    if source == "guessed" and model_config.head == "light":
+        speed = GUESS_LIGHT_IMAGES_PER_S
     return speed, speed, source
+
+
+def speed_key(device: str, model_config: ModelConfig,
+              train_config: TrainConfig) -> tuple[str, str, int, int, bool]:
+    """The `throughput_key` arguments of a run: (device, model, width, size, frozen backbone) with
+    the model named "<backbone>+light" for the light head on stored features (whose steps run no
+    backbone at all: its backbone is always frozen and not named so)."""
+    if model_config.head == "light":
+        return (device, f"{model_config.backbone}+light", model_config.feature_channels,
+                train_config.image_size, False)
+    return (device, model_config.backbone, model_config.feature_channels, train_config.image_size,
+            model_config.freeze_backbone)
+
+
+def feature_throughput_key(device: str, spec_key: str) -> str:
+    """The key of a measured feature-pass speed (images per second) in the throughput file."""
+    return f"{device}/features/{spec_key}"
+
+
+def _features(facts: PlanFacts, model_config: ModelConfig) -> tuple[str | None, int, float | None]:
+    """(the FeatureSpec key a light head reads, images still needing features, the measured or
+    guessed feature-pass speed); (None, 0, None) for the paper head."""
+    if model_config.head != "light":
+        return None, 0, None
+    key = FeatureSpec.of_model(model_config).key
+    missing = int(facts.features_missing.get(key, facts.images))
+    speed = facts.throughput.get(feature_throughput_key(facts.device, key), GUESS_FEATURE_IMAGES_PER_S)
+    return key, missing, speed
 
 
 def throughput_key(device: str, backbone: str, feature_channels: int, image_size: int,
@@ -431,13 +513,15 @@ def speed_of_runs(runs: list[dict], device: str, backbone: str, feature_channels
                   image_size: int, frozen_backbone: bool = False) -> float | None:
     """Images per second that the newest finished run of this model trained at, over its whole
     training (its epochs' times), not a few timed steps. ``runs``: ``{"config", "metrics"}``
-    dicts of runs, newest first."""
+    dicts of runs, newest first; ``backbone`` and ``frozen_backbone`` as `speed_key` gives them."""
     for run in runs:
         model, train = run["config"].get("model", {}), run["config"].get("train", {})
         plan = run["metrics"].get("plan") or {}
         epochs = [h["seconds"] for h in run["metrics"].get("history", []) if h.get("seconds")]
-        same = (model.get("backbone") == backbone and model.get("feature_channels") == feature_channels
-                and bool(model.get("freeze_backbone")) == frozen_backbone
+        light = model.get("head") == "light"
+        name = f"{model.get('backbone')}+light" if light else model.get("backbone")
+        same = (name == backbone and model.get("feature_channels") == feature_channels
+                and (bool(model.get("freeze_backbone")) and not light) == frozen_backbone
                 and train.get("image_size") == image_size and bool(train.get("amp")) == (device == "cuda"))
         if not same or not epochs or not plan.get("images_per_epoch"):
             continue
@@ -485,9 +569,22 @@ def read_facts(studio: Studio, project: str | int, device: str, *, resume: bool 
         interrupted = run_repo.latest_resumable_run(session, row.id) if resume else None
         resumable = dict(interrupted.config) if interrupted is not None else None
         has_background = bool(row.has_background)
+        project_id = row.id
     return PlanFacts(counts=counts, class_names=classes, has_background=has_background, device=device,
                      images=images, current=current, runs=runs, throughput=read_throughput(studio.data_dir),
-                     resumable=resumable)
+                     resumable=resumable, features_missing=_features_missing(studio, project_id, runs))
+
+
+def _features_missing(studio: Studio, project_id: int, runs: tuple[dict[str, Any], ...]) -> dict[str, int]:
+    """Images of the project still needing features, for the default light model's spec and that
+    of each light model the project trained (another spec's count is taken as all its images)."""
+    keys = {FeatureSpec.of_model(ModelConfig(num_classes=2, **CPU_FEATURE_MODEL)).key}
+    for run in runs:
+        model = run["config"].get("model", {})
+        if model.get("head") == "light":
+            keys.add(FeatureSpec.for_backbone(model["backbone"], model["feature_image_size"],
+                                              model["feature_views"]).key)
+    return {key: images_needing_features(studio, project_id, key) for key in keys}
 
 
 def _current_model(studio: Studio, session: Any, project_id: int) -> CurrentModel | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import time
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,6 +23,7 @@ from services import training_lock
 from services.context import Studio
 from services.devices import open_device
 from services.errors import UserError
+from services.features import project_features
 from services.lookups import resolve_project
 from services.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
 from services.publishing import default_inference
@@ -30,15 +32,19 @@ from services.train_plan import (
     LabelCounts,
     StepTimes,
     TrainPlan,
+    feature_throughput_key,
     make_plan,
     read_facts,
     record_throughput,
     run_config,
+    speed_key,
     throughput_key,
 )
 from slrnet.calibration import learn_presence
 from slrnet.config import MODE_FACTS
 from slrnet.data import ImageCache, Sample
+from slrnet.feature_data import FeatureSample
+from slrnet.feature_spec import FeatureSpec
 from slrnet.train import (
     CheckpointError,
     TrainingStopped,
@@ -77,6 +83,7 @@ class _ProjectLabels:
     has_background: bool
     class_names: list[str]
     samples: list[Sample]  # every image, with whatever labels it has
+    image_ids: list[int]  # the samples' image ids
     tagged: int
     masked: int
     unlabelled: int
@@ -95,6 +102,7 @@ def _load_labels(studio: Studio, project_name: str | int) -> _ProjectLabels:
             raise UserError(f"project {project.name!r} has gaps in its class indices")
         index_of = {c.id: c.index for c in classes}
         samples: list[Sample] = []
+        image_ids: list[int] = []
         tagged = masked = unlabelled = 0
         # The run trains on the masks as they are now: their PNG bytes (small) stay with the samples.
         for image in iter_images_with_labels(session, project.id, mask_png=True):
@@ -110,18 +118,40 @@ def _load_labels(studio: Studio, project_name: str | int) -> _ProjectLabels:
             unlabelled += tags is None and mask is None
             loader = functools.partial(read_rgb, studio.images.abspath(image.path))
             samples.append(Sample(name=image.name, image=loader, tags=tags, mask=mask))
+            image_ids.append(image.image_id)
         if not samples:
             raise UserError(f"project {project.name!r} has no images")
         return _ProjectLabels(project.id, project.has_background, [c.name for c in classes], samples,
-                              tagged, masked, unlabelled)
+                              image_ids, tagged, masked, unlabelled)
 
 
-def _training_samples(data: _ProjectLabels, mode: str) -> list[Sample]:
-    """A mode without masks trains on the tagged images (masks unused); the mask modes on all
-    images, unlabelled ones included (the rule of services.train_plan.training_set_size)."""
+def _training_samples(data: _ProjectLabels, mode: str) -> tuple[list[Sample], list[int]]:
+    """The samples a run of ``mode`` trains on and their image ids: a mode without masks the
+    tagged images (masks unused); the mask modes all images, unlabelled ones included (the rule of
+    services.train_plan.training_set_size)."""
     if not MODE_FACTS[mode].uses_masks:
-        return [replace(s, mask=None) for s in data.samples if s.has_tags]
-    return list(data.samples)
+        chosen = [(replace(s, mask=None), i) for s, i in zip(data.samples, data.image_ids, strict=True)
+                  if s.has_tags]
+        return [s for s, _ in chosen], [i for _, i in chosen]
+    return list(data.samples), list(data.image_ids)
+
+
+def _feature_samples(studio: Studio, data: _ProjectLabels, samples: list[Sample], image_ids: list[int],
+                     plan: TrainPlan, device: torch.device, progress: ProgressFn,
+                     should_stop: StopFn) -> list[FeatureSample]:
+    """The samples as stored features of the plan's light head: the missing ones computed first
+    (reported through ``progress``; their speed recorded for the next plan), then read from the
+    feature store at each visit."""
+    spec = FeatureSpec.of_model(plan.model_config)
+    started = time.monotonic()
+    stored = project_features(studio, data.project_id, spec, device=str(device), progress=progress,
+                              should_stop=should_stop)
+    spent = time.monotonic() - started
+    if plan.features_missing and spent > 0 and device.type == "cpu":
+        record_throughput(studio.data_dir, feature_throughput_key(device.type, spec.key),
+                          plan.features_missing / spent)
+    return [FeatureSample(s.name, functools.partial(stored.__getitem__, image_id), tags=s.tags, mask=s.mask)
+            for s, image_id in zip(samples, image_ids, strict=True)]
 
 
 # --- training -----------------------------------------------------------------------------------
@@ -192,9 +222,16 @@ def train(
     if plan.warm_start_from is not None and init is None:  # its checkpoint let us down: afresh
         facts = replace(facts, current=None)
         plan = make_plan(facts, options)
-    samples = _training_samples(data, plan.mode)
-    cache = ImageCache(max_side=2 * plan.image_size)
-    samples = [replace(s, image=cache.loader(s.name, s.image)) if callable(s.image) else s for s in samples]
+    samples, image_ids = _training_samples(data, plan.mode)
+    if plan.feature_spec_key is not None:
+        if plan.features_missing:
+            progress(0.0, plan.summary("plan"), {"plan": plan.metrics()})
+        samples = _feature_samples(studio, data, samples, image_ids, plan, torch_device, progress,
+                                   should_stop)
+    else:
+        cache = ImageCache(max_side=2 * plan.image_size)
+        samples = [replace(s, image=cache.loader(s.name, s.image)) if callable(s.image) else s
+                   for s in samples]
     if plan.needs_timing:
         plan = make_plan(replace(facts, probe=_time_steps(samples, plan, torch_device)), options)
     if plan.budget_s is not None:
@@ -346,11 +383,9 @@ def _train(studio: Studio, data: _ProjectLabels, plan: TrainPlan, samples: list[
         metrics["presence"] = None if rule is None else {"images": rule.images, "cv_f1": rule.cv_f1}
     if main and device.type == "cpu" and train_seconds > 0 and result.resumed_from_epoch == 0:
         # The whole run's speed (warm-up and pseudo-label epochs): what the next plan uses.
-        record_throughput(studio.data_dir, throughput_key(device.type, model_config.backbone,
-                                                          model_config.feature_channels,
-                                                          train_config.image_size,
-                                                          model_config.freeze_backbone),
-                          plan.images_per_epoch * result.epochs_completed / train_seconds)
+        key = throughput_key(*speed_key(device.type, model_config, train_config))
+        trained = plan.images_per_epoch * result.epochs_completed
+        record_throughput(studio.data_dir, key, trained / train_seconds)
     version = 0
     if main:
         training_lock.release(run_id)

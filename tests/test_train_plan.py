@@ -24,8 +24,10 @@ from storage import runs as run_repo
 from storage.projects import get_project_by_name
 from tests.ui_support import CLASSES, image_ids, make_project
 
+LIGHT_FEATURES = "efficientnet_lite0-57934424/s320/s1+s1f+s0.5+s0.5f"  # the CPU light head's
 SPEEDS = {"cpu/mobilenet_v2/64/160": 5.0, "cpu/mobilenet_v2+frozen/64/160": 7.0,
-          "cuda/mobilenet_v2/256/448": 90.0}
+          "cuda/mobilenet_v2/256/448": 90.0, "cpu/efficientnet_lite0+light/64/160": 30.0,
+          f"cpu/features/{LIGHT_FEATURES}": 2.0}
 
 
 @pytest.fixture()
@@ -75,6 +77,8 @@ class StubTraining:
         monkeypatch.setattr(training, "_fit", self._fit)
         monkeypatch.setattr(training, "learn_presence", lambda *args, **kwargs: None)
         monkeypatch.setattr(training, "_time_steps", self._time_steps)
+        self.feature_plans: list[TrainPlan] = []
+        monkeypatch.setattr(training, "_feature_samples", self._feature_samples)
 
         def train_spy(studio: Studio, data: Any, plan: TrainPlan, *args: Any, **kwargs: Any) -> Any:
             self.plans.append(plan)
@@ -87,6 +91,11 @@ class StubTraining:
         epochs = kwargs["train_config"].epochs
         return types.SimpleNamespace(history=[{"seconds": 1.0}] * epochs, epochs_completed=epochs,
                                      resumed_from_epoch=0)
+
+    def _feature_samples(self, studio: Studio, data: Any, samples: Any, ids: Any, plan: TrainPlan,
+                         *args: Any) -> Any:
+        self.feature_plans.append(plan)
+        return samples
 
     def _time_steps(self, samples: Any, plan: TrainPlan, device: torch.device) -> StepTimes:
         self.timed_calls += 1
@@ -116,6 +125,16 @@ def test_the_preview_is_the_plan_the_service_trains(studio: Studio, project: str
     assert (stub.fit_args["init_weights"] is not None) == warm
     assert result.epochs == preview.epochs and result.metrics["plan"] == preview.metrics()
     assert stub.timed_calls == 0  # a measured speed: no timed steps
+    # tags only on a CPU: the light head on stored features, all 10 images' still to compute
+    light = mode == "wsss" and device == "cpu"
+    assert (preview.model_config.head == "light") == light
+    assert stub.feature_plans == ([preview] if light else [])
+    assert preview.feature_spec_key == (LIGHT_FEATURES if light else None)
+    assert preview.features_missing == (10 if light else 0)
+    if light:
+        training_s = preview.estimated_s - preview.features_s
+        assert preview.features_s == 10 / 2.0 and training_s <= preview.budget_s
+        assert "10 image(s) still need them" in preview.summary()
 
 
 def test_with_nothing_measured_the_service_times_steps_and_replans_the_epochs(
@@ -139,7 +158,9 @@ def test_with_nothing_measured_the_service_times_steps_and_replans_the_epochs(
 def _facts(**changes: Any) -> train_plan.PlanFacts:
     facts = train_plan.PlanFacts(counts=train_plan.LabelCounts(tagged=12, masked=0, unlabelled=0),
                                  class_names=("background", "cat", "dog"), has_background=True,
-                                 device="cpu", images=12, throughput={"cpu/mobilenet_v2+frozen/64/160": 3.0})
+                                 device="cpu", images=12,
+                                 throughput={"cpu/mobilenet_v2+frozen/64/160": 3.0,
+                                             "cpu/efficientnet_lite0+light/64/160": 12.0})
     return dataclasses.replace(facts, **changes) if changes else facts
 
 
@@ -197,3 +218,24 @@ def test_each_option_has_one_rule_for_the_ui_the_cli_and_the_settings(tmp_path: 
     assert launch.main(["train", "--data", str(tmp_path), "--minutes", "0"]) != 0
     assert "minutes must be a positive number" in capsys.readouterr().err
     assert train_options(minutes="", epochs=3.0, backbone="").epochs == 3  # empty fields: defaults
+
+
+def test_the_light_head_plan_prices_only_the_features_still_missing() -> None:
+    speeds = {"cpu/efficientnet_lite0+light/64/160": 12.0, f"cpu/features/{LIGHT_FEATURES}": 3.0}
+    cold = train_plan.make_plan(_facts(throughput=speeds), TrainOptions())
+    assert cold.model_config.head == "light" and cold.model_config.backbone == "efficientnet_lite0"
+    assert cold.feature_spec_key == LIGHT_FEATURES and cold.features_missing == 12  # none stored yet
+    assert cold.features_s == 12 / 3.0
+    stored = train_plan.make_plan(_facts(throughput=speeds, features_missing={LIGHT_FEATURES: 0}),
+                                  TrainOptions())
+    assert stored.epochs == cold.epochs and stored.features_s == 0
+    assert stored.estimated_s == pytest.approx(cold.estimated_s - 4.0)
+    assert "all ready" in stored.summary() and "12 image(s) still need them" in cold.summary()
+    # the budget is the training's: features do not take epochs away
+    assert cold.estimated_s - cold.features_s <= cold.budget_s
+    # the paper head on request or with a backbone without stored features; the light head refuses one
+    paper = train_plan.make_plan(_facts(), TrainOptions(model_overrides={"head": "paper"}))
+    assert paper.model_config.head == "paper" and paper.feature_spec_key is None
+    assert train_plan.make_plan(_facts(), TrainOptions(backbone="tiny")).model_config.head == "paper"
+    with pytest.raises(UserError, match="no stored features"):
+        train_plan.make_plan(_facts(), TrainOptions(backbone="resnet50", model_overrides={"head": "light"}))

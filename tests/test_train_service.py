@@ -282,3 +282,32 @@ def test_a_model_trained_on_other_classes_does_not_predict(studio: Studio, proje
     with pytest.raises(UserError, match="changed since model version 1 was trained; train again"):
         publishing.predict(studio, "p", device="cpu")
     assert [r.status for r in runs(studio)] == ["trained"]  # nothing published with the old classes
+
+
+def test_the_cpu_default_trains_the_light_head_on_stored_features_and_a_warm_round_reuses_them(
+        studio: Studio, tmp_path: Path) -> None:
+    pytest.importorskip("efficientnet_lite_pytorch")
+    files = write_dataset(tmp_path / "src", n=8, masks=0)
+    import_dataset(studio, files["images"], project="p", classes_file=files["classes"],
+                   tags_csv=files["tags"])
+    options = {"device": "cpu", "model_overrides": {"feature_channels": 16, "feature_image_size": 64},
+               "image_size": 32}
+    first = training.train(studio, "p", TrainOptions(epochs=2, **options))
+    plan = first.metrics["plan"]
+    assert first.mode == "wsss" and plan["features_missing"] == 8 and "feature_spec" in plan
+    state = training.load_checkpoint(studio.data_dir / first.checkpoint_path)
+    assert state["model_config"]["head"] == "light"
+    assert state["model_config"]["backbone"] == "efficientnet_lite0"
+    assert studio.features.usage(plan["feature_spec"]).images == 8            # stored for the next round
+    speeds = train_plan.read_throughput(studio.data_dir)
+    assert speeds[train_plan.feature_throughput_key("cpu", plan["feature_spec"])] > 0
+    assert speeds["cpu/efficientnet_lite0+light/16/32"] > 0, speeds
+    predicted = publishing.predict(studio, "p", device="cpu")
+    assert predicted.images == 8
+    # a second round on the same project: warm-started, nothing left to compute, and it says so
+    preview = train_plan.preview_training(studio, "p", TrainOptions(**options))
+    assert preview.warm_start_from == first.version and preview.features_missing == 0
+    assert preview.estimated_s is not None and "all ready" in preview.summary()
+    second = training.train(studio, "p", TrainOptions(**options))
+    assert second.metrics["plan"]["features_missing"] == 0
+    assert second.metrics["plan"]["warm_start_from_version"] == first.version

@@ -65,23 +65,23 @@ def _publish_model(studio: Studio, project: str, plan: train_plan.TrainPlan) -> 
 
 def test_preview_guesses_the_speed_when_nothing_was_measured(studio: Studio, project: str) -> None:
     _tag(studio, project, ["img0.png", "img1.png", "img2.png"])
-    default = _preview(studio, project, device="cpu", budget_s=10)
+    default = _preview(studio, project, device="cpu", budget_s=10, backbone="mobilenet_v2")
     assert default.image_size == train_plan.CPU_IMAGE_SIZE
-    preview = _preview(studio, project, device="cpu", budget_s=10, image_size=224)
+    preview = _preview(studio, project, device="cpu", budget_s=10, image_size=224, backbone="mobilenet_v2")
     assert (preview.mode, preview.image_size, preview.images_per_epoch) == ("wsss", 224, 3)
     assert preview.speed_source == "guessed" and preview.images_per_s == pytest.approx(3.0)
     assert preview.epochs == 10  # floor(10 s / (3 images / 3 img/s))
     assert preview.estimated_s == pytest.approx(10.0)
     assert preview.predict_images == 10 and preview.predict_s == pytest.approx(10 / 8)
     # half the side, a quarter of the pixels: four times the guessed speed
-    small = _preview(studio, project, device="cpu", budget_s=10, image_size=112)
+    small = _preview(studio, project, device="cpu", budget_s=10, image_size=112, backbone="mobilenet_v2")
     assert small.images_per_s == pytest.approx(12.0) and small.epochs == 30  # clamped to 30
 
 
 def test_preview_uses_the_measured_speed_and_scales_another_size(studio: Studio, project: str) -> None:
     _tag(studio, project, ["img0.png", "img1.png"])
     _speeds(studio, {"cpu/mobilenet_v2/64/224": 1.0, "cpu/tiny/64/64": 40.0})
-    measured = _preview(studio, project, device="cpu", budget_s=60, image_size=224)
+    measured = _preview(studio, project, device="cpu", budget_s=60, image_size=224, backbone="mobilenet_v2")
     assert measured.speed_source == "measured" and measured.epochs == 30
     assert measured.estimated_s == pytest.approx(60.0)  # 30 epochs x 2 images at 1 img/s
     scaled = _preview(studio, project, device="cpu", backbone="tiny", image_size=128,
@@ -92,10 +92,10 @@ def test_preview_uses_the_measured_speed_and_scales_another_size(studio: Studio,
 
 def test_preview_default_budget_epochs_given_and_gpu(studio: Studio, project: str) -> None:
     _tag(studio, project, [f"img{i}.png" for i in range(10)])
-    default = _preview(studio, project, device="cpu")
+    default = _preview(studio, project, device="cpu", backbone="mobilenet_v2")
     assert default.budget_s == train_plan.CPU_TRAIN_BUDGET_S
     assert default.epochs == 30  # 240 s / (10 images / 3 img/s) = 72 epochs, clamped
-    given = _preview(studio, project, device="cpu", epochs=2, image_size=224)
+    given = _preview(studio, project, device="cpu", epochs=2, image_size=224, backbone="mobilenet_v2")
     # the loader drops the last partial batch of 8: an epoch trains on 8 of the 10 images
     assert given.epochs == 2 and given.budget_s is None and given.estimated_s == pytest.approx(2 * 8 / 3)
     gpu = _preview(studio, project, device="cuda")
@@ -135,11 +135,11 @@ def test_unreadable_throughput_file_falls_back_to_the_guess(studio: Studio, proj
 
 def test_train_tab_shows_the_plan_and_follows_the_options(studio: Studio, project: str) -> None:
     _tag(studio, project, ["img0.png", "img1.png", "img2.png"])
-    text = train_tab.plan_markdown(studio, project, "auto", "", None, 224, "cpu", None, True)
+    text = train_tab.plan_markdown(studio, project, "auto", "mobilenet_v2", None, 224, "cpu", None, True)
     assert "Will train in **wsss** mode" in text
     assert "Plan: **30 epoch(s)** of 3 images at **224 px**, about **30 s** of training" in text
     assert "a first guess" in text and "to label all 10 images" in text
-    shorter = train_tab.plan_markdown(studio, project, "auto", "", None, 112, "cpu", 0.05, True)
+    shorter = train_tab.plan_markdown(studio, project, "auto", "mobilenet_v2", None, 112, "cpu", 0.05, True)
     assert "Plan: **12 epoch(s)** of 3 images at **112 px**, about **3 s**" in shorter  # 3 s budget
     assert "positive whole number" in train_tab.plan_markdown(studio, project, "auto", "", 1.5)
 
@@ -246,15 +246,15 @@ def test_the_duration_comes_from_the_last_whole_run_of_the_model(studio: Studio,
         run = run_repo.create_run(session, row.id, mode="wsss", backbone="mobilenet_v2", config=config)
         run_repo.record_epoch(session, run, 2, metrics)
         run_repo.mark_trained(session, run)
-    preview = _preview(studio, project, device="cpu", budget_s=20, image_size=224)
+    preview = _preview(studio, project, device="cpu", budget_s=20, image_size=224, backbone="mobilenet_v2")
     assert preview.images_per_s == pytest.approx(4.0)  # 2 epochs x 8 trained images in 4 s
     # the same speed sizes the epochs: 20 s / (8 images, the whole batch of the 10, / 4 img/s)
     assert preview.epochs == 10 and preview.images_per_epoch == 8 and preview.speed_source == "measured"
     assert preview.estimated_s == pytest.approx(10 * 8 / 4.0)
     # another image size, or the backbone fine-tuned: no run of that model, back to the guess
-    smaller = _preview(studio, project, device="cpu", image_size=112)
+    smaller = _preview(studio, project, device="cpu", image_size=112, backbone="mobilenet_v2")
     assert smaller.speed_source == "guessed"
-    tuned = _preview(studio, project, device="cpu", budget_s=20, image_size=224,
+    tuned = _preview(studio, project, device="cpu", budget_s=20, image_size=224, backbone="mobilenet_v2",
                                         model_overrides={"freeze_backbone": False})
     assert tuned.speed_source == "guessed"
 
