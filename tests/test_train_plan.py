@@ -77,6 +77,7 @@ class StubTraining:
         monkeypatch.setattr(training, "_fit", self._fit)
         monkeypatch.setattr(training, "learn_presence", lambda *args, **kwargs: None)
         monkeypatch.setattr(training, "_time_steps", self._time_steps)
+        monkeypatch.setattr(training, "learn_presence", lambda *args, **kwargs: None)  # reads the checkpoint
         self.feature_plans: list[TrainPlan] = []
         monkeypatch.setattr(training, "_feature_samples", self._feature_samples)
 

@@ -288,8 +288,8 @@ def test_the_cpu_default_trains_the_light_head_on_stored_features_and_a_warm_rou
         studio: Studio, tmp_path: Path) -> None:
     pytest.importorskip("efficientnet_lite_pytorch")
     files = write_dataset(tmp_path / "src", n=8, masks=0)
-    import_dataset(studio, files["images"], project="p", classes_file=files["classes"],
-                   tags_csv=files["tags"])
+    import_dataset(studio, files["images"],
+                   ImportOptions(classes_file=files["classes"], tags_csv=files["tags"]), project="p")
     options = {"device": "cpu", "model_overrides": {"feature_channels": 16, "feature_image_size": 64},
                "image_size": 32}
     first = training.train(studio, "p", TrainOptions(epochs=2, **options))
