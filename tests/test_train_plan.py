@@ -232,8 +232,14 @@ def test_the_light_head_plan_prices_only_the_features_still_missing() -> None:
     assert stored.epochs == cold.epochs and stored.features_s == 0
     assert stored.estimated_s == pytest.approx(cold.estimated_s - 4.0)
     assert "all ready" in stored.summary() and "12 image(s) still need them" in cold.summary()
-    # the budget is the training's: features do not take epochs away
+    # the budget is the training's: features do not take epochs away; about 3,400 image views at most
     assert cold.estimated_s - cold.features_s <= cold.budget_s
+    assert cold.epochs == 30  # 12 images: 30 epochs (the cap) in 240 s at 12 img/s
+    fast = {**speeds, "cpu/efficientnet_lite0+light/64/160": 100.0}
+    many = train_plan.make_plan(_facts(throughput=fast, images=334,
+                                       counts=train_plan.LabelCounts(tagged=334, masked=0, unlabelled=0)),
+                                TrainOptions())
+    assert many.epochs == 11 and many.epochs * 334 >= train_plan.CPU_FEATURE_VIEWS  # 73 would fit
     # the paper head on request or with a backbone without stored features; the light head refuses one
     paper = train_plan.make_plan(_facts(), TrainOptions(model_overrides={"head": "paper"}))
     assert paper.model_config.head == "paper" and paper.feature_spec_key is None
