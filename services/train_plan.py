@@ -67,10 +67,11 @@ THROUGHPUT_FILE = "throughput.json"
 # (scaled by (GUESS_SIZE / size)²), and the prediction speed.
 GUESS_TRAIN_IMAGES_PER_S = 3.0
 GUESS_SIZE = 224
-# the light head on stored features, and the feature pass, when nothing was measured yet (a busy
-# 2-core CPU measured 15-40 and 1.5-3 images/s)
+# the light head on stored features, and the feature pass, when nothing was measured yet (the
+# 2-core CPU of RESULTS.md: 15-66 and 1.5-7 images/s at 1 thread, busy to quiet; the first run
+# records both and later plans use them)
 GUESS_LIGHT_IMAGES_PER_S = 15.0
-GUESS_FEATURE_IMAGES_PER_S = 1.5
+GUESS_FEATURE_IMAGES_PER_S = 4.0
 PREDICT_IMAGES_PER_S = 8.0
 
 
