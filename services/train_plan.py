@@ -266,6 +266,10 @@ def make_plan(facts: PlanFacts, options: TrainOptions) -> TrainPlan:
             budget *= WARM_START_BUDGET_SHARE
         resumed = _resumable_epochs(facts, model_config, train_config)
         most = max_epochs(model_config, samples)
+        if warm_from is not None and options.budget_s is None and model_config.head == "light":
+            # the light head's view cap is a budget too: a round continuing from a trained model
+            # takes its share of it (the warm round is then faster than the first, as it says)
+            most = max(1, round(most * WARM_START_BUDGET_SHARE))
         epochs = resumed if resumed is not None else epochs_within(budget, cost, most)
         warmup = 0 if warm_from is not None else min(default_warmup(epochs), epochs)
         train_config = replace(train_config, epochs=epochs, warmup_epochs=warmup)

@@ -246,3 +246,17 @@ def test_the_light_head_plan_prices_only_the_features_still_missing() -> None:
     assert train_plan.make_plan(_facts(), TrainOptions(backbone="tiny")).model_config.head == "paper"
     with pytest.raises(UserError, match="no stored features"):
         train_plan.make_plan(_facts(), TrainOptions(backbone="resnet50", model_overrides={"head": "light"}))
+
+
+def test_a_warm_light_head_round_takes_half_the_view_cap() -> None:
+    """Continuing from the current model, the light head's cap of image views is halved as the
+    time budget is, so a warm second round is faster than the first."""
+    cold = train_plan.make_plan(_facts(), TrainOptions())
+    current = train_plan.CurrentModel(version=1, model=dataclasses.asdict(cold.model_config),
+                                      class_names=_facts().class_names)
+    warm = train_plan.make_plan(_facts(current=current), TrainOptions())
+    assert cold.epochs == 30 and cold.warm_start_from is None  # 12 images: the cap
+    assert warm.warm_start_from == 1 and warm.epochs == 15 and warm.train_config.warmup_epochs == 0
+    assert warm.estimated_s < cold.estimated_s
+    fresh = train_plan.make_plan(_facts(current=current), TrainOptions(warm_start=False))
+    assert fresh.epochs == cold.epochs
