@@ -179,6 +179,10 @@ def test_paint_reentry_hotkeys_after_a_radio_and_project_switch(
         # the painter's hotkeys still work once the Start-from radio has focus
         page.locator("#paint-start label").filter(has_text="nothing").click()
         painter_ready(page, MSRC_PHOTOS[0])
+        # a second load of the same image can still be on its way (known race: it resets strokes
+        # made meanwhile); the keys below are about focus, so let it land first
+        page.wait_for_timeout(1500)
+        painter_ready(page, MSRC_PHOTOS[0])
         page.keyboard.press("3")
         value = page.evaluate("() => window.slrPainter.state.value")
         key3 = page.evaluate("() => window.slrPainter.state.doc.classes.find((c) => c.key === '3').value")

@@ -59,13 +59,36 @@
 
   // a new image (the name in its title changed): the filter starts empty
   let shownName = null;
+  // The boxes the person ticked or unticked on this image since its last save, by class id. A
+  // render of the same image that was on its way when they clicked (the project's and the tab's
+  // both show it) would set the boxes back to the stored tags; the person's ticks are put back.
+  const ticked = new Map();
   new MutationObserver(() => {
     const strong = document.querySelector("#tag-title strong");
     const name = strong ? strong.textContent : null;
     if (name === shownName) return;
     shownName = name;
+    ticked.clear();
     if (search() && search().value) setFilter("");
   }).observe(document.documentElement, { childList: true, subtree: true, characterData: true });
+
+  document.addEventListener("change", (event) => {
+    const box = event.target;
+    if (box && box.type === "checkbox" && box.closest && box.closest("#tag-classes")) {
+      ticked.set(box.name, box.checked);
+    }
+  });
+  document.addEventListener("click", (event) => {  // saved: the stored tags are the ticks now
+    if (event.target && event.target.closest && event.target.closest("#tag-save, #tag-save-next")) {
+      setTimeout(() => ticked.clear(), 0);  // after TICKED_JS has read the boxes
+    }
+  }, true);
+  setInterval(() => {
+    if (!ticked.size || !visible()) return;
+    for (const box of document.querySelectorAll("#tag-classes input[type=checkbox]")) {
+      if (ticked.has(box.name) && box.checked !== ticked.get(box.name)) box.click();
+    }
+  }, 150);
 
   document.addEventListener("keydown", (event) => {
     if (!visible() || event.ctrlKey || event.metaKey || event.altKey) return;
