@@ -17,40 +17,25 @@ import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from services.context import Studio
-from services.lookups import resolve_project
+from services.evaluation import class_names_and_gold
 from slrnet.config import CONFIDENT_FROM, IGNORE_INDEX
-from storage import labels as label_repo
-from storage.images import all_images
-from storage.label_maps import decode_label_png
 
 BINS = (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0001)
 
 
 def reliability(studio: Studio, project: str, gt_dir: Path) -> dict:
-    gold = {p.stem: p for p in gt_dir.iterdir() if p.suffix.lower() == ".png"}
     right = np.zeros(len(BINS) - 1)
     total = np.zeros(len(BINS) - 1)
     images = 0
-    with studio.Session.begin() as session:
-        proj = resolve_project(session, project)
-        for image in all_images(session, proj.id):
-            path = gold.get(Path(image.name).stem)
-            row = label_repo.current_pseudo_label(session, proj.id, image.id)
-            if path is None or row is None:
-                continue
-            with Image.open(path) as im:
-                target = np.array(im, dtype=np.uint8)
-            labels = decode_label_png(row.png)
-            confidence = decode_label_png(row.confidence_png).astype(np.float32) / 255.0
-            valid = target != IGNORE_INDEX
-            correct = (labels == target)[valid]
-            which = np.digitize(confidence[valid], BINS) - 1
-            total += np.bincount(which, minlength=len(total))[: len(total)]
-            right += np.bincount(which, weights=correct, minlength=len(total))[: len(total)]
-            images += 1
+    for item in class_names_and_gold(studio, project, gt_dir)[1]:
+        valid = item.gold != IGNORE_INDEX
+        correct = (item.labels == item.gold)[valid]
+        which = np.digitize(item.confidence[valid], BINS) - 1
+        total += np.bincount(which, minlength=len(total))[: len(total)]
+        right += np.bincount(which, weights=correct, minlength=len(total))[: len(total)]
+        images += 1
     first = BINS.index(CONFIDENT_FROM)
     confident_right, confident = right[first:].sum(), total[first:].sum()
     return {
