@@ -261,15 +261,11 @@ def make_plan(facts: PlanFacts, options: TrainOptions) -> TrainPlan:
     budgeted = options.epochs is None and facts.device == "cpu" \
         and "epochs" not in (options.train_overrides or {})
     if budgeted:
-        budget = options.budget_s if options.budget_s is not None else CPU_TRAIN_BUDGET_S
-        if warm_from is not None and options.budget_s is None:
-            budget *= WARM_START_BUDGET_SHARE
+        # a round continuing from a trained model takes its share of the default budget
+        share = WARM_START_BUDGET_SHARE if warm_from is not None and options.budget_s is None else 1.0
+        budget = (options.budget_s if options.budget_s is not None else CPU_TRAIN_BUDGET_S) * share
         resumed = _resumable_epochs(facts, model_config, train_config)
-        most = max_epochs(model_config, samples)
-        if warm_from is not None and options.budget_s is None and model_config.head == "light":
-            # the light head's view cap is a budget too: a round continuing from a trained model
-            # takes its share of it (the warm round is then faster than the first, as it says)
-            most = max(1, round(most * WARM_START_BUDGET_SHARE))
+        most = max_epochs(model_config, samples, share)
         epochs = resumed if resumed is not None else epochs_within(budget, cost, most)
         warmup = 0 if warm_from is not None else min(default_warmup(epochs), epochs)
         train_config = replace(train_config, epochs=epochs, warmup_epochs=warmup)
@@ -313,12 +309,13 @@ def epochs_within(budget_s: float, cost: Callable[[int], float], most: int = MAX
     return max([1, *(n for n in range(1, most + 1) if cost(n) <= budget_s)])
 
 
-def max_epochs(model_config: ModelConfig, samples: int) -> int:
-    """The most epochs a budgeted run plans: MAX_EPOCHS, and for the light head about
-    ``CPU_FEATURE_VIEWS`` image views (its quality is flat beyond)."""
+def max_epochs(model_config: ModelConfig, samples: int, share: float = 1.0) -> int:
+    """The most epochs a budgeted run plans: MAX_EPOCHS, and for the light head about ``share`` x
+    ``CPU_FEATURE_VIEWS`` image views (its quality is flat beyond; the view cap is a budget too, so
+    a warm round takes the same share of it as of the time budget)."""
     if model_config.head != "light":
         return MAX_EPOCHS
-    return max(1, min(MAX_EPOCHS, math.ceil(CPU_FEATURE_VIEWS / max(samples, 1))))
+    return max(1, round(share * min(MAX_EPOCHS, math.ceil(CPU_FEATURE_VIEWS / max(samples, 1)))))
 
 
 def freezes_backbone(device: str, mode: str, model_overrides: dict | None = None) -> bool:
