@@ -168,6 +168,10 @@ def test_paint_reentry_hotkeys_after_a_radio_and_project_switch(
         expect(page.locator("#browse-info")).to_contain_text(MSRC_PHOTOS[0])
         page.click("#to-paint")
         painter_ready(page, MSRC_PHOTOS[0])
+        # opened once: a second load of the same image would drop the strokes made meanwhile
+        opened = page.evaluate("() => window.slrPainter.state.doc.opened")
+        page.wait_for_timeout(1500)
+        assert page.evaluate("() => window.slrPainter.state.doc.opened") == opened
         # Paint -> Train -> Paint: the open image stays, no error toast or badge
         open_tab(page, "Train")
         open_tab(page, "Paint")
@@ -178,10 +182,6 @@ def test_paint_reentry_hotkeys_after_a_radio_and_project_switch(
 
         # the painter's hotkeys still work once the Start-from radio has focus
         page.locator("#paint-start label").filter(has_text="nothing").click()
-        painter_ready(page, MSRC_PHOTOS[0])
-        # a second load of the same image can still be on its way (known race: it resets strokes
-        # made meanwhile); the keys below are about focus, so let it land first
-        page.wait_for_timeout(1500)
         painter_ready(page, MSRC_PHOTOS[0])
         page.keyboard.press("3")
         value = page.evaluate("() => window.slrPainter.state.value")

@@ -148,6 +148,17 @@
   }
 
   // --- loading ------------------------------------------------------------------------------
+  // A click that reloads the editor (Start from, Next image, Paint it) disables it at once, in the
+  // browser, so no stroke is made in the round trip before the server's loading document arrives
+  // (it would be dropped by the reload). The document that follows enables it again.
+  function expectLoad() {
+    if (!state.doc && !state.ready) return;
+    state.ready = false; state.loading = true;
+    setDisabled(true);
+    const veil = $("#slr-veil");
+    if (veil) { veil.style.display = "flex"; veil.textContent = "Loading…"; }
+  }
+
   function loadImage(src) {
     return new Promise((resolve, reject) => {
       const img = new Image();
@@ -539,7 +550,7 @@
 
   setInterval(mount, 150);
   window.slrPainter = {
-    payload, undo, redo, setTool, setValue, state,
+    payload, expectLoad, undo, redo, setTool, setValue, state,
     // for tests and scripts: image pixel -> client point of the stage
     clientPoint: (x, y) => {
       const rect = $("#slr-stage").getBoundingClientRect();

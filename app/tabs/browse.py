@@ -9,7 +9,7 @@ from typing import Any
 import gradio as gr
 
 from app.errors import shows_user_errors
-from app.tabs import new_tab, paint, review, select, tag
+from app.tabs import new_tab, select
 from app.wiring import bind, on
 from services import browse, labeling
 from services.context import Studio
@@ -170,18 +170,9 @@ def wire(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace) -> None:
         bind(describe_image, studio), [ui.current_image], [b.info]
     )
     on(b.tab.select, show_page, show, views.browse, studio)
-    on(
-        b.to_tag.click(lambda: select("tag"), None, [ui.tabs]).then,
-        tag.show,
-        [ui.project, ui.current_image],
-        views.tag,
-        studio,
-    )
-    paint.open_in_editor(studio, ui, views, b.to_paint.click)
-    on(
-        b.to_review.click(lambda: select("review"), None, [ui.tabs]).then,
-        review.show,
-        [ui.project, ui.current_image, ui.review.opacity],
-        views.review,
-        studio,
-    )
+    # Each button only shows its tab: the tab's own select event renders it (and the Paint tab
+    # opens the image), once; a second render of the same image would reset what the person does
+    # meanwhile (ticks, strokes).
+    b.to_tag.click(lambda: select("tag"), None, [ui.tabs])
+    b.to_paint.click(lambda: select("paint"), None, [ui.tabs])
+    b.to_review.click(lambda: select("review"), None, [ui.tabs])

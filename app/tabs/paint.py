@@ -22,7 +22,7 @@ from app.errors import reports_user_errors, shows_user_errors
 from app.overlay import resize_nearest, resize_rgb
 from app.painter import apply_paint, decode_painting, edit_size, editor_document, opening_token
 from app.superpixels import region_levels
-from app.tabs import new_tab, select
+from app.tabs import new_tab
 from app.tabs.projects import class_palette, project_summary
 from app.wiring import bind, on
 from services import browse, labeling
@@ -52,6 +52,8 @@ PAINTER_HELP = (
 PAINT_PAYLOAD_JS = (
     "(...args) => { args[2] = window.slrPainter ? window.slrPainter.payload() : ''; return args; }"
 )
+# Events that reload the editor disable it in the browser first (painter.js expectLoad).
+EXPECT_LOAD_JS = "(...args) => { if (window.slrPainter) window.slrPainter.expectLoad(); return args; }"
 
 _region_cache: OrderedDict[tuple[str, tuple[int, int]], np.ndarray] = OrderedDict()
 
@@ -161,12 +163,23 @@ def follow_project(
     return out
 
 
+def _keeps_painting(image_id: int | None, session: dict | None) -> bool:
+    """Whether entering the Paint tab keeps the open painting: it is of the chosen image (so
+    unsaved strokes survive a look at another tab)."""
+    return session is not None and (image_id is None or session["image_id"] == image_id)
+
+
+def entering_view(image_id: int | None, session: dict | None) -> dict[str, Any]:
+    """The first step of entering the Paint tab: the loading state when an image will be opened."""
+    return {} if _keeps_painting(image_id, session) else loading_view()
+
+
 def open_editor(
     studio: Studio, project: str | None, image_id: int | None, start: str | None, session: dict | None
 ) -> dict[str, Any]:
-    """Entering the Paint tab: keep the open painting when it is of the chosen image (so unsaved
-    strokes survive a look at another tab), else :func:`load_editor`."""
-    if session is not None and (image_id is None or session["image_id"] == image_id):
+    """Entering the Paint tab (a click on it, or a button elsewhere that shows it): keep the open
+    painting when it is of the chosen image, else :func:`load_editor`."""
+    if _keeps_painting(image_id, session):
         return {}
     return load_editor(studio, project, image_id, start)
 
@@ -323,7 +336,7 @@ def views(ui: SimpleNamespace) -> dict[str, Any]:
 def wire(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace) -> None:
     p = ui.paint
     load_inputs = [ui.project, ui.current_image, p.start]
-    loading = on(p.start.input, loading_view, None, views.paint)
+    loading = on(p.start.input, loading_view, None, views.paint, js=EXPECT_LOAD_JS)
     on(loading.then, load_editor, load_inputs, views.paint, studio)
     save_inputs = [ui.project, p.session, p.payload, p.rest_background]
     saved = on(
@@ -334,24 +347,18 @@ def wire(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace) -> None:
         p.save_next.click, save_and_next, save_inputs, views.paint, studio, js=PAINT_PAYLOAD_JS
     )
     saved.success(bind(project_summary, studio), [ui.project], [ui.summary])
-    loading = on(p.next_btn.click, loading_view, None, views.paint)
+    loading = on(p.next_btn.click, loading_view, None, views.paint, js=EXPECT_LOAD_JS)
     on(loading.then, next_without_mask, [ui.project, ui.current_image], views.paint, studio)
     cleared = on(p.clear.click, clear_mask, [ui.project, p.session], views.paint, studio)
     cleared.success(bind(project_summary, studio), [ui.project], [ui.summary])
+    # The one path that opens an image on entering the tab, whether clicked or shown by a button
+    # elsewhere (Browse's Paint it, Review's Correct): a second load of the same image would drop strokes.
+    entering = on(p.tab.select, entering_view, [ui.current_image, p.session], views.paint)
     on(
-        p.tab.select,
+        entering.then,
         open_editor,
         [ui.project, ui.current_image, p.start, p.session],
         views.paint,
         studio,
     )
 
-
-def open_in_editor(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace, trigger: Any) -> None:
-    """``trigger``: show the Paint tab in its loading state, then open the chosen image there."""
-    p = ui.paint
-    loading = trigger(lambda: select("paint"), None, [ui.tabs])
-    loading = on(loading.then, loading_view, None, views.paint)
-    on(
-        loading.then, load_editor, [ui.project, ui.current_image, p.start], views.paint, studio
-    )

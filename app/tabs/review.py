@@ -18,7 +18,7 @@ import gradio as gr
 
 from app.errors import shows_user_errors
 from app.overlay import blend, class_shares, fit_size, legend_html, resize_nearest, resize_rgb
-from app.tabs import new_tab, paint, select
+from app.tabs import new_tab, select
 from app.tabs.paint import START_PSEUDO
 from app.tabs.projects import class_palette, project_summary
 from app.wiring import bind, on
@@ -33,8 +33,15 @@ MASK_NOTES = {None: "", "human": " · has a painted mask", "accepted": " · acce
 
 
 def _empty(title: str) -> dict[str, Any]:
-    return {"current_image": None, "picture": None, "legend": "", "title": title, "cache": None, "status": "",
-            "replace": gr.update(visible=False)}
+    return {
+        "current_image": None,
+        "picture": None,
+        "legend": "",
+        "title": title,
+        "cache": None,
+        "status": "",
+        "replace": gr.update(visible=False),
+    }
 
 
 @shows_user_errors
@@ -53,8 +60,11 @@ def show(
     size = fit_size(full, DISPLAY_SIDE, upscale=True)  # labels by nearest, photo smooth
     small = resize_rgb(rgb, size)
     if view.pseudo is None:
-        return {**_empty(f"**{view.image.name}** has no pseudo-label yet: train a model first."),
-                "current_image": view.image.id, "picture": small}
+        return {
+            **_empty(f"**{view.image.name}** has no pseudo-label yet: train a model first."),
+            "current_image": view.image.id,
+            "picture": small,
+        }
     palette = class_palette(view.project)
     lut = palette.lut()
     for c in view.project.classes:
@@ -92,16 +102,23 @@ def reblend(cache: dict | None, opacity: float) -> dict[str, Any]:
 
 
 @shows_user_errors
-def accept(studio: Studio, project: str | None, image_id: int | None, opacity: float,
-           overwrite: bool = False, confident_only: bool = False) -> dict[str, Any]:
+def accept(
+    studio: Studio,
+    project: str | None,
+    image_id: int | None,
+    opacity: float,
+    overwrite: bool = False,
+    confident_only: bool = False,
+) -> dict[str, Any]:
     """Store the pseudo-label (or only its confident pixels) as the image's mask, then show the
     review again. Over a painted mask only with ``overwrite`` (the "Replace my painted mask"
     button, which stores the whole pseudo-label); without, the status asks and that button appears."""
     if image_id is None:
         raise UserError("choose an image to review first")
     try:
-        partial = review.accept_pseudo_label(studio, image_id, overwrite=overwrite,
-                                             confident_only=confident_only)
+        partial = review.accept_pseudo_label(
+            studio, image_id, overwrite=overwrite, confident_only=confident_only
+        )
     except review.PaintedMaskKept as exc:
         return {"status": f"{exc}.", "replace": gr.update(visible=True)}
     if confident_only:
@@ -113,10 +130,11 @@ def accept(studio: Studio, project: str | None, image_id: int | None, opacity: f
 
 @shows_user_errors
 def correct_in_editor(image_id: int | None) -> dict[str, Any]:
-    """Open the reviewed image in the Paint tab, starting from its pseudo-label."""
+    """Open the reviewed image in the Paint tab, starting from its pseudo-label (the painting open
+    there is closed: showing the tab opens this image afresh)."""
     if image_id is None:
         raise UserError("choose an image to review first")
-    return {"tab": select("paint"), "start": START_PSEUDO, "current_image": image_id}
+    return {"tab": select("paint"), "start": START_PSEUDO, "current_image": image_id, "session": None}
 
 
 # --- layout and wiring -------------------------------------------------------------------------
@@ -143,8 +161,9 @@ def build() -> SimpleNamespace:
                 legend = gr.HTML(elem_id="legend")
                 accept = gr.Button("Accept as mask", variant="primary", elem_id="accept-btn")
                 accept_confident = gr.Button("Accept the confident pixels", elem_id="accept-confident-btn")
-                replace = gr.Button("Replace my painted mask", variant="stop", visible=False,
-                                    elem_id="replace-mask-btn")
+                replace = gr.Button(
+                    "Replace my painted mask", variant="stop", visible=False, elem_id="replace-mask-btn"
+                )
                 correct = gr.Button("Correct in editor", elem_id="correct-btn")
                 suggest = gr.Button("Suggest next image to label", elem_id="suggest-btn")
                 status = gr.Markdown(elem_id="review-status")
@@ -171,25 +190,29 @@ def wire(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace) -> None:
     inputs = [ui.project, ui.current_image, r.opacity]
     on(r.opacity.release, reblend, [r.cache, r.opacity], views.review)
     for button, confident_only in ((r.accept, False), (r.accept_confident, True)):
-        accepted = on(button.click, functools.partial(accept, confident_only=confident_only), inputs,
-                      views.review, studio)
+        accepted = on(
+            button.click,
+            functools.partial(accept, confident_only=confident_only),
+            inputs,
+            views.review,
+            studio,
+        )
         accepted.success(bind(project_summary, studio), [ui.project], [ui.summary])
     replaced = on(r.replace.click, lambda *a: accept(studio, *a, overwrite=True), inputs, views.review)
     replaced.success(bind(project_summary, studio), [ui.project], [ui.summary])
     for button, move in ((r.suggest, "suggest"), (r.next_btn, "next"), (r.previous, "previous")):
         on(button.click, lambda *a, m=move: show(studio, *a, move=m), inputs, views.review)
-    corrected = on(
+    # shows the Paint tab, whose select event opens the image (from its pseudo-label: the open
+    # painting is closed, so it is not kept)
+    on(
         r.correct.click,
         correct_in_editor,
         [ui.current_image],
-        {"tab": ui.tabs, "start": ui.paint.start, "current_image": ui.current_image},
-    )
-    loading = on(corrected.success, paint.loading_view, None, views.paint)
-    on(
-        loading.then,
-        paint.load_editor,
-        [ui.project, ui.current_image, ui.paint.start],
-        views.paint,
-        studio,
+        {
+            "tab": ui.tabs,
+            "start": ui.paint.start,
+            "current_image": ui.current_image,
+            "session": ui.paint.session,
+        },
     )
     on(r.tab.select, show, inputs, views.review, studio)
