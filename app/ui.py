@@ -91,7 +91,8 @@ def _wire_page(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace) -> N
     )
     followed = [ui.project, ui.current_image, ui.paint.session]
     chosen = on(chosen.then, paint.follow_project, followed, views.paint, studio)
-    chosen = on(chosen.then, tag.show, [ui.project, ui.current_image], views.tag, studio)
+    shown = [ui.project, ui.current_image, ui.tag.shown]
+    chosen = on(chosen.then, tag.refresh, shown, views.tag, studio)
     chosen = chosen.then(lambda: 0, None, [ui.browse.page])
     chosen = on(chosen.then, review.cleared, None, views.review)
     chosen = on(

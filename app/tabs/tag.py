@@ -4,7 +4,8 @@ second Enter saves and moves on; keys 1–9 (shown on the first nine) toggle tho
 
 Every user event is one service call (one transaction). Handlers return dicts keyed by view
 names: ``current_image``, ``picture``, ``title``, ``classes`` (checkbox update), ``shown`` (the
-shown image's name and the version of its tags: a save naming an older one is refused),
+shown image's id and name, the version of its tags (a save naming an older one is refused) and the
+class choices),
 ``status`` (cleared whenever another image is shown, so it never speaks of another image).
 """
 
@@ -58,7 +59,12 @@ def _render(studio: Studio, view: TagView) -> dict[str, Any]:
         "picture": picture,
         "title": f"**{state.image.name}** · {tag_words(state)}",
         "classes": gr.update(choices=choices, value=list(view.tag_ids)),
-        "shown": {"image_id": state.image.id, "name": state.image.name, "version": view.tags_version},
+        "shown": {
+            "image_id": state.image.id,
+            "name": state.image.name,
+            "version": view.tags_version,
+            "choices": [list(choice) for choice in choices],
+        },
         "status": "",
     }
 
@@ -80,6 +86,15 @@ def show(studio: Studio, project: str | None, image_id: int | None, move: str = 
     return _render(studio, browse.tag_view(studio, project, image_id, move=move))
 
 
+@shows_user_errors
+def refresh(studio: Studio, project: str | None, image_id: int | None, shown: dict | None) -> dict[str, Any]:
+    """:func:`show`, except that nothing is sent when the view already shows exactly that (the
+    same image, tags version and class list): entering the tab or choosing the same project again
+    while the person ticks boxes must not set them back to the stored tags."""
+    out = show(studio, project, image_id)
+    return {} if shown is not None and out.get("shown") == shown else out
+
+
 def _ids(class_ids: Sequence[int] | None) -> list[int]:
     return [int(c) for c in class_ids or []]
 
@@ -94,8 +109,9 @@ def save(
     move: str = "stay",
 ) -> dict[str, Any]:
     """Store the checked classes as the image's tags, unless they were saved elsewhere since they
-    were ``shown`` (``{"image_id", "name", "version"}``); then show the image ``move`` from it. An image
-    saved with no tags counts as checked ("next untagged" moves past it from then on)."""
+    were ``shown`` (``{"image_id", "name", "version", "choices"}``); then show the image ``move``
+    from it. An image saved with no tags counts as checked ("next untagged" moves past it from then
+    on)."""
     if not project:
         raise UserError("choose a project first")
     if image_id is None:
@@ -174,4 +190,4 @@ def wire(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace) -> None:
             [ui.project, ui.current_image],
             views.tag,
         )
-    on(t.tab.select, show, [ui.project, ui.current_image], views.tag, studio)
+    on(t.tab.select, refresh, [ui.project, ui.current_image, t.shown], views.tag, studio)
