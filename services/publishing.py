@@ -9,6 +9,7 @@ does not grow with classes x photo pixels.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,7 @@ from services.devices import open_device
 from services.errors import UserError
 from services.lookups import resolve_project
 from services.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
+from services.train_plan import predict_throughput_key, record_throughput
 from slrnet.config import IGNORE_INDEX, MODE_FACTS, InferenceConfig
 from slrnet.inference import Predictor
 from storage import labels as label_repo
@@ -30,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 # The inference settings of a CPU predict (RESULTS.md, "CPU defaults").
 CPU_INFERENCE = InferenceConfig(pamr_scale=0.5)
+# a predict of at least this many images is timed for the plans that follow (fewer: too noisy)
+TIMED_PREDICT_IMAGES = 8
 
 
 def default_inference(device_type: str) -> InferenceConfig:
@@ -96,6 +100,7 @@ def predict(
                         "was trained; train again before predicting")
     background = 1 if predictor.model_config.has_background else 0
     logger.info("job %s: pseudo-labels of %d image(s) with model version %d", job_id, len(todo), version)
+    started = time.monotonic()
     for done, (image_id, path, tag_indices) in enumerate(todo):
         if should_stop():
             raise Cancelled(f"predict cancelled after {done} of {len(todo)} images; model not published")
@@ -116,6 +121,10 @@ def predict(
                 scores = {c.id: float(pred.presence_scores[c.index]) for c in classes}
                 label_repo.set_tags(session, image_id, present, "model", scores=scores, run_id=run_id)
         progress((done + 1) / len(todo), f"pseudo-labels {done + 1}/{len(todo)}", {"images": done + 1})
+    spent = time.monotonic() - started
+    if len(todo) >= TIMED_PREDICT_IMAGES and spent > 0:  # the next plan's predict estimate
+        key = predict_throughput_key(torch_device.type, predictor.model_config, predictor.size or 0)
+        record_throughput(studio.data_dir, key, len(todo) / spent)
     with studio.Session.begin() as session:
         run = run_repo.get_run(session, run_id)
         run_repo.mark_published(session, run)

@@ -26,7 +26,7 @@ from services.errors import UserError
 from services.features import images_needing_features
 from services.lookups import resolve_project
 from services.train_options import TrainOptions, check_mode
-from slrnet.config import MODE_FACTS, ModelConfig, TrainConfig, default_mask_repeat
+from slrnet.config import MODE_FACTS, ModelConfig, TrainConfig, default_mask_repeat, predict_size
 from slrnet.feature_spec import WEIGHTS_IDS, FeatureSpec
 from slrnet.schedule import images_per_epoch
 from storage import images as image_repo
@@ -72,7 +72,10 @@ GUESS_SIZE = 224
 # records both and later plans use them)
 GUESS_LIGHT_IMAGES_PER_S = 15.0
 GUESS_FEATURE_IMAGES_PER_S = 4.0
-PREDICT_IMAGES_PER_S = 8.0
+# predict (read, model, PAMR, full-size label map, stored): the guess before a predict of the same
+# model was timed (publishing.predict records it); measured 5.9 images/s for the CPU light head
+# on 100 MSRC photos, 2 threads (RESULTS.md)
+GUESS_PREDICT_IMAGES_PER_S = 6.0
 
 
 # --- inputs -------------------------------------------------------------------------------------
@@ -150,6 +153,8 @@ class TrainPlan:
     estimated_s: float | None  # computing missing features (features_s) + training
     predict_images: int
     predict_s: float
+    predict_images_per_s: float = GUESS_PREDICT_IMAGES_PER_S
+    predict_speed_source: str = "guessed"  # or "measured" (the last predict of this model)
     warmup_images_per_s: float | None = None  # when timed apart (the service's steps)
     feature_spec_key: str | None = None  # the stored features a light head trains on
     features_missing: int = 0  # images whose features are computed first
@@ -189,6 +194,8 @@ class TrainPlan:
         else:
             text += f" on {self.device} (duration unknown until measured)"
         text += f", then about {minutes(self.predict_s)} to predict {self.predict_images} images"
+        if self.predict_speed_source == "measured":
+            text += f" ({self.predict_images_per_s:.1f} img/s measured)"
         if self.warm_start_from is not None:
             text += f"; continues from model v{self.warm_start_from}"
         return text
@@ -252,6 +259,7 @@ def make_plan(facts: PlanFacts, options: TrainOptions) -> TrainPlan:
     speed, warm_speed, source = _speed(facts, model_config, train_config)
     spec_key, missing, feature_speed = _features(facts, model_config)
     features_s = missing / feature_speed if missing else 0.0
+    predict_speed, predict_source = _predict_speed(facts, model_config, train_config)
 
     def cost(n: int) -> float:  # warm-up epochs skip the pseudo-label term and its PAMR
         warmup = 0 if warm_from is not None else min(default_warmup(n), n)
@@ -274,7 +282,8 @@ def make_plan(facts: PlanFacts, options: TrainOptions) -> TrainPlan:
         model_config=model_config, train_config=train_config, budget_s=budget, warm_start_from=warm_from,
         resumes=resumed is not None, images_per_epoch=per_epoch, images_per_s=speed, speed_source=source,
         estimated_s=features_s + cost(train_config.epochs) if speed else None, predict_images=facts.images,
-        predict_s=facts.images / PREDICT_IMAGES_PER_S,
+        predict_s=facts.images / predict_speed, predict_images_per_s=predict_speed,
+        predict_speed_source=predict_source,
         warmup_images_per_s=warm_speed if source == "timed" else None,
         feature_spec_key=spec_key, features_missing=missing, feature_images_per_s=feature_speed,
         features_s=features_s,
@@ -466,6 +475,22 @@ def _features(facts: PlanFacts, model_config: ModelConfig) -> tuple[str | None, 
     missing = int(facts.features_missing.get(key, facts.images))
     speed = facts.throughput.get(feature_throughput_key(facts.device, key), GUESS_FEATURE_IMAGES_PER_S)
     return key, missing, speed
+
+
+def predict_throughput_key(device: str, model_config: ModelConfig, image_size: int) -> str:
+    """The key of a measured predict speed in the throughput file, e.g.
+    ``predict/cpu/efficientnet_lite0+light/320``: the model as :func:`speed_key` names it and the
+    longer side it reads images at (`slrnet.config.predict_size`)."""
+    model = f"{model_config.backbone}+light" if model_config.head == "light" else model_config.backbone
+    return f"predict/{device}/{model}/{image_size}"
+
+
+def _predict_speed(facts: PlanFacts, model_config: ModelConfig,
+                   train_config: TrainConfig) -> tuple[float, str]:
+    """(images per second of the predict after training, "measured" or "guessed")."""
+    size = predict_size(model_config, train_config.image_size)
+    measured = facts.throughput.get(predict_throughput_key(facts.device, model_config, size))
+    return (measured, "measured") if measured else (GUESS_PREDICT_IMAGES_PER_S, "guessed")
 
 
 def throughput_key(device: str, backbone: str, feature_channels: int, image_size: int,

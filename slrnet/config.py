@@ -211,6 +211,14 @@ MODES: tuple[str, ...] = tuple(MODE_FACTS)
 MAX_MASK_REPEAT = 32
 
 
+def predict_size(model_config: ModelConfig, train_image_size: int) -> int:
+    """The longer image side a trained model predicts at by default: the training crop, or for a
+    light head the size its stored features were computed at."""
+    if model_config.head == "light":
+        return model_config.feature_image_size
+    return int(train_image_size)
+
+
 def default_mask_repeat(masked: int, others: int, mode: str = "ssss") -> int:
     """Repeats per epoch of each masked image so masks make up about the mode's ``mask_share`` of
     what is seen (1..MAX_MASK_REPEAT; 1 in wsss, which has no masks to oversample)."""

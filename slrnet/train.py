@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
-from slrnet.config import ModelConfig, TrainConfig
+from slrnet.config import ModelConfig, TrainConfig, predict_size
 from slrnet.data import Augmentation, Sample, TrainSet
 from slrnet.feature_data import FeatureSample, FeatureTrainSet
 from slrnet.light_head import LightSLRNet
@@ -175,11 +175,8 @@ def config_from_dict(cls: type[C], data: dict[str, Any]) -> C:
 
 
 def input_size(model_config: ModelConfig, train_config: dict[str, Any]) -> int:
-    """The longer image side a trained model predicts at by default: the training crop, or for a
-    light head the size its stored features were computed at."""
-    if model_config.head == "light":
-        return model_config.feature_image_size
-    return int(train_config["image_size"])
+    """The longer image side a checkpoint's model predicts at by default (`config.predict_size`)."""
+    return predict_size(model_config, int(train_config["image_size"]))
 
 
 def model_from_checkpoint(state: dict[str, Any]) -> nn.Module:

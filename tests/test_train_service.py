@@ -97,6 +97,25 @@ def test_mode_override_is_accepted_when_labels_allow(studio: Studio, project: di
         plan_training(studio, "nope")
 
 
+def test_a_predict_is_timed_and_the_next_plan_estimates_predict_from_it(
+    studio: Studio, project: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan's "then about N s to predict" comes from the last predict of the same model (a
+    guess before any), as training's duration does."""
+    options = TrainOptions(**FAST)
+    training.train(studio, "p", options)
+    before = train_plan.preview_training(studio, "p", options)
+    assert before.predict_speed_source == "guessed"
+    assert before.predict_s == pytest.approx(6 / train_plan.GUESS_PREDICT_IMAGES_PER_S)
+    monkeypatch.setattr(publishing, "TIMED_PREDICT_IMAGES", 6)  # the project has 6 images
+    publishing.predict(studio, "p", device="cpu")
+    key = train_plan.predict_throughput_key("cpu", before.model_config, FAST["image_size"])
+    measured = train_plan.read_throughput(studio.data_dir)[key]
+    after = train_plan.preview_training(studio, "p", options)
+    assert after.predict_speed_source == "measured" and after.predict_images_per_s == pytest.approx(measured)
+    assert after.predict_s == pytest.approx(6 / measured) and "img/s measured" in after.summary()
+
+
 def test_train_predict_evaluate_publish_versions(studio: Studio, project: dict[str, Path]) -> None:
     reports: list[tuple[float, str, dict]] = []
     result = training.train(studio, "p", TrainOptions(**FAST),

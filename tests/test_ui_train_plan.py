@@ -72,7 +72,8 @@ def test_preview_guesses_the_speed_when_nothing_was_measured(studio: Studio, pro
     assert preview.speed_source == "guessed" and preview.images_per_s == pytest.approx(3.0)
     assert preview.epochs == 10  # floor(10 s / (3 images / 3 img/s))
     assert preview.estimated_s == pytest.approx(10.0)
-    assert preview.predict_images == 10 and preview.predict_s == pytest.approx(10 / 8)
+    assert preview.predict_images == 10
+    assert preview.predict_s == pytest.approx(10 / train_plan.GUESS_PREDICT_IMAGES_PER_S)
     # half the side, a quarter of the pixels: four times the guessed speed
     small = _preview(studio, project, device="cpu", budget_s=10, image_size=112, backbone="mobilenet_v2")
     assert small.images_per_s == pytest.approx(12.0) and small.epochs == 30  # clamped to 30

@@ -58,7 +58,8 @@ def _preview_text(p: train_plan.TrainPlan) -> str:
         how = {"measured": "measured", "scaled": "from a measured speed", "guessed": "a first guess"}
         text += (f", about **{train_plan.minutes(p.estimated_s)}** of training "
                  f"({p.images_per_s:.1f} images/s, {how.get(p.speed_source, p.speed_source)})")
-    text += f", then about {train_plan.minutes(p.predict_s)} to label all {p.predict_images} images."
+    text += f", then about {train_plan.minutes(p.predict_s)} to label all {p.predict_images} images"
+    text += " (measured)." if p.predict_speed_source == "measured" else " (a first guess)."
     if p.warm_start_from is not None:
         text += f" Continues from model v{p.warm_start_from}."
     return text
