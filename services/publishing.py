@@ -22,6 +22,7 @@ from services.lookups import resolve_project
 from services.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
 from services.train_plan import predict_throughput_key, record_throughput
 from slrnet.config import IGNORE_INDEX, MODE_FACTS, InferenceConfig
+from slrnet.feature_spec import FeatureSpec
 from slrnet.inference import Predictor
 from storage import labels as label_repo
 from storage import runs as run_repo
@@ -85,7 +86,7 @@ def predict(
         checkpoint = studio.data_dir / str(run.checkpoint_path)
         classes = list_classes(session, proj.id)
         index_of = {c.id: c.index for c in classes}
-        todo = [(image.image_id, image.path, [index_of[t] for t in image.tag_class_ids])
+        todo = [(image.image_id, image.path, image.sha256, [index_of[t] for t in image.tag_class_ids])
                 for image in iter_images_with_labels(session, proj.id, without_pseudo_label_of=run_id)]
     if not checkpoint.is_file():
         raise UserError(f"the checkpoint of model version {version} is missing ({checkpoint})")
@@ -101,7 +102,10 @@ def predict(
     background = 1 if predictor.model_config.has_background else 0
     logger.info("job %s: pseudo-labels of %d image(s) with model version %d", job_id, len(todo), version)
     started = time.monotonic()
-    for done, (image_id, path, tag_indices) in enumerate(todo):
+    # a light head reads the stored levels of its images instead of running the backbone again
+    spec_key = FeatureSpec.of_model(predictor.model_config).key if predictor.model_config.head == "light" \
+        else None
+    for done, (image_id, path, sha256, tag_indices) in enumerate(todo):
         if should_stop():
             raise Cancelled(f"predict cancelled after {done} of {len(todo)} images; model not published")
         known = None
@@ -110,7 +114,9 @@ def predict(
             known[tag_indices] = 1.0
         image, size = studio.images.read_rgb_reduced(path, 2 * (predictor.size or 0)) if predictor.size \
             else (studio.images.read_rgb(path), None)
-        pred = predictor.predict(image, known_tags=known, output_size=size)
+        stored = studio.features.get(sha256, spec_key) if spec_key is not None else None
+        pred = predictor.predict(image, known_tags=known, output_size=size, stored=stored)
+        del stored
         del image
         with studio.Session.begin() as session:
             labels, confidence = respect_painting(pred.labels, pred.confidence,

@@ -379,9 +379,12 @@ def _train(studio: Studio, data: _ProjectLabels, plan: TrainPlan, samples: list[
     if main and MODE_FACTS[plan.mode].uses_tags:  # which classes an untagged image shows, from the tagged
         progress(1.0, "learning from the labelled images which classes an image shows", {})
         # read from the images as predict reads them (a light head's samples are stored features)
-        shown = samples if plan.feature_spec_key is None else _training_samples(data, plan.mode)[0]
+        # (a light head's: the images, with the stored features its samples read)
+        light = plan.feature_spec_key is not None
+        shown = samples if not light else _training_samples(data, plan.mode)[0]
         rule = learn_presence(studio.data_dir / rel_path, shown, config=default_inference(device.type),
-                              device=device, seed=train_config.seed)
+                              device=device, seed=train_config.seed,
+                              features=[s.features for s in samples] if light else None)
         metrics["presence"] = None if rule is None else {"images": rule.images, "cv_f1": rule.cv_f1}
     if main and device.type == "cpu" and train_seconds > 0 and result.resumed_from_epoch == 0:
         # The whole run's speed (warm-up and pseudo-label epochs): what the next plan uses.

@@ -18,6 +18,7 @@ import torch
 
 from slrnet.config import IGNORE_INDEX, InferenceConfig
 from slrnet.data import Sample
+from slrnet.feature_data import FeatureSource
 from slrnet.inference import Predictor
 from slrnet.presence import PresenceRule, fit_presence
 from slrnet.train import load_checkpoint, save_checkpoint
@@ -42,21 +43,33 @@ def known_classes(sample: Sample, num_classes: int) -> np.ndarray | None:
 
 
 def learn_presence(checkpoint: Path, samples: Sequence[Sample], *, config: InferenceConfig,
-                   device: torch.device | str = "cpu", seed: int = 0) -> PresenceRule | None:
+                   device: torch.device | str = "cpu", seed: int = 0,
+                   features: Sequence[FeatureSource] | None = None) -> PresenceRule | None:
     """Fit the presence rule on ``samples`` read as predict will read them (``config``) and
-    write it into ``checkpoint``; None (checkpoint unchanged) when there is too little to learn."""
+    write it into ``checkpoint``; None (checkpoint unchanged) when there is too little to learn.
+    ``features``: each sample's stored features (or their loader), read instead of running the
+    backbone, as predict reads them (`slrnet.inference.Predictor.read`)."""
     predictor = Predictor.from_checkpoint(checkpoint, config=replace(config, calibrated_presence=False),
                                           device=device)
     k = predictor.num_classes
-    labelled = [(s, t) for s in samples if (t := known_classes(s, k)) is not None]
+    stored = list(features) if features is not None else [None] * len(samples)
+    if len(stored) != len(samples):
+        raise ValueError(f"{len(stored)} feature sets for {len(samples)} samples")
+    labelled = [(s, t, f) for s, f in zip(samples, stored, strict=True)
+                if (t := known_classes(s, k)) is not None]
     if len(labelled) > MAX_IMAGES:
         pick = np.random.default_rng(seed).choice(len(labelled), MAX_IMAGES, replace=False)
         labelled = [labelled[i] for i in sorted(pick)]
     if len(labelled) < 2:
         return None
-    features = np.stack([predictor.read(s.image() if callable(s.image) else s.image).evidence()
-                         for s, _ in labelled])
-    rule = fit_presence(features, np.stack([t for _, t in labelled]),
+
+    def evidence(sample: Sample, source: FeatureSource | None) -> np.ndarray:
+        image = sample.image() if callable(sample.image) else sample.image
+        arrays = source() if callable(source) else source
+        return predictor.read(image, arrays).evidence()
+
+    features_of = np.stack([evidence(s, f) for s, _, f in labelled])
+    rule = fit_presence(features_of, np.stack([t for _, t, _ in labelled]),
                         first_class=1 if predictor.model_config.has_background else 0, seed=seed)
     if rule is not None:
         state = load_checkpoint(checkpoint)

@@ -12,7 +12,7 @@ output maps plus a model-resolution working set, whatever the photo's size and c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from torch import nn
 
 from slrnet.config import IGNORE_INDEX, MODE_FACTS, InferenceConfig, ModelConfig
 from slrnet.data import image_to_tensor, normalize
+from slrnet.feature_spec import LEVELS
 from slrnet.pamr import PAMR
 from slrnet.presence import PresenceRule, evidence
 from slrnet.tiles import top_class_in_bands
@@ -153,13 +154,41 @@ class Predictor:
         return normalize(F.interpolate(pixels[None].float(), size=base, mode="bilinear",
                                        align_corners=False, antialias=True).clamp(0, 255))
 
+    def _stored_views(self, stored: Mapping[str, np.ndarray] | None) -> list[tuple[str, bool]] | None:
+        """The views of a feature-store entry that stand for this predictor's own reading (a light
+        head reading at its feature size, scale 1 only: "s1", and "s1f" when it mirrors), or None
+        (the levels are computed from the image)."""
+        if stored is None or self.model_config.head != "light" or tuple(self.config.scales) != (1.0,) \
+                or self.size != self.model_config.feature_image_size:
+            return None
+        views = [("s1", False), ("s1f", True)] if self.config.flip else [("s1", False)]
+        if any(f"{view}/{LEVELS[0]}" not in stored for view, _ in views):
+            return None
+        return views
+
     @torch.no_grad()
-    def read(self, image: np.ndarray) -> Reading:
-        """``image`` (H, W, 3) uint8 RGB -> the model's :class:`Reading` (no class filter)."""
+    def read(self, image: np.ndarray, stored: Mapping[str, np.ndarray] | None = None) -> Reading:
+        """``image`` (H, W, 3) uint8 RGB -> the model's :class:`Reading` (no class filter).
+
+        ``stored``: the image's feature-store entry (`slrnet.features.FeatureExtractor.extract`) of
+        the light head's spec: its "s1" / "s1f" levels replace the backbone's forward pass (the
+        image still gives the output grid and PAMR's guide)."""
         base_image = self._base_image(image)
         base = base_image.shape[-2:]
         probs = torch.zeros(1, self.num_classes, *base, device=self.device)
         tag_scores = torch.zeros(self.num_classes, device=self.device)
+        views = self._stored_views(stored)
+        if views is not None:
+            depth = len(self.model.head.features.project)
+            for view, mirrored in views:
+                levels = [torch.from_numpy(np.asarray(stored[f"{view}/{name}"]))[None].to(self.device)
+                          for name in LEVELS[:depth]]
+                out = self.model.forward_levels(levels)
+                p = F.interpolate(out["seg_logits"].float().softmax(1), size=base, mode="bilinear",
+                                  align_corners=False)
+                probs += p.flip(-1) if mirrored else p
+                tag_scores += out["cls_logits"][0].float().sigmoid()
+            return Reading(probs / len(views), tag_scores / len(views), base_image)
         for scale in self.config.scales:
             size = [max(SIZE_MULTIPLE, round(s * scale / SIZE_MULTIPLE) * SIZE_MULTIPLE) for s in base]
             x = F.interpolate(base_image, size=size, mode="bilinear", align_corners=False)
@@ -176,11 +205,12 @@ class Predictor:
 
     @torch.no_grad()
     def predict(self, image: np.ndarray, known_tags: np.ndarray | None = None, *,
-                output_size: tuple[int, int] | None = None) -> Prediction:
+                output_size: tuple[int, int] | None = None,
+                stored: Mapping[str, np.ndarray] | None = None) -> Prediction:
         """``image`` (H, W, 3) uint8 RGB; ``known_tags`` (K,) 0/1 for an image with human tags.
         ``output_size``: the (H, W) of the label map when ``image`` is a reduced copy of the photo
-        (default: the image's own)."""
-        reading = self.read(image)
+        (default: the image's own). ``stored``: its feature-store entry (see :meth:`read`)."""
+        reading = self.read(image, stored)
         present, presence_scores = self.present(reading)
         keep = self._filter(present, known_tags)
         probs, labels, confidence = self.label(reading, keep, output_size or image.shape[:2])

@@ -181,6 +181,7 @@ class ImageLabels:
     tag_class_ids: tuple[int, ...]
     has_mask: bool
     mask_png: bytes | None = None
+    sha256: str = ""  # of the image's content (its feature-store key)
 
 
 def iter_images_with_labels(
@@ -201,7 +202,7 @@ def iter_images_with_labels(
     """
     png = Mask.png if mask_png else null()
     stmt = (
-        select(Image.id, Image.name, Image.path, Mask.id.is_not(None), png)
+        select(Image.id, Image.name, Image.path, Mask.id.is_not(None), png, Image.sha256)
         .outerjoin(Mask, Mask.image_id == Image.id)
         .where(Image.project_id == project_id)
         .order_by(Image.name)
@@ -227,8 +228,9 @@ def iter_images_with_labels(
         tag_ids: dict[int, list[int]] = {}
         for image_id, class_id in session.execute(tags.where(in_range)):
             tag_ids.setdefault(image_id, []).append(class_id)
-        for image_id, name, path, has_mask, blob in page:
-            yield ImageLabels(image_id, name, path, tuple(tag_ids.get(image_id, ())), bool(has_mask), blob)
+        for image_id, name, path, has_mask, blob, sha256 in page:
+            yield ImageLabels(image_id, name, path, tuple(tag_ids.get(image_id, ())), bool(has_mask), blob,
+                              sha256)
         if len(page) < batch_size:
             return
         last_name = page[-1][1]

@@ -166,3 +166,36 @@ def test_fit_checkpoint_and_predict_from_images(tmp_path: Path) -> None:
     assert predictor.size == 64                              # the features' size, not the crop
     pred = predictor.predict(np.zeros((40, 50, 3), np.uint8) + 128, known_tags=tags[0])
     assert pred.labels.shape == (40, 50) and pred.probs.shape == (3, 51, 64)  # probs at the model's size
+
+
+def test_predict_from_stored_levels_reads_like_the_image_without_the_backbone() -> None:
+    """Predict (and the presence rule's reading) of a light head take the image's stored "s1" /
+    "s1f" levels instead of running the backbone: the same reading where the geometry agrees (a
+    64 x 64 image at feature size 64), up to the store's half precision."""
+    from slrnet.feature_spec import FeatureSpec
+    from slrnet.features import FeatureExtractor
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(num_classes=4, has_background=True, backbone="efficientnet_lite0", pretrained=False,
+                      head="light", feature_channels=8, feature_image_size=64)
+    model = build_model(cfg).eval()
+    predictor = Predictor(model, cfg, ["bg", "a", "b", "c"], default_size=64)
+    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    extractor = FeatureExtractor(FeatureSpec.for_backbone("efficientnet_lite0", 64, ("s1", "s1f")))
+    extractor.net.load_state_dict(model.backbone.state_dict())   # the model's (random) backbone
+    stored = extractor.extract(image)
+    from_image = predictor.read(image)
+
+    def no_backbone(*args: object) -> None:
+        raise AssertionError("the backbone ran although the levels were stored")
+
+    model.backbone.levels = no_backbone
+    from_store = predictor.read(image, stored)
+    torch.testing.assert_close(from_store.probs, from_image.probs, atol=2e-2, rtol=0)
+    torch.testing.assert_close(from_store.tag_scores, from_image.tag_scores, atol=2e-2, rtol=0)
+    assert predictor.predict(image, stored=stored).labels.shape == (64, 64)
+    # an entry without the views it reads, or another read size: the backbone is needed again
+    with pytest.raises(AssertionError, match="backbone ran"):
+        predictor.read(image, {k: v for k, v in stored.items() if not k.startswith("s1f/")})
+    with pytest.raises(AssertionError, match="backbone ran"):
+        Predictor(model, cfg, ["bg", "a", "b", "c"], default_size=96).read(image, stored)

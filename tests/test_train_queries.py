@@ -82,7 +82,7 @@ def add_trained_run(studio: Studio, name: str) -> int:
 class StubPredictor:
     """What predict uses of a Predictor; records the known tags it was given per image size."""
 
-    model_config = types.SimpleNamespace(has_background=True)
+    model_config = types.SimpleNamespace(has_background=True, head="paper", backbone="stub")
     num_classes = 3
     class_names: ClassVar[list[str]] = ["background", "red", "blue"]  # make_project's; predict checks them
     size = None  # reads the image at its own size
@@ -91,7 +91,7 @@ class StubPredictor:
         self.known: list[list[int]] = []
 
     def predict(self, image: np.ndarray, known_tags: np.ndarray | None = None,
-                output_size: tuple[int, int] | None = None) -> types.SimpleNamespace:
+                output_size: tuple[int, int] | None = None, stored: object = None) -> types.SimpleNamespace:
         self.known.append([] if known_tags is None else np.flatnonzero(known_tags).tolist())
         h, w = output_size or image.shape[:2]
         return types.SimpleNamespace(labels=np.ones((h, w), np.uint8),
