@@ -13,6 +13,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from services import labeling
@@ -218,6 +219,37 @@ def test_paint_reentry_hotkeys_after_a_radio_and_project_switch(
         expect(page.locator("#paint-save")).to_be_disabled()
         _no_error_badges(page)
         shot(page, "paint-project-switch")
+    finally:
+        studio.close()
+
+
+def test_a_refused_next_image_gives_the_editor_back(
+    server: tuple[str, Path], page: object, msrc: Path, tmp_path: Path
+) -> None:
+    """"Next image without mask" when every image has one: a toast, and the open image stays
+    editable (the click disabled the editor for its round trip; no new image came back)."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=STEP_MS)
+    url, data = server
+    studio = Studio.open(data)
+    try:
+        ids = _make_project(studio, msrc, tmp_path, "all-masked", MSRC_PHOTOS[:2])
+        for image_id in ids.values():
+            labeling.save_mask(studio, image_id, np.full((213, 320), 3, np.uint8))  # MSRC: 320x213
+        page.goto(url)
+        _choose_project(page, "all-masked")
+        open_tab(page, "Paint")
+        painter_ready(page, MSRC_PHOTOS[0])
+        opened = page.evaluate("() => window.slrPainter.state.doc.opened")
+        page.click("#paint-next")
+        expect(page.get_by_test_id("toast-body").first).to_contain_text("every image has a mask")
+        page.wait_for_function("() => window.slrPainter.state.ready")
+        expect(page.locator("#paint-save")).to_be_enabled()
+        assert page.evaluate("() => window.slrPainter.state.doc.opened") == opened
+        stroke(page, [(60, 60), (160, 60)])
+        page.click("#paint-save")
+        expect(page.locator("#paint-status")).to_contain_text("Saved the mask")
     finally:
         studio.close()
 

@@ -148,15 +148,23 @@
   }
 
   // --- loading ------------------------------------------------------------------------------
-  // A click that reloads the editor (Start from, Next image, Paint it) disables it at once, in the
-  // browser, so no stroke is made in the round trip before the server's loading document arrives
-  // (it would be dropped by the reload). The document that follows enables it again.
+  // A click that reloads the editor (Start from, Next image) disables it at once, in the browser,
+  // so no stroke is made in the round trip (the reload would drop it); the document that comes
+  // back enables it again: a new image, or {keep: true, token} when the server refused (e.g.
+  // "every image has a mask") and the open image stays as it was.
   function expectLoad() {
-    if (!state.doc && !state.ready) return;
-    state.ready = false; state.loading = true;
+    if (!state.doc || !state.ready) return;
+    state.ready = false;
     setDisabled(true);
     const veil = $("#slr-veil");
     if (veil) { veil.style.display = "flex"; veil.textContent = "Loading…"; }
+  }
+
+  function keep(doc) {
+    if (!state.doc || state.loading || doc.token !== state.token) return;
+    state.ready = true;
+    setDisabled(false);
+    $("#slr-veil").style.display = "none";
   }
 
   function loadImage(src) {
@@ -178,6 +186,7 @@
   }
 
   async function open(doc) {
+    if (doc.keep) { keep(doc); return; }
     state.ready = false; state.loading = true; state.token = doc.token; state.doc = null;
     setDisabled(true);
     const veil = $("#slr-veil");

@@ -52,7 +52,8 @@ PAINTER_HELP = (
 PAINT_PAYLOAD_JS = (
     "(...args) => { args[2] = window.slrPainter ? window.slrPainter.payload() : ''; return args; }"
 )
-# Events that reload the editor disable it in the browser first (painter.js expectLoad).
+# Events that reload the editor disable it in the browser first (painter.js expectLoad); they
+# answer with a new image, or with :func:`keep_view` when refused.
 EXPECT_LOAD_JS = "(...args) => { if (window.slrPainter) window.slrPainter.expectLoad(); return args; }"
 
 _region_cache: OrderedDict[tuple[str, tuple[int, int]], np.ndarray] = OrderedDict()
@@ -270,6 +271,35 @@ def next_without_mask(studio: Studio, project: str | None, image_id: int | None)
     return load_editor(studio, project, following.id, START_MASK)
 
 
+def keep_view(session: dict | None, refusal: gr.Error) -> dict[str, Any]:
+    """A click that would reload the editor was refused: the reason as a toast, and the editor
+    (disabled by the click, painter.js expectLoad) given back with the image it shows."""
+    if session is None:
+        raise refusal
+    gr.Warning(str(refusal.message))
+    return {"load": json.dumps({"keep": True, "token": session["token"], "nonce": uuid.uuid4().hex})}
+
+
+def restart_editor(
+    studio: Studio, project: str | None, image_id: int | None, start: str | None, session: dict | None
+) -> dict[str, Any]:
+    """"Start from" changed: the image again from that start (:func:`load_editor`), or kept."""
+    try:
+        return load_editor(studio, project, image_id, start)
+    except gr.Error as refusal:
+        return keep_view(session, refusal)
+
+
+def next_or_keep(
+    studio: Studio, project: str | None, image_id: int | None, session: dict | None
+) -> dict[str, Any]:
+    """"Next image without mask": :func:`next_without_mask`, or the open image kept."""
+    try:
+        return next_without_mask(studio, project, image_id)
+    except gr.Error as refusal:
+        return keep_view(session, refusal)
+
+
 @reports_user_errors("Not saved")
 def save_and_next(
     studio: Studio,
@@ -336,8 +366,7 @@ def views(ui: SimpleNamespace) -> dict[str, Any]:
 def wire(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace) -> None:
     p = ui.paint
     load_inputs = [ui.project, ui.current_image, p.start]
-    loading = on(p.start.input, loading_view, None, views.paint, js=EXPECT_LOAD_JS)
-    on(loading.then, load_editor, load_inputs, views.paint, studio)
+    on(p.start.input, restart_editor, [*load_inputs, p.session], views.paint, studio, js=EXPECT_LOAD_JS)
     save_inputs = [ui.project, p.session, p.payload, p.rest_background]
     saved = on(
         p.save.click, save_painting, save_inputs, views.paint, studio, js=PAINT_PAYLOAD_JS
@@ -347,8 +376,10 @@ def wire(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace) -> None:
         p.save_next.click, save_and_next, save_inputs, views.paint, studio, js=PAINT_PAYLOAD_JS
     )
     saved.success(bind(project_summary, studio), [ui.project], [ui.summary])
-    loading = on(p.next_btn.click, loading_view, None, views.paint, js=EXPECT_LOAD_JS)
-    on(loading.then, next_without_mask, [ui.project, ui.current_image], views.paint, studio)
+    on(
+        p.next_btn.click, next_or_keep, [ui.project, ui.current_image, p.session], views.paint, studio,
+        js=EXPECT_LOAD_JS,
+    )
     cleared = on(p.clear.click, clear_mask, [ui.project, p.session], views.paint, studio)
     cleared.success(bind(project_summary, studio), [ui.project], [ui.summary])
     # The one path that opens an image on entering the tab, whether clicked or shown by a button
