@@ -46,10 +46,9 @@ CPU_BACKBONE = "mobilenet_v2"
 CPU_FEATURE_CHANNELS = 64
 CPU_MODEL = {"feature_channels": CPU_FEATURE_CHANNELS, "separable_head": False, "freeze_low": True}
 CPU_TRAIN = {"feature_resolution_losses": True}
-# The CPU default model of the modes whose facts say cpu_stored_features (tags only): the light
-# head on stored multi-level features (ModelConfig head="light", slrnet.light_head); MSRC-21
-# pseudo-labels 0.76 mIoU after 10 epochs against 0.50 for the paper head's 4-minute default
-# (RESULTS.md, "Features once, a light head many times").
+# The CPU default model of the modes whose facts say cpu_stored_features (every mode; the measured
+# reasons, MSRC-21 tags and CamVid masks, are in slrnet.config.ModeFacts): the light head on stored
+# multi-level features (ModelConfig head="light", slrnet.light_head).
 CPU_FEATURE_MODEL = {"head": "light", "backbone": "efficientnet_lite0", "feature_channels": 64,
                      "feature_image_size": 320}
 CPU_FEATURE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite2")

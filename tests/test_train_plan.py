@@ -126,8 +126,8 @@ def test_the_preview_is_the_plan_the_service_trains(studio: Studio, project: str
     assert (stub.fit_args["init_weights"] is not None) == warm
     assert result.epochs == preview.epochs and result.metrics["plan"] == preview.metrics()
     assert stub.timed_calls == 0  # a measured speed: no timed steps
-    # tags only on a CPU: the light head on stored features, all 10 images' still to compute
-    light = mode == "wsss" and device == "cpu"
+    # on a CPU, every mode: the light head on stored features, all 10 images' still to compute
+    light = device == "cpu"
     assert (preview.model_config.head == "light") == light
     assert stub.feature_plans == ([preview] if light else [])
     assert preview.feature_spec_key == (LIGHT_FEATURES if light else None)
