@@ -19,6 +19,7 @@ from services.context import Studio
 from services.errors import UserError
 from services.train_options import TrainOptions
 from services.train_plan import StepTimes, TrainPlan
+from slrnet.feature_data import FeatureSample
 from slrnet.schedule import images_per_epoch
 from storage import runs as run_repo
 from storage.projects import get_project_by_name
@@ -95,8 +96,8 @@ class StubTraining:
 
     def _feature_samples(self, studio: Studio, data: Any, samples: Any, ids: Any, plan: TrainPlan,
                          *args: Any) -> Any:
-        self.feature_plans.append(plan)
-        return samples
+        self.feature_plans.append(plan)  # the samples as stored features (none computed here)
+        return [FeatureSample(s.name, dict, tags=s.tags, mask=s.mask) for s in samples]
 
     def _time_steps(self, samples: Any, plan: TrainPlan, device: torch.device) -> StepTimes:
         self.timed_calls += 1
