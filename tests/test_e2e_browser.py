@@ -121,9 +121,10 @@ def test_label_train_review_export_loop(
 
         # Saving while loading is impossible: Save is disabled until the next image has loaded
         page.click("#paint-next")
-        page.wait_for_function("() => window.slrPainter.state.loading")
-        expect(page.locator("#paint-save")).to_be_disabled()
-        assert "loading" in page.evaluate("() => window.slrPainter.payload()")
+        page.wait_for_function(  # all at one moment: the reload is on its way, Save is off
+            "() => window.slrPainter.state.loading && document.querySelector('#paint-save').disabled"
+            " && window.slrPainter.payload().includes('loading')"
+        )
         painter_ready(page, PHOTOS[2])
         assert labeling.get_mask(studio, ids[PHOTOS[2]]) is None
 

@@ -154,15 +154,15 @@
   // "every image has a mask") and the open image stays as it was.
   function expectLoad() {
     if (!state.doc || !state.ready) return;
-    state.ready = false;
+    state.ready = false; state.loading = true;
     setDisabled(true);
     const veil = $("#slr-veil");
     if (veil) { veil.style.display = "flex"; veil.textContent = "Loading…"; }
   }
 
   function keep(doc) {
-    if (!state.doc || state.loading || doc.token !== state.token) return;
-    state.ready = true;
+    if (!state.doc || doc.token !== state.token) return;  // (open() clears state.doc while it loads)
+    state.ready = true; state.loading = false;
     setDisabled(false);
     $("#slr-veil").style.display = "none";
   }
