@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -172,14 +173,33 @@ def serve(args: argparse.Namespace) -> int:
     auth = args.auth or os.environ.get("SLRNET_AUTH")
     import_roots = parse_import_roots(args.import_root, os.environ.get(IMPORT_ROOTS_ENV))
     middleware = guard_middleware(args.host, args.allowed_hosts, login=bool(auth))
-    with Studio.open(args.data) as studio:
-        studio.import_roots = import_roots
-        consumers = start_embedded_consumer(studio, compute=not args.no_worker)
-        try:
-            launch(studio, host=args.host, port=args.port, auth=auth, middleware=middleware)
-        finally:
-            consumers.stop()
+    restore = _stop_on_signals()
+    try:
+        with Studio.open(args.data) as studio:
+            studio.import_roots = import_roots
+            consumers = start_embedded_consumer(studio, compute=not args.no_worker)
+            try:
+                launch(studio, host=args.host, port=args.port, auth=auth, middleware=middleware)
+            except KeyboardInterrupt as stop:  # the way a server is ended: a clean exit
+                logger.info("stopping on %s", stop or "SIGINT")
+            finally:
+                consumers.stop()
+    finally:
+        restore()
     return 0
+
+
+def _stop_on_signals() -> Callable[[], None]:
+    """SIGINT and SIGTERM end ``serve`` the way Ctrl+C does (the web server closes, the consumers
+    stop and the jobs they ran are marked interrupted), also where the parent left SIGINT ignored
+    (a background job of a non-interactive shell) or stops a container with SIGTERM. Returns what
+    puts the previous handlers back."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    return lambda: [signal.signal(sig, handler) for sig, handler in previous.items()] and None
 
 
 def _progress_bar(**options: Any) -> Any:
