@@ -215,7 +215,10 @@ def test_paint_reentry_hotkeys_after_a_radio_and_project_switch(
         _choose_project(page, "paint-b")
         expect(page.locator("#paint-title")).not_to_contain_text(MSRC_PHOTOS[0])
         expect(page.locator("#paint-status")).to_have_text("")
-        assert page.evaluate("() => (window.slrPainter.state.doc || {}).name ?? null") != MSRC_PHOTOS[0]
+        # (the editor reads its document every 150 ms: wait for it, not for the title's update)
+        page.wait_for_function(
+            "(name) => (window.slrPainter.state.doc || {}).name !== name", arg=MSRC_PHOTOS[0]
+        )
         expect(page.locator("#paint-save")).to_be_disabled()
         _no_error_badges(page)
         shot(page, "paint-project-switch")
