@@ -94,7 +94,7 @@ def _wire_page(studio: Studio, ui: SimpleNamespace, views: SimpleNamespace) -> N
     shown = [ui.project, ui.current_image, ui.tag.shown]
     chosen = on(chosen.then, tag.refresh, shown, views.tag, studio)
     chosen = chosen.then(lambda: 0, None, [ui.browse.page])
-    chosen = on(chosen.then, review.cleared, None, views.review)
+    chosen = on(chosen.then, review.follow_project, [ui.project, ui.review.cache], views.review, studio)
     chosen = on(
         chosen.then,
         browse.show_page,

@@ -22,7 +22,7 @@ from app.tabs import new_tab, select
 from app.tabs.paint import START_PSEUDO
 from app.tabs.projects import class_palette, project_summary
 from app.wiring import bind, on
-from services import review
+from services import labeling, review
 from services.context import Studio
 from services.errors import UserError
 
@@ -77,7 +77,7 @@ def show(
         f"**{view.image.name}** · model v{view.pseudo.version} · confidence {view.pseudo.score:.2f}"
         f"{MASK_NOTES[view.mask_source]}"
     )
-    cache = {"rgb": small, "labels": labels, "lut": lut}
+    cache = {"image_id": view.image.id, "rgb": small, "labels": labels, "lut": lut}
     return {
         "current_image": view.image.id,
         "picture": blend(small, labels, lut, opacity),
@@ -89,8 +89,12 @@ def show(
     }
 
 
-def cleared() -> dict[str, Any]:
-    """Another project was chosen: nothing of the last one stays (the next visit shows one)."""
+def follow_project(studio: Studio, project: str | None, cache: dict | None) -> dict[str, Any]:
+    """The project changed (or was chosen again): nothing of another project stays (the next visit
+    shows one of this one); a review of this project's image, e.g. rendered by the Review tab while
+    the project's other views were updating, is left as it is."""
+    if project and cache and labeling.is_project_image(studio, project, cache.get("image_id")):
+        return {}
     return {k: v for k, v in _empty("").items() if k != "current_image"}
 
 
