@@ -453,11 +453,15 @@ def speed_key(device: str, model_config: ModelConfig,
     """The `throughput_key` arguments of a run: (device, model, width, size, frozen backbone) with
     the model named "<backbone>+light" for the light head on stored features (whose steps run no
     backbone at all: its backbone is always frozen and not named so)."""
-    if model_config.head == "light":
-        return (device, f"{model_config.backbone}+light", model_config.feature_channels,
-                train_config.image_size, False)
-    return (device, model_config.backbone, model_config.feature_channels, train_config.image_size,
-            model_config.freeze_backbone)
+    light = model_config.head == "light"
+    return (device, model_name(model_config.backbone, model_config.head), model_config.feature_channels,
+            train_config.image_size, model_config.freeze_backbone and not light)
+
+
+def model_name(backbone: str, head: str) -> str:
+    """How the throughput file names a model: the backbone, "<backbone>+light" for the light head
+    on stored features (its steps and predict run no backbone pass)."""
+    return f"{backbone}+light" if head == "light" else backbone
 
 
 def feature_throughput_key(device: str, spec_key: str) -> str:
@@ -480,8 +484,7 @@ def predict_throughput_key(device: str, model_config: ModelConfig, image_size: i
     """The key of a measured predict speed in the throughput file, e.g.
     ``predict/cpu/efficientnet_lite0+light/320``: the model as :func:`speed_key` names it and the
     longer side it reads images at (`slrnet.config.predict_size`)."""
-    model = f"{model_config.backbone}+light" if model_config.head == "light" else model_config.backbone
-    return f"predict/{device}/{model}/{image_size}"
+    return f"predict/{device}/{model_name(model_config.backbone, model_config.head)}/{image_size}"
 
 
 def _predict_speed(facts: PlanFacts, model_config: ModelConfig,
@@ -557,8 +560,8 @@ def speed_of_runs(runs: list[dict], device: str, backbone: str, feature_channels
         plan = run["metrics"].get("plan") or {}
         epochs = [h["seconds"] for h in run["metrics"].get("history", []) if h.get("seconds")]
         light = model.get("head") == "light"
-        name = f"{model.get('backbone')}+light" if light else model.get("backbone")
-        same = (name == backbone and model.get("feature_channels") == feature_channels
+        same = (model_name(model.get("backbone"), model.get("head")) == backbone
+                and model.get("feature_channels") == feature_channels
                 and (bool(model.get("freeze_backbone")) and not light) == frozen_backbone
                 and train.get("image_size") == image_size and bool(train.get("amp")) == (device == "cuda"))
         if not same or not epochs or not plan.get("images_per_epoch"):

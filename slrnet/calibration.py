@@ -53,8 +53,6 @@ def learn_presence(checkpoint: Path, samples: Sequence[Sample], *, config: Infer
                                           device=device)
     k = predictor.num_classes
     stored = list(features) if features is not None else [None] * len(samples)
-    if len(stored) != len(samples):
-        raise ValueError(f"{len(stored)} feature sets for {len(samples)} samples")
     labelled = [(s, t, f) for s, f in zip(samples, stored, strict=True)
                 if (t := known_classes(s, k)) is not None]
     if len(labelled) > MAX_IMAGES:

@@ -154,15 +154,15 @@ class Predictor:
         return normalize(F.interpolate(pixels[None].float(), size=base, mode="bilinear",
                                        align_corners=False, antialias=True).clamp(0, 255))
 
-    def _stored_views(self, stored: Mapping[str, np.ndarray] | None) -> list[tuple[str, bool]] | None:
-        """The views of a feature-store entry that stand for this predictor's own reading (a light
-        head reading at its feature size, scale 1 only: "s1", and "s1f" when it mirrors), or None
-        (the levels are computed from the image)."""
+    def _stored_views(self, stored: Mapping[str, np.ndarray] | None) -> list[str] | None:
+        """The views of a feature-store entry that stand for this predictor's own reading at scale
+        1 (a light head reading at its feature size, scale 1 only: "s1", then "s1f" when it
+        mirrors, as the image path batches them), or None (the levels are computed from the image)."""
         if stored is None or self.model_config.head != "light" or tuple(self.config.scales) != (1.0,) \
                 or self.size != self.model_config.feature_image_size:
             return None
-        views = [("s1", False), ("s1f", True)] if self.config.flip else [("s1", False)]
-        if any(f"{view}/{LEVELS[0]}" not in stored for view, _ in views):
+        views = ["s1", "s1f"] if self.config.flip else ["s1"]
+        if any(f"{view}/{LEVELS[0]}" not in stored for view in views):
             return None
         return views
 
@@ -178,30 +178,27 @@ class Predictor:
         probs = torch.zeros(1, self.num_classes, *base, device=self.device)
         tag_scores = torch.zeros(self.num_classes, device=self.device)
         views = self._stored_views(stored)
-        if views is not None:
-            depth = len(self.model.head.features.project)
-            for view, mirrored in views:
-                levels = [torch.from_numpy(np.asarray(stored[f"{view}/{name}"]))[None].to(self.device)
-                          for name in LEVELS[:depth]]
-                out = self.model.forward_levels(levels)
-                p = F.interpolate(out["seg_logits"].float().softmax(1), size=base, mode="bilinear",
-                                  align_corners=False)
-                probs += p.flip(-1) if mirrored else p
-                tag_scores += out["cls_logits"][0].float().sigmoid()
-            return Reading(probs / len(views), tag_scores / len(views), base_image)
-        for scale in self.config.scales:
-            size = [max(SIZE_MULTIPLE, round(s * scale / SIZE_MULTIPLE) * SIZE_MULTIPLE) for s in base]
-            x = F.interpolate(base_image, size=size, mode="bilinear", align_corners=False)
-            if self.config.flip:
-                x = torch.cat([x, x.flip(-1)])
-            out = self.model(x)
+        scales = (1.0,) if views is not None else self.config.scales
+        for scale in scales:
+            if views is not None:  # the view and its mirror, batched as the image path does
+                depth = len(self.model.head.features.project)
+                out = self.model.forward_levels([
+                    torch.stack([torch.from_numpy(np.asarray(stored[f"{view}/{name}"])) for view in views])
+                    .to(self.device) for name in LEVELS[:depth]
+                ])
+            else:
+                size = [max(SIZE_MULTIPLE, round(s * scale / SIZE_MULTIPLE) * SIZE_MULTIPLE) for s in base]
+                x = F.interpolate(base_image, size=size, mode="bilinear", align_corners=False)
+                if self.config.flip:
+                    x = torch.cat([x, x.flip(-1)])
+                out = self.model(x)
             p = F.interpolate(out["seg_logits"].float().softmax(1), size=base, mode="bilinear",
                               align_corners=False)
             if self.config.flip:
                 p = torch.stack([p[0], p[1].flip(-1)])
             probs += p.mean(0, keepdim=True)
             tag_scores += out["cls_logits"].float().sigmoid().mean(0)
-        return Reading(probs / len(self.config.scales), tag_scores / len(self.config.scales), base_image)
+        return Reading(probs / len(scales), tag_scores / len(scales), base_image)
 
     @torch.no_grad()
     def predict(self, image: np.ndarray, known_tags: np.ndarray | None = None, *,
